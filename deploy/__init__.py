@@ -1,0 +1,1 @@
+"""Operator tooling: the `flotilla` command, the dev cluster and test images."""

@@ -1,0 +1,38 @@
+"""Errors a user can cause, each carrying the HTTP status and wording dockerd uses."""
+
+from __future__ import annotations
+
+
+class DockerError(Exception):
+    """A failure reported to a Docker client as `status` + `{"message": message}`."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(DockerError):
+    status = 404
+
+
+class Conflict(DockerError):
+    status = 409
+
+
+class InvalidParameter(DockerError):
+    status = 400
+
+
+class NotModified(DockerError):
+    status = 304
+
+
+class SystemError_(DockerError):
+    status = 500
