@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a Debian 12 machine (as root) for flotilla and then run one of:
+#   deploy/setup.sh            install only
+#   deploy/setup.sh test       install, then run the full test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(busybox-static iptables iproute2 procps gcc libc6-dev util-linux kmod)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The real interpreter, not a pyenv shim (a shim adds ~55 ms to every start).
+PYTHON="$(python3 -c 'import sys; print(sys.executable)')"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E '^WARNING|^\s*$' || true
+"$PYTHON" -c 'import runtime, pyroute2, pytest_asyncio' # fail early if the install did not work
+
+modprobe overlay 2>/dev/null || true
+
+if [[ "${1:-}" == "test" ]]; then
+    "$PYTHON" -m ruff check .
+    exec "$PYTHON" -m pytest -q -p no:cacheprovider tests
+fi

@@ -1,0 +1,85 @@
+/* flotilla-shim: shared declarations. See docs/runtime-contracts.md, "The shim". */
+#ifndef FLOTILLA_SHIM_H
+#define FLOTILLA_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct strlist {
+    char **v;
+    int n;
+};
+
+struct spec {
+    const char *mode;
+    struct strlist args, envs, mounts, masks, readonlys, cgroups, caps;
+    const char *cwd, *user, *hostname;
+    int tty, open_stdin, stdin_once, readonly_rootfs, no_new_privs, wait_attach;
+    int hold_output; /* container mode: keep output for the first attach client */
+    const char *lowerdir, *upperdir, *workdir, *rootfs;
+    const char *netns, *net_ip, *net_prefix, *net_gw, *ipcns, *utsns, *pidns;
+    const char *oom_score_adj;
+    const char *log_path;
+    long long log_max_size;
+    int log_max_file;
+    const char *exit_path, *pid_path, *attach_sock;
+    int target_pid;
+    int exec_mode;
+};
+
+/* Everything the container child needs; all fds are CLOEXEC so exec drops them. */
+struct child_ctx {
+    const struct spec *s;
+    int err_w;      /* error/ready reports to the shim */
+    int gate_r;     /* released once the pid is in its cgroups */
+    int attach_r;   /* released on first attach (wait_attach), else -1 */
+    int in_fd, out_fd, err_fd; /* stdio for the process (tty: all the pty slave) */
+    int tty_slave;
+    int console_w;  /* tty: the child sends the pty master it allocated here */
+    int gate_w, attach_w; /* the shim's ends, closed in the child so a dead shim means EOF */
+    int netns_fd, ipcns_fd, utsns_fd, mntns_fd;
+    int cap_last;
+};
+
+/* Message on the error pipe: 'E' = setup failed, 'R' = waiting for attach. */
+struct child_msg {
+    char kind;
+    int exit_code;
+    char msg[2040];
+};
+
+/* spec.c */
+int spec_load(const char *path, struct spec *s, char *err, size_t errlen);
+const char *go_strerror(int e);
+void strlist_add(struct strlist *l, char *v);
+
+/* cgroup.c */
+int process_cgroup_dirs(int pid, struct strlist *out);
+
+/* child.c */
+void child_main(struct child_ctx *c) __attribute__((noreturn));
+
+/* logfile.c */
+struct logfile {
+    int fd;
+    const char *path;
+    long long size, max_size;
+    int max_file;
+};
+void log_open(struct logfile *lf, const char *path, long long max_size, int max_file);
+void log_write(struct logfile *lf, const char *stream, const char *data, size_t len);
+void format_time(char *buf, size_t len);
+
+/* dynamic byte buffer */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+void buf_add(struct buf *b, const void *d, size_t n);
+void buf_addc(struct buf *b, char c);
+void buf_adds(struct buf *b, const char *s);
+void buf_consume(struct buf *b, size_t n);
+void json_escape(struct buf *b, const unsigned char *s, size_t n);
+
+#endif

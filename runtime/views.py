@@ -1,0 +1,183 @@
+"""Docker's JSON views of a container: `docker inspect` and one `docker ps` row."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+from runtime import config as cfg
+from runtime.record import ContainerRecord
+from runtime.timefmt import human_duration, rfc3339nano
+
+if TYPE_CHECKING:
+    from runtime.containers import Runtime
+
+
+def _state(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
+    return {
+        "Status": rec.status,
+        "Running": rec.running,
+        "Paused": rec.status == "paused",
+        "Restarting": rec.status == "restarting",
+        "OOMKilled": rec.oom_killed,
+        "Dead": rec.status == "dead",
+        "Pid": rec.pid if rec.running else 0,
+        "ExitCode": rec.exit_code,
+        "Error": rec.error,
+        "StartedAt": rfc3339nano(rec.started_ns),
+        "FinishedAt": rfc3339nano(rec.finished_ns),
+    }
+
+
+def _network_entry(rec: ContainerRecord, name: str) -> dict[str, Any]:
+    net = rec.net
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "NetworkID": "",
+        "EndpointID": rec.id if net.host_veth else "",
+        "Gateway": net.gateway,
+        "IPAddress": net.ip if net.host_veth else "",
+        "IPPrefixLen": net.prefix,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": net.mac,
+        "DriverOpts": None,
+    }
+
+
+def _network_name(rec: ContainerRecord) -> str:
+    mode = rec.net.mode
+    return "bridge" if mode in ("default", "bridge") else mode
+
+
+def _ports(rt: Runtime, rec: ContainerRecord, spec: cfg.ContainerSpec) -> dict[str, Any]:
+    ports: dict[str, Any] = {p: None for p in spec.exposed_ports}
+    if rec.running:
+        for port, bindings in rec.net.ports.items():
+            ports[port] = bindings
+    return ports
+
+
+def _public_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation")
+    return [{k: m[k] for k in keep if k in m} for m in mounts]
+
+
+def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
+    spec = rt.spec(rec)
+    bundle = rt.paths.container(rec.id)
+    lowers = rt.images.layer_dirs(rec.image_id)
+    net = rec.net
+    networks = {}
+    if not net.mode.startswith("container:"):
+        networks[_network_name(rec)] = _network_entry(rec, _network_name(rec))
+    return {
+        "Id": rec.id,
+        "Created": rfc3339nano(rec.created_ns),
+        "Path": spec.args[0] if spec.args else "",
+        "Args": spec.args[1:],
+        "State": _state(rt, rec),
+        "Image": rec.image_id,
+        "ResolvConfPath": os.path.join(bundle, "resolv.conf"),
+        "HostnamePath": os.path.join(bundle, "hostname"),
+        "HostsPath": os.path.join(bundle, "hosts"),
+        "LogPath": rt.log_path(rec),
+        "Name": f"/{rec.name}",
+        "RestartCount": rec.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": list(rec.exec_ids) or None,
+        "HostConfig": cfg.inspect_host_config(spec),
+        "GraphDriver": {
+            "Data": {
+                "LowerDir": ":".join(lowers),
+                "MergedDir": os.path.join(bundle, "rootfs"),
+                "UpperDir": os.path.join(bundle, "upper"),
+                "WorkDir": os.path.join(bundle, "work"),
+            },
+            "Name": "overlay2",
+        },
+        "Mounts": _public_mounts(rt.mounts(rec, spec)),
+        "Config": cfg.inspect_config(spec),
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": rec.id if net.netns_path else "",
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": _ports(rt, rec, spec),
+            "SandboxKey": net.netns_path,
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            "EndpointID": rec.id if net.host_veth else "",
+            "Gateway": net.gateway,
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": net.ip if net.host_veth else "",
+            "IPPrefixLen": net.prefix,
+            "IPv6Gateway": "",
+            "MacAddress": net.mac,
+            "Networks": networks,
+        },
+    }
+
+
+def _status_text(rec: ContainerRecord) -> str:
+    now = time.time_ns()
+    if rec.status == "running":
+        return f"Up {human_duration((now - rec.started_ns) / 1e9)}"
+    if rec.status == "paused":
+        return f"Up {human_duration((now - rec.started_ns) / 1e9)} (Paused)"
+    if rec.status == "restarting":
+        ago = human_duration((now - rec.finished_ns) / 1e9)
+        return f"Restarting ({rec.exit_code}) {ago} ago"
+    if rec.status == "exited" or (rec.status == "created" and rec.finished_ns):
+        return f"Exited ({rec.exit_code}) {human_duration((now - rec.finished_ns) / 1e9)} ago"
+    if rec.status == "dead":
+        return "Dead"
+    return "Created"
+
+
+def summary(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
+    """One entry of GET /containers/json."""
+    spec = rt.spec(rec)
+    ports = []
+    if rec.running:
+        for port, bindings in sorted(rec.net.ports.items()):
+            number, _, proto = port.partition("/")
+            for b in bindings or []:
+                ports.append(
+                    {
+                        "IP": b.get("HostIp") or "0.0.0.0",
+                        "PrivatePort": int(number),
+                        "PublicPort": int(b["HostPort"]),
+                        "Type": proto or "tcp",
+                    }
+                )
+    networks = {}
+    if not rec.net.mode.startswith("container:"):
+        networks[_network_name(rec)] = _network_entry(rec, _network_name(rec))
+    return {
+        "Id": rec.id,
+        "Names": [f"/{rec.name}"],
+        "Image": rec.image_ref,
+        "ImageID": rec.image_id,
+        "Command": " ".join(shlex.quote(a) if " " in a else a for a in spec.args),
+        "Created": rec.created_ns // 1_000_000_000,
+        "Ports": ports,
+        "Labels": dict(spec.labels),
+        "State": rec.status,
+        "Status": _status_text(rec),
+        "HostConfig": {"NetworkMode": (rec.body.get("HostConfig") or {}).get("NetworkMode")
+                       or "default"},
+        "NetworkSettings": {"Networks": networks},
+        "Mounts": _public_mounts(rt.mounts(rec, spec)),
+    }

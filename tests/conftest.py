@@ -1,0 +1,46 @@
+"""Shared fixtures: a busybox rootfs tarball built from Debian's busybox-static."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.busybox_image import build_rootfs_tar
+
+
+@pytest.fixture(scope="session")
+def busybox_tar() -> Iterator[str]:
+    tmp = tempfile.mkdtemp(prefix="flt-bbtar-")
+    try:
+        yield build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="flotilla's tests drive the kernel and need root")
+        for item in items:
+            item.add_marker(skip)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the whole session in a network namespace of its own.
+
+    Bridges, veths and iptables rules the tests make then live and die with this process, and no
+    test can touch the machine's real network.
+    """
+    if os.geteuid() != 0 or os.environ.get("FLOTILLA_TEST_HOST_NET") == "1":
+        return
+    import ctypes
+    import subprocess
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newnet = 0x40000000
+    if libc.unshare(clone_newnet) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
