@@ -47,8 +47,18 @@ async def time_runs(rt: Runtime, network: str, runs: int) -> list[float]:
 
 
 def floor_runs(rootfs: str, runs: int) -> list[float]:
-    cmd = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net",
-           "chroot", rootfs, "/bin/true"]
+    cmd = [
+        "unshare",
+        "--fork",
+        "--pid",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "chroot",
+        rootfs,
+        "/bin/true",
+    ]
     times = []
     for _ in range(runs + 3):
         start = time.perf_counter()
@@ -112,7 +122,7 @@ async def main() -> None:
         pss = await pss_per_container(rt, args.containers)
     finally:
         await rt.close()
-        rt.bridge.teardown()
+        await asyncio.to_thread(rt.bridge.teardown)
         rt.cgroups.remove_parent()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -69,8 +69,21 @@ def build_rootfs_tar(path: str) -> str:
         return info, io.BytesIO(data)
 
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("bin", "dev", "etc", "home", "proc", "root", "sys", "usr", "usr/sbin",
-                  "var", "var/spool", "var/spool/mail", "var/www"):
+        for d in (
+            "bin",
+            "dev",
+            "etc",
+            "home",
+            "proc",
+            "root",
+            "sys",
+            "usr",
+            "usr/sbin",
+            "var",
+            "var/spool",
+            "var/spool/mail",
+            "var/www",
+        ):
             tar.addfile(dir_entry(d, 0o700 if d == "root" else 0o755))
         tar.addfile(dir_entry("tmp", 0o1777))
         with open(BUSYBOX, "rb") as f:

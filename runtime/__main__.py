@@ -1,8 +1,8 @@
 """Debug entry point: drive the runtime of one host by hand.
 
-    python -m runtime --root /var/lib/flotilla/debug import busybox.tar busybox
-    python -m runtime --root … run [--net none|bridge|host] IMAGE CMD…
-    python -m runtime --root … ps | images | rm ID | logs ID
+python -m runtime --root /var/lib/flotilla/debug import busybox.tar busybox
+python -m runtime --root … run [--net none|bridge|host] IMAGE CMD…
+python -m runtime --root … ps | images | rm ID | logs ID
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ async def amain(args: argparse.Namespace) -> int:
                 row = summary(rt, rec)
                 print(f"{rec.id[:12]}  {rec.name:24} {row['Status']:28} {row['Command']}")
         elif args.cmd == "run":
-            body = {"Image": args.image, "Cmd": args.command or None,
-                    "HostConfig": {"NetworkMode": args.net}}
+            body = {
+                "Image": args.image,
+                "Cmd": args.command or None,
+                "HostConfig": {"NetworkMode": args.net},
+            }
             rec = await rt.create(body)
             await rt.start(rec.id)
             if args.detach:

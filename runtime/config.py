@@ -875,6 +875,8 @@ def _port_bindings(hc: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
         normalized = []
         for b in bindings or []:
             b = b or {}
+            if not isinstance(b, dict):
+                raise _type_error(b, "nat.PortBinding")
             host_port = _str(b, "HostPort")
             if not _valid_host_port(host_port):
                 raise InvalidParameter(f"invalid port specification: {_go_quote(host_port)}")

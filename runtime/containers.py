@@ -124,8 +124,10 @@ class Runtime:
         await asyncio.to_thread(self._remove_stale_netns)
         for rec in list(self._records.values()):
             was_running = rec.status in ("running", "paused", "restarting")
-            if not rec.running and rec.has_been_started and restart.restart_on_boot(
-                self._policy(rec)[0], rec.manually_stopped, was_running
+            if (
+                not rec.running
+                and rec.has_been_started
+                and restart.restart_on_boot(self._policy(rec)[0], rec.manually_stopped, was_running)
             ):
                 with contextlib.suppress(DockerError):
                     await self.start(rec.id)
@@ -290,7 +292,9 @@ class Runtime:
             if not new_name:
                 raise InvalidParameter("Neither old nor new names may be empty")
             if new_name.lstrip("/") == rec.name:
-                raise InvalidParameter("Renaming a container with the same name as its current name")
+                raise InvalidParameter(
+                    "Renaming a container with the same name as its current name"
+                )
             old = rec.name
             rec.name = self._claim_name(new_name, rec.id)
             rec.save(self.paths.container(rec.id))
@@ -402,9 +406,9 @@ class Runtime:
                     self.ports.publish, rec.id, ip, bindings, rec.name
                 )
         inputs.hostname = hostname
-        inputs.env = launch.container_env(spec, hostname, extra_env)
+        inputs.env = cfg.process_env(spec, hostname, extra_env)
         inputs.caps = cfg.effective_caps(hc.cap_add, hc.cap_drop, hc.privileged)
-        inputs.log_max_size, inputs.log_max_file = _log_limits(spec)
+        inputs.log_max_size, inputs.log_max_file = cfg.log_limits(spec.host_config.log_config)
         inputs.mounts = self._etc_mounts(rec, spec, hostname, link_hosts)
         inputs.mounts += await self._volume_mounts(rec, spec, lowerdirs)
         rec.save(bundle)
@@ -429,8 +433,11 @@ class Runtime:
             source_dir = self.paths.container(target.id)
         else:
             source_dir = bundle
-            with open("/etc/resolv.conf") as f:
-                host_resolv = f.read()
+            try:
+                with open(etcfiles.host_resolv_path()) as f:
+                    host_resolv = f.read()
+            except OSError:
+                host_resolv = ""
             files = {
                 "hostname": etcfiles.hostname_file(hostname),
                 "hosts": etcfiles.hosts_file(
@@ -788,7 +795,9 @@ class Runtime:
             raise InvalidParameter("No exec command specified")
         spec = self.spec(rec)
         eid = secrets.token_hex(32)
-        env = launch.container_env(spec, spec.hostname, list(body.get("Env") or []))
+        env = cfg.replace_or_append_env(
+            cfg.process_env(spec, spec.hostname), list(body.get("Env") or [])
+        )
         self._execs[eid] = ExecRecord(
             id=eid,
             container_id=rec.id,
@@ -846,7 +855,10 @@ class Runtime:
         except shim.ShimStartError as err:
             ex.exit_code = err.exit_code
             ex.done.set()
-            message = f"OCI runtime exec failed: exec failed: unable to start container process: {err.message}: unknown"
+            message = (
+                "OCI runtime exec failed: exec failed: unable to start container process: "
+                f"{err.message}: unknown"
+            )
             raise DockerError(message, 500 if err.exit_code not in (126, 127) else 400) from None
         ex.running = True
         ex.pid = _read_int(os.path.join(exec_dir, "init.pid"))
@@ -940,9 +952,7 @@ class Runtime:
         lowers = [os.path.join(bundle, "upper")] + self.images.layer_dirs(rec.image_id)
         if writable:
             work = os.path.join(bundle, "work")
-            opts = (
-                f"lowerdir={':'.join(lowers[1:])},upperdir={lowers[0]},workdir={work}"
-            )
+            opts = f"lowerdir={':'.join(lowers[1:])},upperdir={lowers[0]},workdir={work}"
         else:
             opts = f"lowerdir={':'.join(lowers)}"
         try:
@@ -971,9 +981,7 @@ class Runtime:
         if self.spec(rec).host_config.readonly_rootfs:
             raise DockerError("container rootfs is marked read-only", 403)
         async with self._root_view(rec, writable=True) as root:
-            await asyncio.to_thread(
-                archive.put_archive, root, path, src, no_overwrite_dir_non_dir
-            )
+            await asyncio.to_thread(archive.put_archive, root, path, src, no_overwrite_dir_non_dir)
 
     async def export(self, ref: str, out: BinaryIO) -> None:
         rec = self.get(ref)
@@ -994,9 +1002,7 @@ class Runtime:
     async def changes(self, ref: str) -> list[dict[str, Any]]:
         rec = self.get(ref)
         upper = os.path.join(self.paths.container(rec.id), "upper")
-        return await asyncio.to_thread(
-            layers.changes, upper, self.images.layer_dirs(rec.image_id)
-        )
+        return await asyncio.to_thread(layers.changes, upper, self.images.layer_dirs(rec.image_id))
 
     async def commit(
         self,
@@ -1085,13 +1091,6 @@ def _port_bindings(spec: cfg.ContainerSpec) -> dict[str, list[dict[str, str]]]:
     return {k: v for k, v in bindings.items() if v}
 
 
-def _log_limits(spec: cfg.ContainerSpec) -> tuple[int, int]:
-    opts = spec.host_config.log_config.get("Config") or {}
-    size = cfg.parse_size(opts["max-size"]) if opts.get("max-size") else 0
-    count = int(opts.get("max-file") or 1)
-    return size, count
-
-
 def _image_path(lowerdirs: list[str], dest: str) -> str | None:
     """The image's directory at `dest` (top layer first), if it has content to copy up."""
     rel = dest.lstrip("/")
@@ -1146,8 +1145,335 @@ def _umount(target: str) -> None:
     subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
-_ADJECTIVES = ["admiring", "adoring", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "brave", "busy", "charming", "clever", "cool", "compassionate", "competent", "confident", "dazzling", "determined", "eager", "ecstatic", "elastic", "elated", "elegant", "eloquent", "epic", "fervent", "festive", "flamboyant", "focused", "friendly", "frosty", "gallant", "gifted", "goofy", "gracious", "happy", "hardcore", "heuristic", "hopeful", "hungry", "infallible", "inspiring", "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical", "modest", "musing", "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective", "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical", "recursive", "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful", "xenodochial", "youthful", "zealous", "zen"]
-_SURNAMES = ["albattani", "allen", "almeida", "agnesi", "archimedes", "ardinghelli", "aryabhata", "austin", "babbage", "banach", "bardeen", "bartik", "bassi", "beaver", "bell", "benz", "bhabha", "bhaskara", "black", "blackburn", "blackwell", "bohr", "booth", "borg", "bose", "boyd", "brahmagupta", "brattain", "brown", "buck", "burnell", "cannon", "carson", "cartwright", "cerf", "chandrasekhar", "chaplygin", "chatelet", "chatterjee", "chebyshev", "cohen", "chaum", "clarke", "colden", "cori", "cray", "curran", "curie", "darwin", "davinci", "dewdney", "dhawan", "diffie", "dijkstra", "dirac", "driscoll", "dubinsky", "easley", "edison", "einstein", "elbakyan", "elgamal", "elion", "ellis", "engelbart", "euclid", "euler", "faraday", "feistel", "fermat", "fermi", "feynman", "franklin", "gagarin", "galileo", "galois", "ganguly", "gates", "gauss", "germain", "goldberg", "goldstine", "goldwasser", "golick", "goodall", "gould", "greider", "grothendieck", "haibt", "hamilton", "haslett", "hawking", "hellman", "heisenberg", "hermann", "herschel", "hertz", "heyrovsky", "hodgkin", "hofstadter", "hoover", "hopper", "hugle", "hypatia", "jackson", "jang", "jennings", "jepsen", "johnson", "joliot", "jones", "kalam", "kapitsa", "kare", "keldysh", "keller", "kepler", "khayyam", "khorana", "kilby", "kirch", "knuth", "kowalevski", "lalande", "lamarr", "lamport", "leakey", "leavitt", "lederberg", "lehmann", "lewin", "lichterman", "liskov", "lovelace", "lumiere", "mahavira", "margulis", "matsumoto", "maxwell", "mayer", "mccarthy", "mcclintock", "mclaren", "mclean", "mcnulty", "mendel", "mendeleev", "meitner", "meninsky", "merkle", "mestorf", "mirzakhani", "moore", "morse", "murdock", "moser", "napier", "nash", "neumann", "newton", "nightingale", "nobel", "noether", "northcutt", "noyce", "panini", "pare", "pascal", "pasteur", "payne", "perlman", "pike", "poincare", "poitras", "proskuriakova", "ptolemy", "raman", "ramanujan", "ride", "montalcini", "ritchie", "robinson", "roentgen", "rosalind", "rubin", "saha", "sammet", "sanderson", "satoshi", "shamir", "shannon", "shaw", "shirley", "shockley", "shtern", "sinoussi", "snyder", "solomon", "spence", "stonebraker", "sutherland", "swanson", "swartz", "swirles", "taussig", "tereshkova", "tesla", "tharp", "thompson", "torvalds", "tu", "turing", "varahamihira", "vaughan", "visvesvaraya", "volhard", "villani", "wescoff", "wilbur", "wiles", "williams", "williamson", "wilson", "wing", "wozniak", "wright", "wu", "yalow", "yonath", "zhukovsky"]
+_ADJECTIVES = [
+    "admiring",
+    "adoring",
+    "agitated",
+    "amazing",
+    "angry",
+    "awesome",
+    "blissful",
+    "bold",
+    "brave",
+    "busy",
+    "charming",
+    "clever",
+    "cool",
+    "compassionate",
+    "competent",
+    "confident",
+    "dazzling",
+    "determined",
+    "eager",
+    "ecstatic",
+    "elastic",
+    "elated",
+    "elegant",
+    "eloquent",
+    "epic",
+    "fervent",
+    "festive",
+    "flamboyant",
+    "focused",
+    "friendly",
+    "frosty",
+    "gallant",
+    "gifted",
+    "goofy",
+    "gracious",
+    "happy",
+    "hardcore",
+    "heuristic",
+    "hopeful",
+    "hungry",
+    "infallible",
+    "inspiring",
+    "jolly",
+    "jovial",
+    "keen",
+    "kind",
+    "laughing",
+    "loving",
+    "lucid",
+    "magical",
+    "modest",
+    "musing",
+    "mystifying",
+    "naughty",
+    "nervous",
+    "nice",
+    "nifty",
+    "nostalgic",
+    "objective",
+    "optimistic",
+    "peaceful",
+    "pedantic",
+    "pensive",
+    "practical",
+    "priceless",
+    "quirky",
+    "quizzical",
+    "recursive",
+    "relaxed",
+    "reverent",
+    "romantic",
+    "sad",
+    "serene",
+    "sharp",
+    "silly",
+    "sleepy",
+    "stoic",
+    "strange",
+    "stupefied",
+    "suspicious",
+    "sweet",
+    "tender",
+    "thirsty",
+    "trusting",
+    "unruffled",
+    "upbeat",
+    "vibrant",
+    "vigilant",
+    "vigorous",
+    "wizardly",
+    "wonderful",
+    "xenodochial",
+    "youthful",
+    "zealous",
+    "zen",
+]
+_SURNAMES = [
+    "albattani",
+    "allen",
+    "almeida",
+    "agnesi",
+    "archimedes",
+    "ardinghelli",
+    "aryabhata",
+    "austin",
+    "babbage",
+    "banach",
+    "bardeen",
+    "bartik",
+    "bassi",
+    "beaver",
+    "bell",
+    "benz",
+    "bhabha",
+    "bhaskara",
+    "black",
+    "blackburn",
+    "blackwell",
+    "bohr",
+    "booth",
+    "borg",
+    "bose",
+    "boyd",
+    "brahmagupta",
+    "brattain",
+    "brown",
+    "buck",
+    "burnell",
+    "cannon",
+    "carson",
+    "cartwright",
+    "cerf",
+    "chandrasekhar",
+    "chaplygin",
+    "chatelet",
+    "chatterjee",
+    "chebyshev",
+    "cohen",
+    "chaum",
+    "clarke",
+    "colden",
+    "cori",
+    "cray",
+    "curran",
+    "curie",
+    "darwin",
+    "davinci",
+    "dewdney",
+    "dhawan",
+    "diffie",
+    "dijkstra",
+    "dirac",
+    "driscoll",
+    "dubinsky",
+    "easley",
+    "edison",
+    "einstein",
+    "elbakyan",
+    "elgamal",
+    "elion",
+    "ellis",
+    "engelbart",
+    "euclid",
+    "euler",
+    "faraday",
+    "feistel",
+    "fermat",
+    "fermi",
+    "feynman",
+    "franklin",
+    "gagarin",
+    "galileo",
+    "galois",
+    "ganguly",
+    "gates",
+    "gauss",
+    "germain",
+    "goldberg",
+    "goldstine",
+    "goldwasser",
+    "golick",
+    "goodall",
+    "gould",
+    "greider",
+    "grothendieck",
+    "haibt",
+    "hamilton",
+    "haslett",
+    "hawking",
+    "hellman",
+    "heisenberg",
+    "hermann",
+    "herschel",
+    "hertz",
+    "heyrovsky",
+    "hodgkin",
+    "hofstadter",
+    "hoover",
+    "hopper",
+    "hugle",
+    "hypatia",
+    "jackson",
+    "jang",
+    "jennings",
+    "jepsen",
+    "johnson",
+    "joliot",
+    "jones",
+    "kalam",
+    "kapitsa",
+    "kare",
+    "keldysh",
+    "keller",
+    "kepler",
+    "khayyam",
+    "khorana",
+    "kilby",
+    "kirch",
+    "knuth",
+    "kowalevski",
+    "lalande",
+    "lamarr",
+    "lamport",
+    "leakey",
+    "leavitt",
+    "lederberg",
+    "lehmann",
+    "lewin",
+    "lichterman",
+    "liskov",
+    "lovelace",
+    "lumiere",
+    "mahavira",
+    "margulis",
+    "matsumoto",
+    "maxwell",
+    "mayer",
+    "mccarthy",
+    "mcclintock",
+    "mclaren",
+    "mclean",
+    "mcnulty",
+    "mendel",
+    "mendeleev",
+    "meitner",
+    "meninsky",
+    "merkle",
+    "mestorf",
+    "mirzakhani",
+    "moore",
+    "morse",
+    "murdock",
+    "moser",
+    "napier",
+    "nash",
+    "neumann",
+    "newton",
+    "nightingale",
+    "nobel",
+    "noether",
+    "northcutt",
+    "noyce",
+    "panini",
+    "pare",
+    "pascal",
+    "pasteur",
+    "payne",
+    "perlman",
+    "pike",
+    "poincare",
+    "poitras",
+    "proskuriakova",
+    "ptolemy",
+    "raman",
+    "ramanujan",
+    "ride",
+    "montalcini",
+    "ritchie",
+    "robinson",
+    "roentgen",
+    "rosalind",
+    "rubin",
+    "saha",
+    "sammet",
+    "sanderson",
+    "satoshi",
+    "shamir",
+    "shannon",
+    "shaw",
+    "shirley",
+    "shockley",
+    "shtern",
+    "sinoussi",
+    "snyder",
+    "solomon",
+    "spence",
+    "stonebraker",
+    "sutherland",
+    "swanson",
+    "swartz",
+    "swirles",
+    "taussig",
+    "tereshkova",
+    "tesla",
+    "tharp",
+    "thompson",
+    "torvalds",
+    "tu",
+    "turing",
+    "varahamihira",
+    "vaughan",
+    "visvesvaraya",
+    "volhard",
+    "villani",
+    "wescoff",
+    "wilbur",
+    "wiles",
+    "williams",
+    "williamson",
+    "wilson",
+    "wing",
+    "wozniak",
+    "wright",
+    "wu",
+    "yalow",
+    "yonath",
+    "zhukovsky",
+]
 
 
 def _generate_name(taken: set[str]) -> str:

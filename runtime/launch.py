@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from runtime import config as cfg
 from runtime.errors import InvalidParameter
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 @dataclass
 class MountSpec:
@@ -154,23 +152,6 @@ def exec_records(
     records += [("cgroup", d) for d in cgroup_dirs]
     records += [("cap", c) for c in caps]
     return records
-
-
-def container_env(spec: cfg.ContainerSpec, hostname: str, extra: list[str]) -> list[str]:
-    """The process environment: HOSTNAME first, as dockerd sets it, then image+container env."""
-    env = [f"HOSTNAME={hostname}"]
-    keys = set()
-    for item in list(spec.env) + extra:
-        key = item.split("=", 1)[0]
-        if key in keys or key == "HOSTNAME":
-            continue
-        keys.add(key)
-        env.append(item)
-    if "PATH" not in keys:
-        env.insert(1, f"PATH={DEFAULT_PATH}")
-    if spec.tty and "TERM" not in keys:
-        env.append("TERM=xterm")
-    return env
 
 
 def host_hostname() -> str:

@@ -65,7 +65,7 @@ def _ports(rt: Runtime, rec: ContainerRecord, spec: cfg.ContainerSpec) -> dict[s
 
 def _public_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keep = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation")
-    return [{k: m[k] for k in keep if k in m} for m in mounts]
+    return [{k: m[k] for k in keep if k in m} for m in mounts if not m.get("Hidden")]
 
 
 def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
@@ -176,8 +176,9 @@ def summary(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
         "Labels": dict(spec.labels),
         "State": rec.status,
         "Status": _status_text(rec),
-        "HostConfig": {"NetworkMode": (rec.body.get("HostConfig") or {}).get("NetworkMode")
-                       or "default"},
+        "HostConfig": {
+            "NetworkMode": (rec.body.get("HostConfig") or {}).get("NetworkMode") or "default"
+        },
         "NetworkSettings": {"Networks": networks},
         "Mounts": _public_mounts(rt.mounts(rec, spec)),
     }

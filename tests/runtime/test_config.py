@@ -1119,3 +1119,9 @@ def test_inspect_defaults_and_omitempty() -> None:
     # a copy each time: callers may mutate it
     host["Binds"] = ["x"]
     assert cfg.inspect_host_config(spec)["Binds"] is None
+
+
+def test_port_binding_type_error() -> None:
+    err = hc_error(PortBindings={"80/tcp": ["8080"]})
+    assert err.status == 400
+    assert err.message.startswith("json: cannot unmarshal string")
