@@ -592,12 +592,14 @@ class Runtime:
         if net.ports:
             await asyncio.to_thread(self.ports.unpublish, rec.id)
             net.ports = {}
-        if net.host_veth:
-            await asyncio.to_thread(self.bridge.detach, net.host_veth)
-            net.host_veth = ""
         if net.netns_path:
+            # The veth pair dies with the namespace; deleting it ourselves would wait ~15 ms
+            # for the kernel's RCU grace period on every container stop.
             await asyncio.to_thread(delete_netns, net.netns_path)
             net.netns_path = ""
+        elif net.host_veth:
+            await asyncio.to_thread(self.bridge.detach, net.host_veth)
+        net.host_veth = ""
         if net.ip and net.mode not in ("host", "none") and not net.mode.startswith("container:"):
             await asyncio.to_thread(self.bridge.release, rec.id)
         net.ip = net.gateway = net.mac = ""

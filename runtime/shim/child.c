@@ -744,8 +744,6 @@ void child_main(struct child_ctx *c)
     close(c->gate_w);
     if (c->attach_w >= 0)
         close(c->attach_w);
-    if (read(c->gate_r, &g, 1) != 1)
-        _exit(1); /* the shim gave up on us */
     /* Join namespaces first so everything below happens inside them. */
     join_ns(c->netns_fd, CLONE_NEWNET, "network");
     join_ns(c->ipcns_fd, CLONE_NEWIPC, "ipc");
@@ -777,6 +775,10 @@ void child_main(struct child_ctx *c)
     umask(022);
     char **env = build_env(&u);
     char *path = look_path(s->args.v[0], env);
+    /* Moving a task between v1 cgroups waits for an RCU grace period (~20 ms); the shim does
+     * it while we set up the root filesystem, and we only wait for it here, before exec. */
+    if (read(c->gate_r, &g, 1) != 1)
+        _exit(1); /* the shim gave up on us */
     if (c->attach_r >= 0) {
         struct child_msg m = {.kind = 'R'};
         if (write(c->err_w, &m, sizeof m) < 0 || read(c->attach_r, &g, 1) != 1)

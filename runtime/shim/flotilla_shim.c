@@ -875,7 +875,8 @@ static void start_process(void)
     }
     if (S.pid_path)
         write_pidfile(S.pid_path, pid);
-    if (write(gate[1], "g", 1) != 1)
+    /* EPIPE means the child already failed during set-up; its message follows on errp. */
+    if (write(gate[1], "g", 1) != 1 && errno != EPIPE)
         shim_fail(128, "release container process: %s", go_strerror(errno));
     close(gate[1]);
 

@@ -32,7 +32,7 @@ struct spec {
 struct child_ctx {
     const struct spec *s;
     int err_w;      /* error/ready reports to the shim */
-    int gate_r;     /* released once the pid is in its cgroups */
+    int gate_r;     /* released once the pid is in its cgroups; awaited just before exec */
     int attach_r;   /* released on first attach (wait_attach), else -1 */
     int in_fd, out_fd, err_fd; /* stdio for the process (tty: all the pty slave) */
     int tty_slave;
