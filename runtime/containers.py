@@ -100,6 +100,7 @@ class Runtime:
         self._restart_tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[str] = set()
         self._exit_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._specs: dict[str, tuple[dict[str, Any], cfg.ContainerSpec]] = {}
 
     # ----------------------------------------------------------------- start-up / reconcile
 
@@ -117,11 +118,13 @@ class Runtime:
                 await asyncio.to_thread(self.cgroups.remove, cid)
                 continue
             self._records[cid] = rec
+            with contextlib.suppress(NotFound):
+                self.images.hold_layers(cid, rec.image_id)
             await self._reconcile(rec)
             live_cgroups.discard(cid)
         for cid in live_cgroups:
             await asyncio.to_thread(self.cgroups.remove, cid)
-        await asyncio.to_thread(self._remove_stale_netns)
+        await asyncio.to_thread(self._remove_stale_network)
         for rec in list(self._records.values()):
             was_running = rec.status in ("running", "paused", "restarting")
             if (
@@ -146,11 +149,23 @@ class Runtime:
         await self._teardown(rec)
         rec.save(bundle)
 
-    def _remove_stale_netns(self) -> None:
+    def _remove_stale_network(self) -> None:
+        """Undo network state a crash left between two steps of a start or a teardown."""
+        running = {cid for cid, rec in self._records.items() if rec.running}
         for name in os.listdir(self.paths.netns):
-            rec = self._records.get(name)
-            if rec is None or not rec.running:
+            if name not in running:
                 delete_netns(os.path.join(self.paths.netns, name))
+        for cid in self.bridge.list_allocations():
+            if cid not in running:
+                self.bridge.release(cid)
+        port_owners = set(self.ports.allocations())
+        for cid in port_owners - running:
+            self.ports.unpublish(cid)
+        if port_owners & running:
+            self.ports.restore()  # rules may be gone after a reboot or a firewall reload
+        self.bridge.remove_stale_veths(
+            {rec.net.host_veth for rec in self._records.values() if rec.running}
+        )
 
     async def close(self) -> None:
         """Stop watching shims; containers keep running (they belong to their shims)."""
@@ -187,7 +202,13 @@ class Runtime:
         return sorted(self._records.values(), key=lambda r: r.created_ns, reverse=True)
 
     def spec(self, rec: ContainerRecord) -> cfg.ContainerSpec:
-        return cfg.parse_create(rec.body, self.images.config(rec.image_id), rec.id)
+        """The parsed create body; cached, as every lifecycle step needs it."""
+        cached = self._specs.get(rec.id)
+        if cached is not None and cached[0] is rec.body:
+            return cached[1]
+        spec = cfg.parse_create(rec.body, self.images.config(rec.image_id), rec.id)
+        self._specs[rec.id] = (rec.body, spec)
+        return spec
 
     # ----------------------------------------------------------------- create / remove / rename
 
@@ -199,6 +220,7 @@ class Runtime:
         cid = secrets.token_hex(32)
         spec = cfg.parse_create(body, self.images.config(image_id), cid)
         _validate_resources(spec)
+        self._specs[cid] = (body, spec)
         async with self._lock:
             name = self._claim_name(name, cid)
             bundle = self.paths.container(cid)
@@ -267,6 +289,7 @@ class Runtime:
         bundle = self.paths.container(rec.id)
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         self._records.pop(rec.id, None)
+        self._specs.pop(rec.id, None)
         self.images.release_layers(rec.id)
         for vol in anonymous:
             with contextlib.suppress(DockerError):

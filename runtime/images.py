@@ -3,8 +3,9 @@
 Layout (docs/runtime-contracts.md): config JSON and uncompressed layer tars live as blobs named by
 their sha256; each layer is unpacked once into `layers/<diffid-hex>/diff` (overlayfs-ready) and
 shared by every image that lists its diff id. `repositories.json` maps familiar `name:tag` to image
-ids. `imagedb.json` (ours) records which configs are images, their parent and last tag time, and
-"holds" that keep layers alive for containers whose image was force-removed.
+ids. `imagedb.json` (ours) records which configs are images, their parent and last tag time.
+"Holds" keep layers alive for containers whose image was force-removed; they live in memory and
+the runtime re-takes them for every container it loads on start.
 
 Every public method takes one lock per data root: callers run the store from threads.
 """
@@ -662,6 +663,7 @@ class ImageStore:
         self._db_path = os.path.join(self.paths.images, "imagedb.json")
         os.makedirs(self._tmp, exist_ok=True)
         self._lock = _lock_for(self.paths.images)
+        self._holds: dict[str, list[str]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         with self._lock:
             self._clean_tmp()
@@ -751,7 +753,7 @@ class ImageStore:
         used: set[str] = set()
         for image_id in db["images"]:
             used.update(self._diff_ids(image_id))
-        for held in db["holds"].values():
+        for held in self._holds.values():
             used.update(held)
         return used
 
@@ -1240,18 +1242,13 @@ class ImageStore:
     def hold_layers(self, owner: str, image_id: str) -> None:
         """Keep an image's layers alive for `owner` (a container) even if the image goes."""
         with self._lock:
-            diff_ids = self._diff_ids(self.resolve(image_id))
-            db = self._db()
-            db["holds"][owner] = diff_ids
-            self._save_db(db)
+            self._holds[owner] = self._diff_ids(self.resolve(image_id))
 
     def release_layers(self, owner: str) -> None:
         """Drop `owner`'s hold; layers no image or hold uses any more are deleted."""
         with self._lock:
-            db = self._db()
-            held = db["holds"].pop(owner, [])
-            self._save_db(db)
-            used = self._used_layers(db)
+            held = self._holds.pop(owner, [])
+            used = self._used_layers(self._db())
             for diff_id in held:
                 if diff_id not in used:
                     self._drop_layer(diff_id)

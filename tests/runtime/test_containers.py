@@ -321,6 +321,42 @@ async def test_reconcile_after_shim_death(rt: Runtime) -> None:
     await again.close()
 
 
+async def test_reconcile_after_crash_mid_start(rt: Runtime) -> None:
+    """A runtime that died half-way through a start leaves kernel state; the next one clears it."""
+    from runtime.cgroups import Resources
+    from runtime.netns import create_netns
+
+    rec = await rt.create({"Image": "busybox", "Cmd": ["true"]})
+    half = await rt.create({"Image": "busybox", "Cmd": ["true"]})
+    os.unlink(os.path.join(rt.paths.container(half.id), "config.json"))  # died inside create
+    await asyncio.to_thread(rt.bridge.ensure)
+    ip, _, _, mac = await asyncio.to_thread(rt.bridge.allocate, rec.id)
+    netns_path = os.path.join(rt.paths.netns, rec.id)
+    await asyncio.to_thread(create_netns, netns_path)
+    await asyncio.to_thread(rt.bridge.attach, rec.id, netns_path, ip, mac)
+    await asyncio.to_thread(rt.ports.publish, rec.id, ip, {"80/tcp": [{"HostPort": ""}]})
+    await asyncio.to_thread(rt.cgroups.create, rec.id, Resources())
+    await rt.close()
+    again = Runtime(
+        rt.paths.root,
+        node_name=rt.node_name,
+        bridge_name=rt.bridge.name,
+        bridge_subnet="10.77.0.0/24",
+    )
+    await again.open()
+    assert again.get(rec.id).status == "created"
+    with pytest.raises(NotFound):
+        again.get(half.id)
+    assert not os.path.exists(rt.paths.container(half.id))
+    assert again.cgroups.list_ids() == []
+    assert os.listdir(again.paths.netns) == []
+    assert again.bridge.list_allocations() == {}
+    assert again.ports.allocations() == {}
+    assert await asyncio.to_thread(again.bridge.veths) == []
+    await again.remove(rec.id)
+    await again.close()
+
+
 async def test_filesystem_cp_diff_export_commit(rt: Runtime) -> None:
     rec = await rt.create(
         {"Image": "busybox", "Cmd": ["sh", "-c", "echo hi > /greeting; rm /bin/vi"]}
