@@ -17,10 +17,10 @@ import shutil
 import stat
 import tarfile
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from runtime.errors import InvalidParameter, NotFound, SystemError_
+from runtime.timefmt import rfc3339nano
 
 # Linux allows 40 symlinks in one lookup; past that the path is a loop.
 _MAX_SYMLINKS = 40
@@ -140,15 +140,6 @@ def go_file_mode(st_mode: int) -> int:
     return mode
 
 
-def _go_time(ns: int) -> str:
-    """Go's JSON encoding of a time.Time (RFC3339Nano, trailing zeros dropped), in UTC."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac == 0:
-        return base + "Z"
-    return f"{base}.{frac:09d}".rstrip("0") + "Z"
-
-
 def _base_name(abs_path: str) -> str:
     # Go's filepath.Base: "/" stays "/", "/a/." gives ".", "/a/" gives "a".
     if abs_path == "/":
@@ -187,7 +178,7 @@ def stat_path(root: str, path: str, container: str = "") -> dict[str, Any]:
         "name": _base_name(abs_path),
         "size": st.st_size,
         "mode": go_file_mode(st.st_mode),
-        "mtime": _go_time(st.st_mtime_ns),
+        "mtime": rfc3339nano(st.st_mtime_ns),
         "linkTarget": link_target,
     }
 

@@ -56,43 +56,6 @@ class Resources:
         return quota, self.cpu_period or DEFAULT_CPU_PERIOD
 
 
-def validate(res: Resources, ncpu: int | None = None, update: bool = False) -> None:
-    """Reject what dockerd rejects, with its wording (daemon/daemon_unix.go)."""
-    if res.memory != 0 and res.memory < MIN_MEMORY:
-        raise InvalidParameter("Minimum memory limit allowed is 6MB")
-    if res.memory > 0 and res.memory_swap > 0 and res.memory_swap < res.memory:
-        raise InvalidParameter(
-            "Minimum memoryswap limit should be larger than memory limit, see usage"
-        )
-    if res.memory == 0 and res.memory_swap > 0 and not update:
-        raise InvalidParameter(
-            "You should always set the Memory limit when using Memoryswap limit, see usage"
-        )
-    if res.memory_reservation != 0 and res.memory_reservation < MIN_MEMORY:
-        raise InvalidParameter("Minimum memory reservation allowed is 6MB")
-    if res.memory > 0 and res.memory_reservation > 0 and res.memory < res.memory_reservation:
-        raise InvalidParameter(
-            "Minimum memory limit can not be less than memory reservation limit, see usage"
-        )
-    if res.nano_cpus > 0 and res.cpu_period > 0:
-        raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-    if res.nano_cpus > 0 and res.cpu_quota > 0:
-        raise InvalidParameter("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
-    n = ncpu or os.cpu_count() or 1
-    if res.nano_cpus < 0 or res.nano_cpus > n * 1_000_000_000:
-        raise InvalidParameter(
-            f"Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"
-        )
-    if res.cpu_period != 0 and not 1000 <= res.cpu_period <= 1_000_000:
-        raise InvalidParameter(
-            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
-        )
-    if 0 < res.cpu_quota < 1000:
-        raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-    if res.cpuset_cpus and parse_cpu_list(res.cpuset_cpus) is None:
-        raise InvalidParameter(f"Invalid value {res.cpuset_cpus} for cpuset cpus")
-
-
 def parse_cpu_list(text: str) -> set[int] | None:
     """Parse `0-2,5` into {0,1,2,5}; None if malformed."""
     cpus: set[int] = set()
@@ -266,7 +229,6 @@ class Cgroups:
 
     def create(self, cid: str, res: Resources) -> list[str]:
         """Create the container's cgroups with `res` applied; returns the dirs for the shim."""
-        validate(res)
         if self.version == 2:
             self._create_v2(cid)
         else:
@@ -342,7 +304,6 @@ class Cgroups:
         """Apply `res` as the complete new resource set (merge partial updates before)."""
         if not self.exists(cid):
             raise NotFound(f"No such container: {cid}")
-        validate(res, update=True)
         self._apply(cid, res)
 
     def _apply(self, cid: str, res: Resources) -> None:

@@ -25,7 +25,6 @@ from runtime import archive, etcfiles, launch, layers, links, logs, restart, shi
 from runtime import config as cfg
 from runtime.cgroups import Cgroups
 from runtime.cgroups import Resources as CgroupResources
-from runtime.cgroups import validate as validate_resources
 from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.images import ImageStore
 from runtime.netns import create_netns, delete_netns
@@ -218,8 +217,7 @@ class Runtime:
             raise InvalidParameter("No image specified")  # dockerd: config.Image is required
         image_id = self._resolve_image(image_ref)
         cid = secrets.token_hex(32)
-        spec = cfg.parse_create(body, self.images.config(image_id), cid)
-        _validate_resources(spec)
+        spec = cfg.parse_create(body, self.images.config(image_id), cid)  # validates too
         self._specs[cid] = (body, spec)
         async with self._lock:
             name = self._claim_name(name, cid)
@@ -740,8 +738,7 @@ class Runtime:
             elif value not in (None, 0, "") or key in hc:
                 hc[key] = value
         body = dict(rec.body, HostConfig=hc)
-        spec = cfg.parse_create(body, self.images.config(rec.image_id), rec.id)
-        _validate_resources(spec)
+        spec = cfg.parse_create(body, self.images.config(rec.image_id), rec.id)  # validates too
         if rec.running:
             await asyncio.to_thread(self.cgroups.update, rec.id, _resources(spec.host_config))
         rec.body = body
@@ -1087,10 +1084,6 @@ class Runtime:
 
 
 # --------------------------------------------------------------------- helpers
-
-
-def _validate_resources(spec: cfg.ContainerSpec) -> None:
-    validate_resources(_resources(spec.host_config))
 
 
 def _resources(hc: cfg.HostConfig) -> CgroupResources:

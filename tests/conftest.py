@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,16 @@ def busybox_tar() -> Iterator[str]:
         yield build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[pathlib.Path]:
+    """A scratch dir removed even when the test fails (pytest's own are kept)."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="flotilla-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

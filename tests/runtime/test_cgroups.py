@@ -13,42 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from runtime import cgroups
-from runtime.cgroups import Cgroups, Resources, shares_to_weight, validate
-from runtime.errors import InvalidParameter
+from runtime.cgroups import Cgroups, Resources, shares_to_weight
 
 MiB = 1024 * 1024
-
-
-# ---- validation (no kernel needed) -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("res", "message"),
-    [
-        (Resources(memory=5 * MiB), "Minimum memory limit allowed is 6MB"),
-        (
-            Resources(memory=64 * MiB, memory_swap=32 * MiB),
-            "Minimum memoryswap limit should be larger than memory limit, see usage",
-        ),
-        (
-            Resources(nano_cpus=3_000_000_000),
-            "Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available",
-        ),
-        (
-            Resources(nano_cpus=500_000_000, cpu_period=50_000),
-            "Conflicting options: Nano CPUs and CPU Period cannot both be set",
-        ),
-        (
-            Resources(nano_cpus=500_000_000, cpu_quota=50_000),
-            "Conflicting options: Nano CPUs and CPU Quota cannot both be set",
-        ),
-    ],
-)
-def test_validate_wording(res: Resources, message: str) -> None:
-    with pytest.raises(InvalidParameter) as exc:
-        validate(res, ncpu=2)
-    assert exc.value.message == message
-    assert exc.value.status == 400
 
 
 def test_resource_defaults() -> None:

@@ -12,7 +12,7 @@ import pytest
 from runtime import config as cfg
 from runtime.errors import DockerError, InvalidParameter, SystemError_
 
-GOLDEN = "/work/shared/reference/dockerd-golden"
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 CID = "1ac8504229e65c840ec4587ca4c3b237ffa097408247d02ae25ae78c0d17c781"
 BUSYBOX = {"config": {"Cmd": ["sh"], "Env": None, "Labels": None}}
 

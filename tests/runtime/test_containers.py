@@ -21,12 +21,14 @@ from runtime.containers import Runtime
 from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.views import inspect, summary
 
+SUBNET = "10.77.0.0/24"
+
 
 @pytest.fixture
 async def rt(busybox_tar: str) -> AsyncIterator[Runtime]:
     root = tempfile.mkdtemp(prefix="flt-rt-")
     node = f"t{secrets.token_hex(3)}"
-    runtime = Runtime(root, node_name=node, bridge_name=f"flt{node}", bridge_subnet="10.77.0.0/24")
+    runtime = Runtime(root, node_name=node, bridge_name=f"flt{node}", bridge_subnet=SUBNET)
     await runtime.open()
     with open(busybox_tar, "rb") as f:
         runtime.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
@@ -50,6 +52,15 @@ def _assert_nothing_left(runtime: Runtime, root: str) -> None:
         assert root not in f.read()
     assert runtime.cgroups.list_ids() == []
     assert os.listdir(runtime.paths.netns) == []
+
+
+async def reopen(rt: Runtime) -> Runtime:
+    """A second Runtime on the same data root, as after an agent restart."""
+    again = Runtime(
+        rt.paths.root, node_name=rt.node_name, bridge_name=rt.bridge.name, bridge_subnet=SUBNET
+    )
+    await again.open()
+    return again
 
 
 async def run(rt: Runtime, cmd: list[str], **body: object) -> tuple[int, str, str]:
@@ -280,13 +291,7 @@ async def test_survives_runtime_restart(rt: Runtime) -> None:
     await rt.start(rec.id)
     pid = rec.pid
     await rt.close()
-    again = Runtime(
-        rt.paths.root,
-        node_name=rt.node_name,
-        bridge_name=rt.bridge.name,
-        bridge_subnet="10.77.0.0/24",
-    )
-    await again.open()
+    again = await reopen(rt)
     adopted = again.get(rec.id)
     assert adopted.status == "running" and adopted.pid == pid
     os.kill(pid, 0)
@@ -307,13 +312,7 @@ async def test_reconcile_after_shim_death(rt: Runtime) -> None:
         if os.path.exists(os.path.join(rt.paths.container(rec.id), "exit.json")):
             break
         await asyncio.sleep(0.02)
-    again = Runtime(
-        rt.paths.root,
-        node_name=rt.node_name,
-        bridge_name=rt.bridge.name,
-        bridge_subnet="10.77.0.0/24",
-    )
-    await again.open()
+    again = await reopen(rt)
     assert again.get(rec.id).status == "exited"
     assert again.get(rec.id).exit_code == 137
     assert rec.id not in again.cgroups.list_ids()
@@ -337,13 +336,7 @@ async def test_reconcile_after_crash_mid_start(rt: Runtime) -> None:
     await asyncio.to_thread(rt.ports.publish, rec.id, ip, {"80/tcp": [{"HostPort": ""}]})
     await asyncio.to_thread(rt.cgroups.create, rec.id, Resources())
     await rt.close()
-    again = Runtime(
-        rt.paths.root,
-        node_name=rt.node_name,
-        bridge_name=rt.bridge.name,
-        bridge_subnet="10.77.0.0/24",
-    )
-    await again.open()
+    again = await reopen(rt)
     assert again.get(rec.id).status == "created"
     with pytest.raises(NotFound):
         again.get(half.id)

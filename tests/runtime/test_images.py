@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -21,17 +20,7 @@ from runtime import layers
 from runtime.errors import Conflict, InvalidParameter, NotFound
 from runtime.images import ImageStore
 
-GOLDEN = "/work/shared/reference/dockerd-golden"
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[str]:
-    """A scratch dir removed even when the test fails (pytest's own tmp_path is kept)."""
-    path = tempfile.mkdtemp(prefix="flotilla-img-test-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 
 
 def _golden(name: str) -> object:

@@ -5,26 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import shutil
 import stat
 import tarfile
-import tempfile
-from collections.abc import Iterator
 
 import pytest
 
 from runtime import layers
 from runtime.errors import InvalidParameter
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[str]:
-    """A scratch dir removed even when the test fails (pytest's own tmp_path is kept)."""
-    path = tempfile.mkdtemp(prefix="flotilla-img-test-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], gz: bool = False) -> bytes:

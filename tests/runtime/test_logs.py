@@ -10,7 +10,11 @@ import pytest
 
 from runtime import logs
 
-GOLDEN = "/work/shared/reference/dockerd-golden/container-logs-multiplexed.bin"
+GOLDEN = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "golden",
+    "container-logs-multiplexed.bin",
+)
 BASE = 1_795_000_000  # 2026-11-18, whole seconds since the epoch
 
 
@@ -35,11 +39,11 @@ def log_path(tmp_path):
 
 
 def test_frame_matches_dockerd_golden():
-    expected = open(GOLDEN, "rb").read() if os.path.exists(GOLDEN) else None  # noqa: SIM115
+    with open(GOLDEN, "rb") as f:
+        expected = f.read()
     ours = logs.frame("stderr", b"err\n") + logs.frame("stdout", b"out\n")
     assert ours[:8] == bytes([2, 0, 0, 0, 0, 0, 0, 4])
-    if expected is not None:
-        assert ours == expected
+    assert ours == expected
 
 
 def test_timestamps():

@@ -14,7 +14,7 @@ from runtime.errors import Conflict, InvalidParameter, NotFound
 from runtime.paths import DataRoot
 from runtime.volumes import VolumeStore
 
-GOLDEN = "/work/shared/reference/dockerd-golden"
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 
 
 @pytest.fixture
