@@ -1068,6 +1068,10 @@ class Runtime:
     def images_in_use(self, image_id: str) -> list[tuple[str, bool]]:
         return [(r.id, r.running) for r in self._records.values() if r.image_id == image_id]
 
+    def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> list[dict]:
+        """`docker rmi`: refused while a container uses the image, with dockerd's rules."""
+        return self.images.remove(ref, force=force, noprune=noprune, users=self.images_in_use)
+
     # ----------------------------------------------------------------- events
 
     def _emit(self, action: str, rec: ContainerRecord, extra: dict[str, str] | None = None) -> None:

@@ -437,3 +437,106 @@ async def test_ps_and_inspect_shapes(rt: Runtime) -> None:
     assert rt.get("x2").id == rec.id
     with pytest.raises(NotFound):
         rt.get("x1")
+
+
+async def test_network_modes_host_none_and_container(rt: Runtime) -> None:
+    _, out, _ = await run(rt, ["sh", "-c", "ls /sys/class/net"], HostConfig={"NetworkMode": "none"})
+    assert out.split() == ["lo"]
+    await asyncio.to_thread(rt.bridge.ensure)  # an interface of the host to look for
+    _, out, _ = await run(rt, ["sh", "-c", "ls /sys/class/net"], HostConfig={"NetworkMode": "host"})
+    assert "lo" in out.split() and rt.bridge.name in out.split()
+    base = await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"]}, name="netbase")
+    await rt.start(base.id)
+    ip = inspect(rt, base)["NetworkSettings"]["IPAddress"]
+    _, out, _ = await run(
+        rt, ["sh", "-c", "ip -4 -o addr show eth0"], HostConfig={"NetworkMode": "container:netbase"}
+    )
+    assert f"inet {ip}/" in out
+    await rt.remove(base.id, force=True)
+    rec = await rt.create(
+        {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:nope"}}
+    )
+    with pytest.raises(NotFound, match="No such container: nope"):
+        await rt.start(rec.id)
+
+
+async def test_limits_pids_cpus_and_oom_flag(rt: Runtime) -> None:
+    code, out, _ = await run(
+        rt,
+        ["sh", "-c", "grep NoNewPrivs /proc/self/status; for i in 1 2 3 4 5 6; do sleep 5 & done"],
+        HostConfig={"PidsLimit": 4, "NanoCpus": 500_000_000},
+    )
+    assert "NoNewPrivs:\t1" in out
+    rec = await rt.create(
+        {
+            "Image": "busybox",
+            "Cmd": ["sh", "-c", "x=a; while :; do x=$x$x$x$x; done"],
+            "HostConfig": {"Memory": 8 << 20, "MemorySwap": 8 << 20},
+        }
+    )
+    await rt.start(rec.id)
+    await rt.wait(rec.id)
+    state = inspect(rt, rec)["State"]
+    assert (state["ExitCode"], state["OOMKilled"]) == (137, True)
+
+
+async def test_cpus_and_pids_reach_the_cgroups(rt: Runtime) -> None:
+    rec = await rt.create(
+        {
+            "Image": "busybox",
+            "Cmd": ["sleep", "30"],
+            "HostConfig": {"PidsLimit": 7, "NanoCpus": 500_000_000, "CpuShares": 512},
+        }
+    )
+    await rt.start(rec.id)
+    stats = await rt.stats(rec.id)
+    assert stats["pids_stats"]["limit"] == 7
+    dirs = rt.cgroups.dirs(rec.id)
+    cpu = next(d for d in dirs if "/cpu/" in d or d.endswith(rec.id) and rt.cgroups.version == 2)
+    if rt.cgroups.version == 1:
+        with open(os.path.join(cpu, "cpu.cfs_quota_us")) as f:
+            assert f.read().strip() == "50000"
+        with open(os.path.join(cpu, "cpu.shares")) as f:
+            assert f.read().strip() == "512"
+    await rt.update(rec.id, {"Memory": 64 << 20, "MemorySwap": 128 << 20})
+    assert (await rt.stats(rec.id))["memory_stats"]["limit"] == 64 << 20
+
+
+async def test_attach_before_start_gets_all_output(rt: Runtime) -> None:
+    """`docker run` attaches first, then starts: nothing written in between may be lost."""
+    rec = await rt.create({"Image": "busybox", "Cmd": ["sh", "-c", "echo first; echo err >&2"]})
+    await rt.start(rec.id, hold_output=True)
+    reader, writer = await rt.attach(rec.id, False, True, True)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data == b"\x01\x00\x00\x00\x00\x00\x00\x06first\n\x02\x00\x00\x00\x00\x00\x00\x04err\n"
+    assert (await rt.wait(rec.id))["StatusCode"] == 0
+
+
+async def test_follow_logs_until_exit(rt: Runtime) -> None:
+    rec = await rt.create(
+        {"Image": "busybox", "Cmd": ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"]}
+    )
+    await rt.start(rec.id)
+    lines = [e.data async for e in rt.logs(rec.id, follow=True)]
+    assert lines == [b"1\n", b"2\n", b"3\n"]
+    tail = [e.data async for e in rt.logs(rec.id, tail=1)]
+    assert tail == [b"3\n"]
+
+
+async def test_image_removal_rules_and_save_load(rt: Runtime) -> None:
+    rec = await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"]})
+    await rt.start(rec.id)
+    image_id = rec.image_id
+    with pytest.raises(Conflict, match="image is being used by running container"):
+        rt.remove_image(image_id, force=True)
+    buf = io.BytesIO()
+    rt.images.save(["busybox:latest"], buf)
+    await rt.remove(rec.id, force=True)
+    deleted = rt.remove_image("busybox:latest")
+    assert {"Deleted": image_id} in deleted
+    with pytest.raises(NotFound):
+        await rt.create({"Image": "busybox"})
+    buf.seek(0)
+    assert rt.images.load(buf) == ["Loaded image: busybox:latest"]
+    assert (await run(rt, ["true"]))[0] == 0
