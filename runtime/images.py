@@ -1,6 +1,6 @@
 """The content-addressed image store: import, load/save, tag, inspect, remove, commit.
 
-Layout (docs/runtime-contracts.md): config JSON and uncompressed layer tars live as blobs named by
+Layout (docs/runtime.md): config JSON and uncompressed layer tars live as blobs named by
 their sha256; each layer is unpacked once into `layers/<diffid-hex>/diff` (overlayfs-ready) and
 shared by every image that lists its diff id. `repositories.json` maps familiar `name:tag` to image
 ids. `imagedb.json` (ours) records which configs are images, their parent and last tag time.

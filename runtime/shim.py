@@ -1,7 +1,7 @@
 """Python side of flotilla-shim: build it, write its spec, start it, talk to its attach socket.
 
 The shim itself (runtime/shim/*.c) is one small C supervisor per container or exec; see
-docs/runtime-contracts.md, "The shim".
+docs/shim-protocol.md.
 """
 
 from __future__ import annotations

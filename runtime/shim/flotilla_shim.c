@@ -1,6 +1,6 @@
 /* flotilla-shim: one small supervisor per container or exec (conmon's model).
  *
- * Usage: flotilla-shim <dir>   (reads <dir>/spec; see docs/runtime-contracts.md, "The shim")
+ * Usage: flotilla-shim <dir>   (reads <dir>/spec; see docs/shim-protocol.md)
  *
  * The invoking process forks once and exits 0 once the container process has exec'd, or 1
  * after <dir>/start-error.json was written. The surviving shim parents the container process,

@@ -1,4 +1,4 @@
-/* flotilla-shim: shared declarations. See docs/runtime-contracts.md, "The shim". */
+/* flotilla-shim: shared declarations. See docs/shim-protocol.md. */
 #ifndef FLOTILLA_SHIM_H
 #define FLOTILLA_SHIM_H
 

@@ -1,4 +1,4 @@
-"""runtime.logs on hand-written json-file logs (the shim format, docs/runtime-contracts.md)."""
+"""runtime.logs on hand-written json-file logs (the shim format, docs/shim-protocol.md)."""
 
 from __future__ import annotations
 
