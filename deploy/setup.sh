@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(busybox-static iptables iproute2 procps gcc libc6-dev util-linux kmod)
+apt_packages=(busybox-static iptables iproute2 procps gcc libc6-dev util-linux kmod etcd-server openssl)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -13,7 +13,19 @@ done
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # flotilla runs its own etcd instances (dev cluster, tests): keep apt from starting the
+    # package's service, which would hold port 2379.
+    policy_added=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
     apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ((policy_added)); then rm -f /usr/sbin/policy-rc.d; fi
+fi
+if [[ -d /run/systemd/system ]] && systemctl list-unit-files etcd.service >/dev/null 2>&1; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
 # The real interpreter, not a pyenv shim (a shim adds ~55 ms to every start).

@@ -373,7 +373,11 @@ class Cgroups:
     def remove(self, cid: str) -> None:
         """Kill whatever is left in the container's cgroups and delete them; idempotent."""
         if self.exists(cid):
-            self.thaw(cid)  # frozen tasks cannot act on SIGKILL
+            try:
+                self.thaw(cid)  # frozen tasks cannot act on SIGKILL
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise  # else: removed under us by a concurrent remove
             self._kill_all(cid)
         for d in self.dirs(cid):
             self._rmdir(d)

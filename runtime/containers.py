@@ -559,9 +559,10 @@ class Runtime:
         rec.oom_killed = bool(await asyncio.to_thread(self.cgroups.oom_killed, cid))
         ran_for = (now_ns() - rec.started_ns) / 1e9
         rec.finished_ns = now_ns()
+        # Still "running" while tearing down: a concurrent wait/remove waits for us to finish.
+        await self._teardown(rec)
         rec.pid = rec.shim_pid = 0
         rec.status = "exited"
-        await self._teardown(rec)
         policy, retries = self._policy(rec)
         decision = restart.decide(
             policy,

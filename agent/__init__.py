@@ -1,0 +1,1 @@
+"""The node agent: registers the node in etcd and serves the manager over gRPC."""

@@ -1,0 +1,20 @@
+"""Registered nodes, read straight from etcd (`flotilla list`, the dev cluster)."""
+
+from __future__ import annotations
+
+from proto.keys import DEFAULT_PREFIX, Keys
+from proto.kv import KV
+from proto.records_pb2 import NodeRecord
+
+
+async def list_nodes(endpoints: list[str], prefix: str = DEFAULT_PREFIX) -> list[NodeRecord]:
+    """Every node whose lease is alive, sorted by name. Raises KVError if etcd is unreachable."""
+    keys = Keys(prefix)
+    async with await KV.connect(endpoints) as kv:
+        entries = await kv.get_prefix(keys.nodes_prefix())
+    nodes = []
+    for entry in entries:
+        node = NodeRecord()
+        node.ParseFromString(entry.value)
+        nodes.append(node)
+    return sorted(nodes, key=lambda n: (n.name, n.id))

@@ -1,0 +1,203 @@
+"""The node record under an etcd lease: registered at start, renewed every heartbeat, and
+re-registered by itself after an etcd outage or a lost lease. Never touches containers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from agent.metrics import AgentMetrics
+from proto.keys import Keys
+from proto.kv import KV, KVError
+from proto.records_pb2 import NodeRecord
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 2.0  # outage recovery is at most this long after etcd is back
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int = 0
+    running: int = 0
+    paused: int = 0
+    stopped: int = 0
+
+
+def describe_host(
+    node_id: str, name: str, addr: str, labels: dict[str, str], started_at_ns: int
+) -> NodeRecord:
+    """The node record's static part, from this machine. Blocking (reads /proc, /etc)."""
+    return NodeRecord(
+        id=node_id,
+        name=name,
+        addr=addr,
+        labels=labels,
+        ncpu=os.cpu_count() or 1,
+        memory_bytes=_mem_total(),
+        kernel_version=platform.release(),
+        operating_system=_os_name(),
+        os_type="linux",
+        architecture=platform.machine(),
+        storage_driver="overlay2",
+        version=_version(),
+        started_at_ns=started_at_ns,
+    )
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _os_name() -> str:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    return "Linux"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("flotilla")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+class Registration:
+    """Keeps `nodes/<id>` alive. `start()` returns at once; `registered` is set while it holds."""
+
+    def __init__(
+        self,
+        kv: KV,
+        keys: Keys,
+        record: NodeRecord,
+        ttl_s: int,
+        heartbeat_s: float,
+        metrics: AgentMetrics | None = None,
+        counts: Callable[[], Counts] | None = None,
+        on_registered: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if heartbeat_s >= ttl_s:
+            raise ValueError(f"heartbeat ({heartbeat_s}s) must be shorter than the TTL ({ttl_s}s)")
+        self.kv = kv
+        self.key = keys.node(record.id)
+        self.record = record
+        self.ttl_s = ttl_s
+        self.heartbeat_s = heartbeat_s
+        self.metrics = metrics or AgentMetrics()
+        self.counts = counts
+        self.on_registered = on_registered
+        self.lease_id = 0
+        self.registered = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="registration")
+
+    def touch(self) -> None:
+        """Containers changed: rewrite the record's counts soon (no etcd call here)."""
+        self._dirty.set()
+
+    async def stop(self, deregister: bool = True) -> None:
+        """Stop renewing. With `deregister` the lease is revoked and the record goes at once;
+        without it the record expires after the TTL, as when the agent dies."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.registered.clear()
+        if deregister and self.lease_id:
+            try:
+                await self.kv.lease_revoke(self.lease_id)
+            except KVError as e:
+                log.warning("could not revoke lease (record expires with its TTL): %s", e)
+            self.lease_id = 0
+
+    async def _run(self) -> None:
+        while True:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(KVError),
+                wait=wait_exponential(multiplier=0.1, max=RETRY_MAX_S),
+                before_sleep=self._failed,
+            ):
+                with attempt:
+                    await self._register()
+            self.registered.set()
+            if self.on_registered is not None:
+                try:
+                    await self.on_registered()
+                except Exception:
+                    log.exception("on_registered hook failed")
+            try:
+                await self._keep_alive()
+            except KVError as e:
+                log.warning("lost etcd while renewing the lease: %s", e)
+                self.metrics.lease_failures.inc()
+            self.registered.clear()
+
+    def _failed(self, state: object) -> None:
+        self.metrics.lease_failures.inc()
+        outcome = getattr(state, "outcome", None)
+        log.info("registration failed, retrying: %s", outcome.exception() if outcome else "?")
+
+    async def _register(self) -> None:
+        # After a short blip the lease may still be alive: keep it rather than orphan it.
+        if self.lease_id and await self.kv.lease_keepalive_once(self.lease_id) <= 0:
+            self.lease_id = 0
+        if not self.lease_id:
+            self.lease_id = await self.kv.lease_grant(self.ttl_s)
+        self._dirty.clear()
+        await self._put()
+        self.metrics.registrations.inc()
+        log.info(
+            "registered node %s (%s) under lease %x", self.record.name, self.key, self.lease_id
+        )
+
+    async def _put(self) -> None:
+        if self.counts is not None:
+            c = self.counts()
+            self.record.containers = c.total
+            self.record.containers_running = c.running
+            self.record.containers_paused = c.paused
+            self.record.containers_stopped = c.stopped
+        self.record.updated_at_ns = time.time_ns()
+        await self.kv.put(self.key, self.record.SerializeToString(), lease=self.lease_id)
+
+    async def _keep_alive(self) -> None:
+        """Returns when the lease is lost; raises KVError when etcd is unreachable."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_beat):
+                    await self._dirty.wait()
+            if self._dirty.is_set():
+                self._dirty.clear()
+                await self._put()
+            if loop.time() < next_beat:
+                continue
+            next_beat = loop.time() + self.heartbeat_s
+            ttl = await self.kv.lease_keepalive_once(self.lease_id)
+            if ttl <= 0:
+                log.warning("lease %x expired; registering again", self.lease_id)
+                self.metrics.lease_failures.inc()
+                self.lease_id = 0
+                return
+            self.metrics.lease_renewals.inc()

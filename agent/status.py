@@ -1,0 +1,146 @@
+"""Actual container state in etcd: `status/<node-id>/<cid>` is rewritten on every container
+event and deleted on destroy. Writes that fail (etcd down) are not queued one by one: the
+reporter does a full resync once etcd answers again, so the records match the runtime exactly
+(no stale entries, nothing missed) whatever happened during the outage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.metrics import AgentMetrics
+from proto.keys import Keys
+from proto.kv import KV, KVError
+from proto.records_pb2 import ContainerStatus
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 2.0
+
+
+class _Runtime(Protocol):
+    def list(self) -> list[Any]: ...
+
+
+def container_status(rec: Any, node_id: str) -> ContainerStatus:
+    """A runtime ContainerRecord as the record the manager reads."""
+    body = rec.body if isinstance(rec.body, dict) else {}
+    labels = {k: str(v) for k, v in (body.get("Labels") or {}).items()}
+    return ContainerStatus(
+        id=rec.id,
+        node_id=node_id,
+        name=rec.name,
+        image=rec.image_ref,
+        image_id=rec.image_id,
+        state=rec.status,
+        exit_code=rec.exit_code,
+        pid=rec.pid if rec.running else 0,
+        started_at_ns=rec.started_ns,
+        finished_at_ns=rec.finished_ns,
+        oom_killed=rec.oom_killed,
+        labels=labels,
+        updated_at_ns=time.time_ns(),
+    )
+
+
+class StatusReporter:
+    """Feed it the runtime's events with `notify` (a Runtime `events` sink)."""
+
+    def __init__(
+        self,
+        kv: KV,
+        keys: Keys,
+        node_id: str,
+        runtime: _Runtime,
+        metrics: AgentMetrics | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.kv = kv
+        self.keys = keys
+        self.node_id = node_id
+        self.runtime = runtime
+        self.metrics = metrics or AgentMetrics()
+        self.on_change = on_change
+        self._dirty: set[str] = set()
+        self._resync = True  # the first pass is a full one
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()  # set when etcd matches the runtime (tests wait on it)
+
+    def notify(self, type: str, action: str, id: str, attrs: dict[str, str] | None = None) -> None:
+        if type != "container" or action.startswith("exec_"):
+            return  # execs, exports, commits don't change the container's state
+        self._dirty.add(id)
+        self.synced.clear()
+        self._wake.set()
+        if self.on_change is not None:
+            self.on_change()
+
+    def request_resync(self) -> None:
+        """After a (re)connection: rewrite everything and drop what is stale."""
+        self._resync = True
+        self.synced.clear()
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-reporter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._dirty = self._dirty, set()
+            resync, self._resync = self._resync, False
+            try:
+                if resync:
+                    await self._full_resync()
+                else:
+                    await self._write(batch)
+            except KVError as e:
+                log.info("status report failed (%s); full resync when etcd is back", e)
+                self.metrics.status_writes.labels("error").inc()
+                self._resync = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                self._wake.set()
+                continue
+            backoff = 0.1
+            if not self._dirty and not self._resync:
+                self.synced.set()
+
+    def _records(self) -> dict[str, Any]:
+        return {rec.id: rec for rec in self.runtime.list()}
+
+    async def _write(self, cids: set[str]) -> None:
+        records = self._records()
+        for cid in sorted(cids):
+            rec = records.get(cid)
+            key = self.keys.status(self.node_id, cid)
+            if rec is None:
+                await self.kv.delete(key)
+            else:
+                await self.kv.put(key, container_status(rec, self.node_id).SerializeToString())
+            self.metrics.status_writes.labels("ok").inc()
+
+    async def _full_resync(self) -> None:
+        existing = await self.kv.get_prefix(self.keys.status_prefix(self.node_id))
+        records = self._records()
+        for entry in existing:
+            _, cid = self.keys.status_ids(entry.key)
+            if cid not in records:
+                await self.kv.delete(entry.key)
+        await self._write(set(records))
+        log.info("status resynced: %d containers", len(records))

@@ -1,0 +1,171 @@
+"""`flotilla`: the operator command, with classic Swarm's verbs.
+
+flotilla join [flags]            run an agent on this host
+flotilla manage                  run the manager (next issue)
+flotilla list [discovery-url]    registered nodes, one per line: name  address  status
+flotilla dev up|down|status|kill|stop|freeze|partition|heal|start …   the dev cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+DEV_DISCOVERY = "etcd://127.0.0.1:2379/flotilla"
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_node_labels(specs: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`node-1=region=eu,disk=ssd` (repeatable) → {"node-1": {"region": "eu", "disk": "ssd"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        node, sep, rest = spec.partition("=")
+        if not sep or not node or not rest:
+            raise UsageError(f"invalid --label {spec!r}: expected NODE=key=value[,key=value…]")
+        labels = out.setdefault(node, {})
+        for pair in rest.split(","):
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UsageError(f"invalid label {pair!r} in {spec!r}: expected key=value")
+            labels[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flotilla", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    join = sub.add_parser("join", help="run an agent: register this host and serve the manager")
+    from agent.main import add_join_arguments
+
+    add_join_arguments(join)
+
+    manage = sub.add_parser("manage", help="run the manager (not implemented yet)")
+    manage.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    lst = sub.add_parser("list", help="list registered nodes (name, address, status)")
+    lst.add_argument(
+        "discovery",
+        nargs="?",
+        default=DEV_DISCOVERY,
+        help=f"etcd://host:port[,host:port]/prefix (default: the dev cluster, {DEV_DISCOVERY})",
+    )
+
+    dev = sub.add_parser("dev", help="the one-machine dev cluster")
+    dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    dev_up = dsub.add_parser("up", help="bring up etcd and N hosts with their agents")
+    dev_up.add_argument("--nodes", type=int, default=3, help="number of hosts (default 3)")
+    dev_up.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NODE=k=v[,k=v]",
+        help="labels of one node, e.g. node-1=region=eu,disk=ssd (repeatable)",
+    )
+    dev_up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for agents")
+    dsub.add_parser("down", help="take everything down and clean up (also after a crash)")
+    dsub.add_parser("status", help="show etcd, hosts, agents, links and registrations")
+    for action, text in (
+        ("kill", "kill -9 the node's agent"),
+        ("stop", "SIGTERM the node's agent"),
+        ("freeze", "SIGSTOP the node's agent"),
+        ("partition", "cut the node off the underlay (link down)"),
+        ("heal", "undo partition and freeze"),
+        ("start", "start the node's agent again"),
+    ):
+        p = dsub.add_parser(action, help=text)
+        p.add_argument("node", metavar="NODE", help="node-N")
+    return parser
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from agent.main import config_from_args, run_agent
+
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"flotilla join: {e}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_agent(config))
+    return 0
+
+
+def cmd_manage(args: argparse.Namespace) -> int:
+    print(
+        "flotilla manage: the manager is not implemented yet (it comes with the next issue)",
+        file=sys.stderr,
+    )
+    return 2
+
+
+async def _list(discovery: str) -> list[str]:
+    from agent.nodes import list_nodes
+    from proto.kv import parse_discovery
+
+    endpoints, prefix = parse_discovery(discovery)
+    nodes = await list_nodes(endpoints, prefix)
+    # A node key exists only while its lease is kept alive, so every listed node is healthy.
+    return [f"{n.name}  {n.addr}  healthy" for n in sorted(nodes, key=lambda n: (n.name, n.id))]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        lines = asyncio.run(asyncio.wait_for(_list(args.discovery), 15))
+    except ValueError as e:
+        print(f"flotilla list: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - any etcd failure is reported, not a traceback
+        print(f"flotilla list: cannot read {args.discovery}: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from deploy import devcluster as dc
+
+    action = args.dev_command
+    try:
+        if action == "up":
+            labels = parse_node_labels(args.label)
+            nodes = dc.up(args.nodes, labels, timeout=args.timeout)
+            for name in sorted(nodes, key=dc.node_index):
+                n = nodes[name]
+                tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
+                print(f"{name}  {getattr(n, 'addr', '')}  {getattr(n, 'id', '')}  {tags}".rstrip())
+            print(f"etcd: {dc.etcd_endpoint()}  (flotilla list {dc.discovery_url()})")
+            print("manager: not started, it comes with the next issue (then: export DOCKER_HOST=…)")
+        elif action == "down":
+            dc.down()
+        elif action == "status":
+            st = dc.status()
+            for line in st.lines():
+                print(line)
+            return 0 if st.etcd else 1
+        elif action == "start":
+            rec = dc.start(args.node)
+            print(f"{args.node}  {getattr(rec, 'addr', '')}  {getattr(rec, 'id', '')}")
+        else:
+            getattr(dc, action)(args.node)
+    except (UsageError, dc.DevError) as e:
+        print(f"flotilla dev {action}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"join": cmd_join, "manage": cmd_manage, "list": cmd_list, "dev": cmd_dev}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

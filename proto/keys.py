@@ -1,0 +1,112 @@
+"""The etcd key layout, in one place: every other module asks `Keys` for keys and prefixes.
+
+<prefix>/nodes/<node-id>              NodeRecord, under the node's lease
+<prefix>/containers/<id>              ContainerDesired (manager)
+<prefix>/names/<name>                 cluster-wide name claim, value = container id
+<prefix>/status/<node-id>/<id>        ContainerStatus (agent)
+<prefix>/networks/<id>                NetworkRecord
+<prefix>/endpoints/<net-id>/<ip>      overlay endpoint
+<prefix>/leader                       manager election
+"""
+
+from __future__ import annotations
+
+DEFAULT_PREFIX = "/flotilla"
+
+
+class Keys:
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        # One canonical form ("/x", no trailing slash) so prefix scans never overlap siblings.
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+
+    def _join(self, *parts: str) -> str:
+        for part in parts:
+            if not part or "/" in part:
+                raise ValueError(f"invalid key component {part!r}")
+        return "/".join((self.prefix, *parts))
+
+    def _dir(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts)) + "/"
+
+    # ------------------------------------------------------------- keys
+    def node(self, node_id: str) -> str:
+        return self._join("nodes", node_id)
+
+    def container(self, cid: str) -> str:
+        return self._join("containers", cid)
+
+    def name(self, name: str) -> str:
+        return self._join("names", name.lstrip("/"))
+
+    def status(self, node_id: str, cid: str) -> str:
+        return self._join("status", node_id, cid)
+
+    def network(self, net_id: str) -> str:
+        return self._join("networks", net_id)
+
+    def endpoint(self, net_id: str, ip: str) -> str:
+        return self._join("endpoints", net_id, ip)
+
+    def leader(self) -> str:
+        return self._join("leader")
+
+    # ------------------------------------------------------------- prefixes (end in "/")
+    def nodes_prefix(self) -> str:
+        return self._dir("nodes")
+
+    def containers_prefix(self) -> str:
+        return self._dir("containers")
+
+    def names_prefix(self) -> str:
+        return self._dir("names")
+
+    def status_prefix(self, node_id: str | None = None) -> str:
+        if node_id is None:
+            return self._dir("status")
+        self._join(node_id)  # validates
+        return self._dir("status", node_id)
+
+    def networks_prefix(self) -> str:
+        return self._dir("networks")
+
+    def endpoints_prefix(self, net_id: str | None = None) -> str:
+        return self._dir("endpoints") if net_id is None else self._dir("endpoints", net_id)
+
+    # ------------------------------------------------------------- parsers
+    def _rest(self, key: str | bytes, prefix: str) -> list[str]:
+        text = key.decode() if isinstance(key, bytes) else key
+        if not text.startswith(prefix):
+            raise ValueError(f"{text!r} is not under {prefix!r}")
+        return text[len(prefix) :].split("/")
+
+    def _one(self, key: str | bytes, prefix: str) -> str:
+        parts = self._rest(key, prefix)
+        if len(parts) != 1 or not parts[0]:
+            raise ValueError(f"malformed key {key!r}")
+        return parts[0]
+
+    def _two(self, key: str | bytes, prefix: str) -> tuple[str, str]:
+        parts = self._rest(key, prefix)
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"malformed key {key!r}")
+        return parts[0], parts[1]
+
+    def node_id(self, key: str | bytes) -> str:
+        return self._one(key, self.nodes_prefix())
+
+    def container_id(self, key: str | bytes) -> str:
+        return self._one(key, self.containers_prefix())
+
+    def name_of(self, key: str | bytes) -> str:
+        return self._one(key, self.names_prefix())
+
+    def network_id(self, key: str | bytes) -> str:
+        return self._one(key, self.networks_prefix())
+
+    def status_ids(self, key: str | bytes) -> tuple[str, str]:
+        """(node_id, container_id) of a status key."""
+        return self._two(key, self.status_prefix())
+
+    def endpoint_ids(self, key: str | bytes) -> tuple[str, str]:
+        """(network_id, ip) of an endpoint key."""
+        return self._two(key, self.endpoints_prefix())

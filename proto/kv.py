@@ -1,0 +1,323 @@
+"""The only module that talks to etcd: a small typed wrapper over etcd3aio (see docs/etcd.md).
+
+Everything else in flotilla sees `KV`, `Entry`, `WatchEvent` and `KVError`, so the client
+library can be swapped without touching callers. Every unary call has a deadline: an agent must
+notice an etcd outage in seconds, never hang on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+import etcd3aio
+import grpc
+import grpc.aio
+from etcd3aio import Etcd3Client, prefix_range_end
+from etcd3aio._protobuf import Compare, WatchCreateRequest, WatchRequest, WatchStub
+from etcd3aio.connections import ConnectionManager
+
+from proto.keys import DEFAULT_PREFIX
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 5.0
+WATCH_BACKOFF_MAX_S = 2.0
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class KVError(Exception):
+    """etcd could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int
+
+
+class WatchEvent(NamedTuple):
+    kind: Literal["put", "delete"]
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+def parse_discovery(url: str) -> tuple[list[str], str]:
+    """`etcd://host:port[,host:port]/prefix` -> (["host:port", ...], "/prefix")."""
+    parts = urlsplit(url)
+    if parts.scheme != "etcd" or not parts.netloc:
+        raise ValueError(f"invalid discovery URL {url!r}: want etcd://host:port[,host:port]/prefix")
+    endpoints = []
+    for hostport in parts.netloc.split(","):
+        host, sep, port = hostport.rpartition(":")
+        if not sep:
+            host, port = hostport, "2379"
+        if not host or not port.isdigit():
+            raise ValueError(f"invalid etcd endpoint {hostport!r} in {url!r}")
+        endpoints.append(f"{host}:{port}")
+    prefix = parts.path.rstrip("/") or DEFAULT_PREFIX
+    return endpoints, prefix
+
+
+async def _resolve(endpoints: list[str]) -> list[str]:
+    # etcd3aio dials an "ipv4:a,b" target (round robin = failover), which takes addresses only.
+    loop = asyncio.get_running_loop()
+    out: list[str] = []
+    for ep in endpoints:
+        host, _, port = ep.rpartition(":")
+        try:
+            infos = await loop.getaddrinfo(host, int(port), family=socket.AF_INET)
+            out.append(f"{infos[0][4][0]}:{port}")
+        except (OSError, ValueError):
+            out.append(ep)
+    return out
+
+
+class KV:
+    def __init__(self, client: Etcd3Client, endpoints: list[str], timeout: float) -> None:
+        self._client = client
+        self.endpoints = endpoints
+        self.timeout = timeout
+        # Watches get their own channel so a stuck stream never delays unary calls.
+        manager = ConnectionManager(endpoints)
+        manager.grpc_options.extend(RECONNECT_OPTIONS)
+        self._watch_channel: grpc.aio.Channel = manager.get_channel()
+
+    @classmethod
+    async def connect(cls, endpoints: list[str], timeout: float = DEFAULT_TIMEOUT_S) -> KV:
+        """Set up channels to all `host:port` endpoints. Does not wait for etcd to be up."""
+        if not endpoints:
+            raise ValueError("no etcd endpoints")
+        resolved = await _resolve(endpoints)
+        client = Etcd3Client(resolved, rpc_max_attempts=2)
+        # gRPC's default reconnect backoff grows to minutes; capped here so the agent is back
+        # within ~2 s of etcd (etcd3aio has no parameter for it, hence its private manager).
+        client._manager.grpc_options.extend(RECONNECT_OPTIONS)
+        await client.connect()
+        return cls(client, resolved, timeout)
+
+    async def close(self) -> None:
+        await self._client.close()
+        await self._watch_channel.close()
+
+    async def __aenter__(self) -> KV:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, aw: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await aw
+        except (etcd3aio.EtcdError, grpc.aio.AioRpcError, TimeoutError) as e:
+            raise KVError(f"etcd: {e or type(e).__name__}") from e
+
+    @property
+    def _kv(self):  # noqa: ANN202 - etcd3aio's service type stays inside this module
+        assert self._client.kv is not None
+        return self._client.kv
+
+    @property
+    def _lease(self):  # noqa: ANN202
+        assert self._client.lease is not None
+        return self._client.lease
+
+    # ------------------------------------------------------------- reads
+    async def get(self, key: str) -> Entry | None:
+        resp = await self._call(self._kv.get(key, timeout=self.timeout))
+        return _entry(resp.kvs[0]) if resp.kvs else None
+
+    async def get_prefix(self, prefix: str) -> list[Entry]:
+        entries, _ = await self.snapshot(prefix)
+        return entries
+
+    async def snapshot(self, prefix: str) -> tuple[list[Entry], int]:
+        """Everything under `prefix` and the store revision it was read at (to watch from +1)."""
+        resp = await self._call(
+            self._kv.get(prefix, range_end=prefix_range_end(prefix), timeout=self.timeout)
+        )
+        return [_entry(kv) for kv in resp.kvs], resp.header.revision
+
+    # ------------------------------------------------------------- writes
+    async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        """Returns the revision of the write."""
+        resp = await self._call(self._kv.put(key, value, lease=lease or 0, timeout=self.timeout))
+        return resp.header.revision
+
+    async def delete(self, key: str) -> bool:
+        resp = await self._call(self._kv.delete(key, timeout=self.timeout))
+        return resp.deleted > 0
+
+    async def delete_prefix(self, prefix: str) -> int:
+        resp = await self._call(
+            self._kv.delete(prefix, range_end=prefix_range_end(prefix), timeout=self.timeout)
+        )
+        return resp.deleted
+
+    async def create(self, key: str, value: bytes, lease: int | None = None) -> bool:
+        """Put `key` only if it does not exist. True if this call created it."""
+        kv = self._kv
+        resp = await self._call(
+            kv.txn(
+                [kv.txn_compare_create_revision(key, 0)],
+                [kv.txn_op_put(key, value, lease=lease or 0)],
+                timeout=self.timeout,
+            )
+        )
+        return resp.succeeded
+
+    async def compare_and_swap(
+        self, key: str, value: bytes, mod_revision: int, lease: int | None = None
+    ) -> bool:
+        """Put `key` only if its mod revision is still `mod_revision` (0: only if absent)."""
+        if mod_revision == 0:
+            return await self.create(key, value, lease)
+        kv = self._kv
+        resp = await self._call(
+            kv.txn(
+                [_mod_equals(key, mod_revision)],
+                [kv.txn_op_put(key, value, lease=lease or 0)],
+                timeout=self.timeout,
+            )
+        )
+        return resp.succeeded
+
+    async def compare_and_delete(self, key: str, mod_revision: int) -> bool:
+        """Delete `key` only if its mod revision is still `mod_revision`."""
+        kv = self._kv
+        resp = await self._call(
+            kv.txn([_mod_equals(key, mod_revision)], [kv.txn_op_delete(key)], timeout=self.timeout)
+        )
+        return resp.succeeded
+
+    async def compact(self, revision: int) -> None:
+        await self._call(self._kv.compact(revision, physical=True, timeout=self.timeout))
+
+    # ------------------------------------------------------------- leases
+    async def lease_grant(self, ttl: int) -> int:
+        resp = await self._call(self._lease.grant(ttl, timeout=self.timeout))
+        return resp.ID
+
+    async def lease_keepalive_once(self, lease_id: int) -> int:
+        """Renew the lease once; returns its remaining TTL, 0 when etcd no longer knows it."""
+
+        async def once() -> int:
+            call = self._lease.keep_alive(lease_id)
+            try:
+                async for resp in call:
+                    return int(resp.TTL)
+                return 0
+            finally:
+                call.cancel()
+
+        return await self._call(once())
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        try:
+            await self._call(self._lease.revoke(lease_id, timeout=self.timeout))
+        except KVError as e:
+            cause = e.__cause__
+            if (
+                isinstance(cause, grpc.aio.AioRpcError)
+                and cause.code() == grpc.StatusCode.NOT_FOUND
+            ):
+                return  # already gone: that's what we wanted
+            raise
+
+    # ------------------------------------------------------------- watch
+    async def watch_prefix(
+        self, prefix: str, start_revision: int = 0, known: Iterable[str] = ()
+    ) -> AsyncIterator[WatchEvent]:
+        """Every change under `prefix` from `start_revision` (0: from now), forever.
+
+        After a disconnect it resumes from the last revision it delivered, so nothing is lost or
+        repeated. If that revision was compacted away, it re-lists: a put for every key present
+        and a delete for every key it knew (seen here, or passed in `known`) that is gone.
+        """
+        seen: set[str] = set(known)
+        next_rev = start_revision
+        backoff = 0.1
+        stub = WatchStub(self._watch_channel)
+        end = prefix_range_end(prefix)
+        while True:
+            relist = False
+            call = None
+            try:
+                create = WatchCreateRequest(
+                    key=prefix.encode(), range_end=end, start_revision=next_rev
+                )
+                call = stub.Watch(_requests(WatchRequest(create_request=create)))
+                async for resp in call:
+                    backoff = 0.1
+                    if resp.compact_revision > 0 or resp.canceled:
+                        relist = True
+                        break
+                    if resp.created and next_rev == 0:
+                        next_rev = resp.header.revision + 1
+                    for ev in resp.events:
+                        key = ev.kv.key.decode()
+                        next_rev = ev.kv.mod_revision + 1
+                        if ev.type == ev.DELETE:
+                            seen.discard(key)
+                            yield WatchEvent("delete", key, b"", ev.kv.mod_revision)
+                        else:
+                            seen.add(key)
+                            yield WatchEvent("put", key, ev.kv.value, ev.kv.mod_revision)
+            except grpc.aio.AioRpcError as e:
+                log.info("watch %s interrupted (%s), resuming at %d", prefix, e.code(), next_rev)
+            finally:
+                if call is not None:
+                    call.cancel()
+            if relist:
+                try:
+                    entries, rev = await self.snapshot(prefix)
+                except KVError as e:
+                    log.info("watch %s: re-list failed: %s", prefix, e)
+                else:
+                    present = {e.key for e in entries}
+                    for key in sorted(seen - present):
+                        yield WatchEvent("delete", key, b"", rev)
+                    for entry in entries:
+                        yield WatchEvent("put", entry.key, entry.value, entry.mod_revision)
+                    seen = present
+                    next_rev = rev + 1
+                    continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF_MAX_S)
+
+
+async def _requests(first: WatchRequest) -> AsyncIterator[WatchRequest]:
+    yield first
+    await asyncio.Future()  # keep the request side open: closing it would end the watch
+
+
+def _entry(kv: object) -> Entry:
+    return Entry(
+        key=kv.key.decode(),  # type: ignore[attr-defined]
+        value=bytes(kv.value),  # type: ignore[attr-defined]
+        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
+        create_revision=kv.create_revision,  # type: ignore[attr-defined]
+        lease=kv.lease,  # type: ignore[attr-defined]
+    )
+
+
+def _mod_equals(key: str, mod_revision: int) -> Compare:
+    return Compare(
+        result=Compare.EQUAL, target=Compare.MOD, key=key.encode(), mod_revision=mod_revision
+    )

@@ -1,0 +1,130 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeRecord(_message.Message):
+    __slots__ = ("id", "name", "addr", "labels", "ncpu", "memory_bytes", "kernel_version", "operating_system", "os_type", "architecture", "storage_driver", "version", "containers", "containers_running", "containers_paused", "containers_stopped", "updated_at_ns", "started_at_ns")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NCPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPERATING_SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    OS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    addr: str
+    labels: _containers.ScalarMap[str, str]
+    ncpu: int
+    memory_bytes: int
+    kernel_version: str
+    operating_system: str
+    os_type: str
+    architecture: str
+    storage_driver: str
+    version: str
+    containers: int
+    containers_running: int
+    containers_paused: int
+    containers_stopped: int
+    updated_at_ns: int
+    started_at_ns: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., addr: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., ncpu: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel_version: _Optional[str] = ..., operating_system: _Optional[str] = ..., os_type: _Optional[str] = ..., architecture: _Optional[str] = ..., storage_driver: _Optional[str] = ..., version: _Optional[str] = ..., containers: _Optional[int] = ..., containers_running: _Optional[int] = ..., containers_paused: _Optional[int] = ..., containers_stopped: _Optional[int] = ..., updated_at_ns: _Optional[int] = ..., started_at_ns: _Optional[int] = ...) -> None: ...
+
+class ContainerStatus(_message.Message):
+    __slots__ = ("id", "node_id", "name", "image", "image_id", "state", "exit_code", "pid", "started_at_ns", "finished_at_ns", "oom_killed", "labels", "updated_at_ns")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    node_id: str
+    name: str
+    image: str
+    image_id: str
+    state: str
+    exit_code: int
+    pid: int
+    started_at_ns: int
+    finished_at_ns: int
+    oom_killed: bool
+    labels: _containers.ScalarMap[str, str]
+    updated_at_ns: int
+    def __init__(self, id: _Optional[str] = ..., node_id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., pid: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., finished_at_ns: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., updated_at_ns: _Optional[int] = ...) -> None: ...
+
+class ContainerDesired(_message.Message):
+    __slots__ = ("id", "name", "node_id", "spec_json", "desired_state", "created_at_ns")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    node_id: str
+    spec_json: bytes
+    desired_state: str
+    created_at_ns: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., spec_json: _Optional[bytes] = ..., desired_state: _Optional[str] = ..., created_at_ns: _Optional[int] = ...) -> None: ...
+
+class NetworkRecord(_message.Message):
+    __slots__ = ("id", "name", "driver", "vni", "subnet", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    driver: str
+    vni: int
+    subnet: str
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -1,0 +1,121 @@
+"""`flotilla` argument parsing and the commands that need no cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from deploy import cli
+
+
+def test_join_flags() -> None:
+    args = cli.build_parser().parse_args(
+        [
+            "join",
+            "--etcd",
+            "10.99.0.1:2379",
+            "--etcd",
+            "10.99.0.2:2379",
+            "--advertise",
+            "10.99.0.10:4243",
+            "--name",
+            "node-0",
+            "--data-root",
+            "/tmp/x",
+            "--label",
+            "region=eu",
+            "--label",
+            "disk=ssd",
+            "--heartbeat",
+            "1s",
+            "--ttl",
+            "5s",
+        ]
+    )
+    assert args.command == "join"
+    from agent.main import config_from_args
+
+    config = config_from_args(args)
+    assert config.name == "node-0"
+    assert config.advertise == "10.99.0.10:4243"
+    assert config.data_root == "/tmp/x"
+    assert dict(config.labels) == {"region": "eu", "disk": "ssd"}
+    assert config.etcd_endpoints == ["10.99.0.1:2379", "10.99.0.2:2379"]
+    assert (config.heartbeat_s, config.ttl_s) == (1.0, 5.0)
+    assert config.prefix == "/flotilla"
+
+
+def test_dev_join_command_parses() -> None:
+    """The command line `dev up` gives each agent is one `flotilla join` accepts."""
+    from deploy import devcluster
+
+    cmd = devcluster.agent_command(1, {"region": "eu", "disk": "ssd"})
+    argv = cmd[cmd.index("deploy.cli") + 1 :]
+    args = cli.build_parser().parse_args(argv)
+    from agent.main import config_from_args
+
+    config = config_from_args(args)
+    assert config.name == "node-1"
+    assert config.advertise == "10.99.0.11:4243"
+    assert dict(config.labels) == {"region": "eu", "disk": "ssd"}
+    assert config.etcd_endpoints == ["10.99.0.1:2379"]
+    assert config.data_root == "/var/lib/flotilla/dev/node-1"
+    assert config.cgroup_parent == "flotilla/node-1"
+    assert (config.heartbeat_s, config.ttl_s) == (1.0, 5.0)
+
+
+def test_join_needs_etcd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["join", "--advertise", "127.0.0.1:4243"]) == 2
+    assert "etcd" in capsys.readouterr().err
+
+
+def test_list_default_discovery_is_dev_cluster() -> None:
+    args = cli.build_parser().parse_args(["list"])
+    assert args.discovery == "etcd://127.0.0.1:2379/flotilla"
+    args = cli.build_parser().parse_args(["list", "etcd://a:1,b:2/x"])
+    from proto.kv import parse_discovery
+
+    assert parse_discovery(args.discovery) == (["a:1", "b:2"], "/x")
+
+
+def test_list_bad_discovery_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["list", "http://nope"]) == 2
+    assert "discovery" in capsys.readouterr().err
+
+
+def test_dev_label_parsing() -> None:
+    assert cli.parse_node_labels(["node-1=region=eu,disk=ssd", "node-0=a=1", "node-1=x="]) == {
+        "node-1": {"region": "eu", "disk": "ssd", "x": ""},
+        "node-0": {"a": "1"},
+    }
+    for bad in ("node-1", "node-1=", "node-1=region", "=a=b", "node-1=a=1,,"):
+        with pytest.raises(cli.UsageError):
+            cli.parse_node_labels([bad])
+
+
+def test_dev_actions_parse() -> None:
+    p = cli.build_parser()
+    up = p.parse_args(["dev", "up", "--nodes", "2", "--label", "node-1=region=eu"])
+    assert (up.dev_command, up.nodes, up.label) == ("up", 2, ["node-1=region=eu"])
+    assert p.parse_args(["dev", "up"]).nodes == 3
+    for action in ("kill", "stop", "freeze", "partition", "heal", "start"):
+        ns = p.parse_args(["dev", action, "node-2"])
+        assert (ns.dev_command, ns.node) == (action, "node-2")
+    with pytest.raises(SystemExit):
+        p.parse_args(["dev", "kill"])
+
+
+def test_dev_bad_node_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["dev", "kill", "web-1"]) == 1
+    assert "node-N" in capsys.readouterr().err
+
+
+def test_manage_not_implemented() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "manage"], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 2
+    assert "not implemented" in res.stderr
+    assert res.stdout == ""

@@ -1,0 +1,362 @@
+"""The dev cluster end to end: real etcd, real `flotilla join` agents in network namespaces.
+
+One 2-node cluster serves the whole module (bringing it up is the slow part); the tests run in
+file order and each leaves it as it found it: both agents running and registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from deploy import devcluster as dc
+from deploy import etcd
+
+TTL_S = 5.0  # the dev cluster's agents run with --ttl 5s
+MARGIN_S = 4.0
+LABELS = {"node-1": {"region": "eu", "disk": "ssd"}}
+
+
+def _skip_reason() -> str | None:
+    try:
+        etcd.find_etcd()
+    except FileNotFoundError as e:
+        return str(e)
+    if dc.is_up() or dc._netns_list():
+        return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, object]]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        yield dc.up(2, LABELS, timeout=60)
+    finally:
+        dc.down()
+
+
+def wait_for(cond, timeout: float, what: str) -> float:  # noqa: ANN001
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not after {timeout:.0f}s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def reachable_from(node: str, host: str, port: int) -> bool:
+    """Can a process in `node`'s netns open a TCP connection to host:port?"""
+    code = (
+        "import socket,sys\n"
+        f"try: socket.create_connection(({host!r}, {port}), timeout=1).close()\n"
+        "except OSError: sys.exit(1)\n"
+    )
+    res = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{node}", sys.executable, "-c", code], timeout=10
+    )
+    return res.returncode == 0
+
+
+def test_nodes_registered_with_labels(cluster: dict[str, object]) -> None:
+    assert sorted(cluster) == ["node-0", "node-1"]
+    n0, n1 = cluster["node-0"], cluster["node-1"]
+    assert n0.addr == "10.99.0.10:4243" and n1.addr == "10.99.0.11:4243"
+    assert dict(n1.labels).items() >= LABELS["node-1"].items()
+    assert not {"region", "disk"} & dict(n0.labels).keys()
+    for n in (n0, n1):
+        assert n.ncpu >= 1 and n.memory_bytes > 0
+        assert len(n.id.split(":")) == 12
+    assert n0.id != n1.id
+    assert reachable_from("node-0", "10.99.0.1", 2379)
+    assert reachable_from("node-0", "10.99.0.11", 4243)  # node-1's agent, over the underlay
+
+
+def test_flotilla_list(cluster: dict[str, object]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "list"], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "node-0  10.99.0.10:4243  healthy",
+        "node-1  10.99.0.11:4243  healthy",
+    ]
+    explicit = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "list", "etcd://127.0.0.1:2379/flotilla"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert explicit.stdout == res.stdout
+    other = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "list", "etcd://127.0.0.1:2379/elsewhere"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert other.returncode == 0 and other.stdout == ""
+
+
+def test_status(cluster: dict[str, object]) -> None:
+    st = dc.status()
+    assert st.etcd
+    assert [(n.name, n.netns, n.agent, n.link, n.registered) for n in st.nodes] == [
+        ("node-0", True, "running", "up", True),
+        ("node-1", True, "running", "up", True),
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "dev", "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "etcd  127.0.0.1:2379  up" in res.stdout
+    assert "node-1  netns=yes  agent=running" in res.stdout
+
+
+def test_kill_then_start_same_id(cluster: dict[str, object]) -> None:
+    node_id = cluster["node-1"].id
+    dc.kill("node-1")
+    assert dc.status().nodes[1].agent == "stopped"
+    took = wait_for(lambda: "node-1" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+    assert took <= TTL_S + MARGIN_S
+    assert "node-0" in dc.registered()
+    rec = dc.start("node-1", timeout=30)
+    assert rec.id == node_id
+    assert dc.status().nodes[1].agent == "running"
+
+
+def test_stop_then_start(cluster: dict[str, object]) -> None:
+    node_id = cluster["node-0"].id
+    dc.stop("node-0")
+    assert dc.status().nodes[0].agent == "stopped"
+    # A clean stop may revoke the lease at once; at the latest the TTL removes the key.
+    wait_for(lambda: "node-0" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+    assert dc.start("node-0", timeout=30).id == node_id
+
+
+def test_partition_then_heal(cluster: dict[str, object]) -> None:
+    node_id = cluster["node-1"].id
+    dc.partition("node-1")
+    try:
+        assert dc.status().nodes[1].link == "down"
+        assert not reachable_from("node-1", "10.99.0.1", 2379)
+        wait_for(lambda: "node-1" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+        assert dc.status().nodes[1].agent == "running"  # cut off, not dead
+    finally:
+        dc.heal("node-1")
+    assert dc.status().nodes[1].link == "up"
+    wait_for(lambda: "node-1" in dc.registered(), 30, "node-1 re-registered after heal")
+    assert dc.registered()["node-1"].id == node_id
+
+
+def test_freeze_then_heal(cluster: dict[str, object]) -> None:
+    node_id = cluster["node-0"].id
+    dc.freeze("node-0")
+    try:
+        assert dc.status().nodes[0].agent == "frozen"
+        wait_for(lambda: "node-0" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+    finally:
+        dc.heal("node-0")
+    assert dc.status().nodes[0].agent == "running"
+    wait_for(lambda: "node-0" in dc.registered(), 30, "node-0 re-registered after thaw")
+    assert dc.registered()["node-0"].id == node_id
+
+
+async def _agent_call(addr: str, fn):  # noqa: ANN001, ANN202
+    from agent.server import agent_channel
+    from proto import agent_pb2_grpc
+
+    channel = agent_channel(addr)
+    try:
+        return await fn(agent_pb2_grpc.AgentStub(channel))
+    finally:
+        await channel.close()
+
+
+async def _logs(stub, cid: str) -> bytes:  # noqa: ANN001
+    from proto import agent_pb2
+
+    req = agent_pb2.ContainerLogsRequest(id=cid, stdout=True, stderr=True)
+    return b"".join([chunk.data async for chunk in stub.ContainerLogs(req)])
+
+
+def test_restart_readopts_container(cluster: dict[str, object], busybox_tar: str) -> None:
+    """kill -9 the agent: its container keeps running; the restarted agent re-adopts it."""
+    from proto import agent_pb2
+
+    addr = cluster["node-1"].addr
+
+    async def run(stub) -> tuple[str, int]:  # noqa: ANN001
+        async def image():  # noqa: ANN202
+            opts = agent_pb2.ImageImportOptions(reference="busybox:latest", changes=['CMD ["sh"]'])
+            yield agent_pb2.ImageImportInput(options=opts)
+            with open(busybox_tar, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield agent_pb2.ImageImportInput(data=chunk)
+
+        await stub.ImageImport(image())
+        body = {
+            "Image": "busybox:latest",
+            "Cmd": ["sh", "-c", "echo hello-from-node-1; sleep 1000"],
+        }
+        req = agent_pb2.ContainerCreateRequest(json=json.dumps(body).encode(), name="readopt")
+        cid = (await stub.ContainerCreate(req)).id
+        await stub.ContainerStart(agent_pb2.ContainerStartRequest(id=cid))
+        for _ in range(50):
+            if b"hello-from-node-1" in await _logs(stub, cid):
+                break
+            await asyncio.sleep(0.1)
+        info = json.loads((await stub.ContainerInspect(agent_pb2.ContainerRef(id=cid))).json)
+        return cid, info["State"]["Pid"]
+
+    async def inspect(stub) -> tuple[dict, bytes]:  # noqa: ANN001
+        ref = agent_pb2.ContainerRef(id="readopt")
+        info = json.loads((await stub.ContainerInspect(ref)).json)
+        return info, await _logs(stub, info["Id"])
+
+    async def remove(stub) -> None:  # noqa: ANN001
+        await stub.ContainerRemove(agent_pb2.ContainerRemoveRequest(id="readopt", force=True))
+
+    cid, pid = asyncio.run(_agent_call(addr, run))
+    try:
+        assert pid > 0
+        node_id = cluster["node-1"].id
+        dc.kill("node-1")
+        assert dc.proc_state(pid) not in (None, "Z")  # the container outlives its agent
+        assert dc.start("node-1", timeout=30).id == node_id
+        info, logs = asyncio.run(_agent_call(addr, inspect))
+        assert info["Id"] == cid
+        assert info["State"]["Running"] and info["State"]["Pid"] == pid
+        assert b"hello-from-node-1" in logs
+    finally:
+        asyncio.run(_agent_call(addr, remove))
+
+
+def test_etcd_outage_recovers(cluster: dict[str, object], busybox_tar: str) -> None:
+    """etcd down for 10 s: agents re-register by themselves; their containers keep running."""
+    from proto import agent_pb2
+
+    addr = cluster["node-0"].addr
+
+    async def run(stub) -> str:  # noqa: ANN001
+        async def image():  # noqa: ANN202
+            yield agent_pb2.ImageImportInput(
+                options=agent_pb2.ImageImportOptions(reference="busybox:latest")
+            )
+            with open(busybox_tar, "rb") as f:
+                yield agent_pb2.ImageImportInput(data=f.read())
+
+        await stub.ImageImport(image())
+        body = {"Image": "busybox:latest", "Cmd": ["sleep", "1000"]}
+        req = agent_pb2.ContainerCreateRequest(json=json.dumps(body).encode(), name="outage")
+        cid = (await stub.ContainerCreate(req)).id
+        await stub.ContainerStart(agent_pb2.ContainerStartRequest(id=cid))
+        return cid
+
+    async def state(stub) -> dict:  # noqa: ANN001
+        ref = agent_pb2.ContainerRef(id="outage")
+        return json.loads((await stub.ContainerInspect(ref)).json)["State"]
+
+    async def remove(stub) -> None:  # noqa: ANN001
+        await stub.ContainerRemove(agent_pb2.ContainerRemoveRequest(id="outage", force=True))
+
+    ids = {name: rec.id for name, rec in dc.registered().items()}
+    asyncio.run(_agent_call(addr, run))
+    pid = asyncio.run(_agent_call(addr, state))["Pid"]
+    try:
+        dc.stop_etcd()
+        assert not dc.status().etcd
+        time.sleep(10)
+        dc.start_etcd()
+        wait_for(lambda: dc.registered().keys() == ids.keys(), 15, "both nodes re-registered")
+        assert {name: rec.id for name, rec in dc.registered().items()} == ids
+        st = asyncio.run(_agent_call(addr, state))
+        assert st["Running"] and st["Pid"] == pid
+    finally:
+        asyncio.run(_agent_call(addr, remove))
+
+
+def test_dev_errors(cluster: dict[str, object]) -> None:
+    with pytest.raises(dc.DevError):
+        dc.kill("node-7")
+    with pytest.raises(dc.DevError):
+        dc.kill("bogus")
+
+
+def _leftovers() -> list[str]:
+    out: list[str] = []
+    out += [f"netns {n}" for n in dc._netns_list()]
+    out += [f"link {n}" for n in dc._links() if n == dc.BRIDGE or n.startswith("flt-u-")]
+    out += [f"shim {p}" for p in dc._pids() if dc._is_dev_shim(p)]
+    out += [f"etcd {p}" for p in dc._pids() if dc._is_dev_etcd(p)]
+    out += [
+        f"agent {p}"
+        for p in dc._pids()
+        if "deploy.cli" in dc._cmdline(p) and any(a.startswith(dc.ROOT) for a in dc._cmdline(p))
+    ]
+    out += [f"cgroup {c}" for c in dc._node_cgroups()]
+    out += [f"mount {m}" for m in dc._mounts_under(dc.ROOT)]
+    if os.path.exists(dc.ROOT):
+        out.append(f"dir {dc.ROOT}")
+    return out
+
+
+def test_down_leaves_nothing(cluster: dict[str, object]) -> None:
+    dc.down()
+    assert _leftovers() == []
+    dc.down()  # idempotent
+    assert _leftovers() == []
+    assert not dc.status().etcd
+
+
+CRASHED_AGENT = """
+import asyncio, sys
+from runtime.containers import Runtime
+
+async def main() -> None:
+    rt = Runtime(sys.argv[1], node_name=sys.argv[2])
+    await rt.open()
+    with open(sys.argv[3], "rb") as f:
+        rt.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
+    rec = await rt.create({"Image": "busybox:latest", "Cmd": ["sleep", "1000"]}, name="crash")
+    await rt.start(rec.id)
+    print(rec.id)
+
+asyncio.run(main())
+"""
+
+
+def test_down_after_crash(busybox_tar: str) -> None:
+    """A crashed cluster (state file lost, a container still running) is found and removed."""
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    try:
+        dc.up(1, timeout=60)
+        dc.kill("node-0")
+        # What a crashed agent leaves: a running container with its shim, cgroups, netns mount.
+        res = subprocess.run(
+            ["nsenter", "--net=/run/netns/node-0", sys.executable, "-c", CRASHED_AGENT]
+            + [os.path.join(dc.ROOT, "node-0"), "node-0", busybox_tar],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=dc.REPO,
+        )
+        assert res.returncode == 0, res.stderr
+        assert any(dc._is_dev_shim(p) for p in dc._pids())
+        assert dc._node_cgroups() and dc._mounts_under(dc.ROOT)
+        os.unlink(dc.STATE)
+    finally:
+        dc.down()
+    assert _leftovers() == []
