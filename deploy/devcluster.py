@@ -319,6 +319,9 @@ def _remove_cgroup_tree(top: str) -> None:
 # --------------------------------------------------------------------------- agents
 
 
+METRICS_PORT = 9323  # dockerd's customary metrics port
+
+
 def agent_command(i: int, labels: dict[str, str]) -> list[str]:
     name = node_name(i)
     cmd = [
@@ -340,6 +343,8 @@ def agent_command(i: int, labels: dict[str, str]) -> list[str]:
         HEARTBEAT,
         "--ttl",
         TTL,
+        "--metrics",
+        f"{node_ip(i)}:{METRICS_PORT}",
     ]
     for k, v in sorted(labels.items()):
         cmd += ["--label", f"{k}={v}"]

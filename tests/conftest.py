@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.busybox_image import build_rootfs_tar
+from deploy.etcd import EtcdServer
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,13 @@ def busybox_tar() -> Iterator[str]:
         yield build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """A real etcd on free loopback ports with a throwaway data dir (stop/start keep its data)."""
+    with EtcdServer() as server:
+        yield server
 
 
 @pytest.fixture

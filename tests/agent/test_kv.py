@@ -7,20 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from deploy.etcd import EtcdServer, free_port
 from proto.keys import Keys
 from proto.kv import KV, KVError, WatchEvent, parse_discovery
-from tests.etcd_server import EtcdServer, etcd, free_port  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def kv(etcd: EtcdServer) -> AsyncIterator[KV]:  # noqa: F811
-    client = await KV.connect([etcd.endpoint], timeout=2.0)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def test_parse_discovery() -> None:
@@ -74,7 +65,7 @@ async def test_round_trip(kv: KV) -> None:
     assert (await kv.get("/tx")) is not None
 
 
-async def test_failover_to_a_live_endpoint(etcd: EtcdServer) -> None:  # noqa: F811
+async def test_failover_to_a_live_endpoint(etcd: EtcdServer) -> None:
     client = await KV.connect([f"127.0.0.1:{free_port()}", etcd.endpoint], timeout=3.0)
     try:
         for i in range(5):
@@ -84,7 +75,7 @@ async def test_failover_to_a_live_endpoint(etcd: EtcdServer) -> None:  # noqa: F
         await client.close()
 
 
-async def test_errors_when_etcd_is_down(etcd: EtcdServer, kv: KV) -> None:  # noqa: F811
+async def test_errors_when_etcd_is_down(etcd: EtcdServer, kv: KV) -> None:
     etcd.stop()
     with pytest.raises(KVError):
         await kv.put("/down", b"x")
@@ -115,7 +106,7 @@ async def _next(it: AsyncIterator[WatchEvent]) -> WatchEvent:
     return await asyncio.wait_for(anext(it), 10)
 
 
-async def test_watch_resumes_after_etcd_restart(etcd: EtcdServer, kv: KV) -> None:  # noqa: F811
+async def test_watch_resumes_after_etcd_restart(etcd: EtcdServer, kv: KV) -> None:
     _, rev = await kv.snapshot("/w/")
     it = kv.watch_prefix("/w/", rev + 1)
     try:

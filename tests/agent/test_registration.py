@@ -20,26 +20,17 @@ from agent.metrics import AgentMetrics
 from agent.nodes import list_nodes
 from agent.registration import Registration, describe_host
 from agent.status import StatusReporter
+from deploy.etcd import EtcdServer, free_port
 from proto.keys import Keys
 from proto.kv import KV
 from proto.records_pb2 import ContainerStatus, NodeRecord
 from runtime.cgroups import Cgroups
 from runtime.containers import Runtime
 from runtime.errors import DockerError
-from tests.etcd_server import EtcdServer, etcd, free_port  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(90)
 
 KEYS = Keys("/flotilla")
-
-
-@pytest.fixture
-async def kv(etcd: EtcdServer) -> AsyncIterator[KV]:  # noqa: F811
-    client = await KV.connect([etcd.endpoint], timeout=2.0)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float, step: float = 0.1) -> float:
@@ -123,7 +114,7 @@ async def _has_counts(kv: KV, node_id: str, total: int, running: int) -> bool:
     return rec is not None and (rec.containers, rec.containers_running) == (total, running)
 
 
-async def test_recovers_after_etcd_outage(etcd: EtcdServer, kv: KV) -> None:  # noqa: F811
+async def test_recovers_after_etcd_outage(etcd: EtcdServer, kv: KV) -> None:
     reg = make_registration(kv, ttl=3, heartbeat=0.5)
     node_id = reg.record.id
     await reg.start()
@@ -188,7 +179,7 @@ async def read_status(kv: KV, node_id: str) -> dict[str, ContainerStatus]:
 
 
 async def test_status_follows_container_lifecycle(
-    etcd: EtcdServer,  # noqa: F811
+    etcd: EtcdServer,
     kv: KV,
     runtime: tuple[Runtime, list],
 ) -> None:
@@ -253,7 +244,7 @@ async def _no_status(kv: KV, node_id: str) -> bool:
 
 
 async def test_run_agent_registers_serves_metrics_and_deregisters(
-    etcd: EtcdServer,  # noqa: F811
+    etcd: EtcdServer,
 ) -> None:
     root = tempfile.mkdtemp(prefix="flt-agent-")
     name = f"a{secrets.token_hex(3)}"
@@ -294,7 +285,7 @@ async def test_run_agent_registers_serves_metrics_and_deregisters(
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _listed(etcd: EtcdServer, name: str) -> bool:  # noqa: F811
+async def _listed(etcd: EtcdServer, name: str) -> bool:
     return any(n.name == name for n in await list_nodes([etcd.endpoint], "/flotilla"))
 
 
@@ -342,7 +333,7 @@ async def test_metrics_interceptor_counts_operations() -> None:
 
 
 async def test_agent_restart_keeps_container_and_node_id(
-    etcd: EtcdServer,  # noqa: F811
+    etcd: EtcdServer,
     busybox_tar: str,
 ) -> None:
     import json

@@ -6,10 +6,7 @@ import asyncio
 import io
 import json
 import os
-import secrets
-import shutil
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,48 +19,16 @@ from agent.server import agent_client, bound_port, start_grpc_server
 from proto import agent_pb2 as pb
 from proto import agent_pb2_grpc
 from runtime.containers import Runtime
-from runtime.errors import DockerError
 from runtime.shim import demux
-
-SUBNET = "10.78.0.0/24"
+from tests.fixtures import runtime_for_tests
 
 
 @pytest.fixture
 async def rt(busybox_tar: str) -> AsyncIterator[Runtime]:
-    root = tempfile.mkdtemp(prefix="flt-agent-")
-    node = f"a{secrets.token_hex(3)}"
     bus = EventBus()
-    runtime = Runtime(
-        root, node_name=node, bridge_name=f"flt{node}", bridge_subnet=SUBNET, events=bus
-    )
-    runtime.test_bus = bus  # type: ignore[attr-defined]
-    await runtime.open()
-    with open(busybox_tar, "rb") as f:
-        runtime.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
-    try:
+    async with runtime_for_tests(busybox_tar, events=bus) as runtime:
+        runtime.test_bus = bus  # type: ignore[attr-defined]
         yield runtime
-    finally:
-        try:
-            for rec in runtime.list():
-                await _remove(runtime, rec.id)
-        finally:
-            await runtime.close()
-            await asyncio.to_thread(runtime.bridge.teardown)
-            runtime.cgroups.remove_parent()
-            shutil.rmtree(root, ignore_errors=True)
-
-
-async def _remove(runtime: Runtime, cid: str) -> None:
-    # The runtime can report an exit (wait) before its own teardown of that exit is done, and a
-    # remove racing that teardown may fail on a cgroup being deleted (ENODEV): retry briefly.
-    for _ in range(20):
-        try:
-            await runtime.remove(cid, force=True)
-            return
-        except DockerError:
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture

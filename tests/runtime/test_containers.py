@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -20,38 +19,13 @@ import pytest
 from runtime.containers import Runtime
 from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.views import inspect, summary
-
-SUBNET = "10.77.0.0/24"
+from tests.fixtures import SUBNET, runtime_for_tests
 
 
 @pytest.fixture
 async def rt(busybox_tar: str) -> AsyncIterator[Runtime]:
-    root = tempfile.mkdtemp(prefix="flt-rt-")
-    node = f"t{secrets.token_hex(3)}"
-    runtime = Runtime(root, node_name=node, bridge_name=f"flt{node}", bridge_subnet=SUBNET)
-    await runtime.open()
-    with open(busybox_tar, "rb") as f:
-        runtime.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
-    try:
+    async with runtime_for_tests(busybox_tar) as runtime:
         yield runtime
-    finally:
-        for rec in runtime.list():
-            if not os.path.isdir(runtime.paths.container(rec.id)):
-                continue  # removed by a second Runtime on the same root
-            with contextlib.suppress(DockerError):
-                await runtime.remove(rec.id, force=True)
-        await runtime.close()
-        await asyncio.to_thread(runtime.bridge.teardown)
-        runtime.cgroups.remove_parent()
-        _assert_nothing_left(runtime, root)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _assert_nothing_left(runtime: Runtime, root: str) -> None:
-    with open("/proc/self/mountinfo") as f:
-        assert root not in f.read()
-    assert runtime.cgroups.list_ids() == []
-    assert os.listdir(runtime.paths.netns) == []
 
 
 async def reopen(rt: Runtime) -> Runtime:
