@@ -1,7 +1,7 @@
 """`flotilla`: the operator command, with classic Swarm's verbs.
 
 flotilla join [flags]            run an agent on this host
-flotilla manage                  run the manager (next issue)
+flotilla manage [discovery-url]  run the manager (Docker Engine API for the whole cluster)
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
 flotilla dev up|down|status|kill|stop|freeze|partition|heal|start …   the dev cluster
 """
@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_join_arguments(join)
 
-    manage = sub.add_parser("manage", help="run the manager (not implemented yet)")
-    manage.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    manage = sub.add_parser("manage", help="run the manager: the Docker API for the cluster")
+    from manager.main import add_manage_arguments
+
+    add_manage_arguments(manage)
 
     lst = sub.add_parser("list", help="list registered nodes (name, address, status)")
     lst.add_argument(
@@ -98,11 +100,22 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def cmd_manage(args: argparse.Namespace) -> int:
-    print(
-        "flotilla manage: the manager is not implemented yet (it comes with the next issue)",
-        file=sys.stderr,
+    import logging
+
+    from manager.main import config_from_args, run_manager
+
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"flotilla manage: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_manager(config))
+    return 0
 
 
 async def _list(discovery: str) -> list[str]:
@@ -142,7 +155,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
                 print(f"{name}  {getattr(n, 'addr', '')}  {getattr(n, 'id', '')}  {tags}".rstrip())
             print(f"etcd: {dc.etcd_endpoint()}  (flotilla list {dc.discovery_url()})")
-            print("manager: not started, it comes with the next issue (then: export DOCKER_HOST=…)")
+            print(f"manager: {dc.MANAGER_ADDR}  (log {dc.ROOT}/manager.log)")
+            print(f"export DOCKER_HOST={dc.docker_host()}")
         elif action == "down":
             dc.down()
         elif action == "status":

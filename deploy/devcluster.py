@@ -7,6 +7,9 @@ Layout (root netns of whoever runs `up`):
     agent of node-N: `flotilla join` run with `nsenter --net=/run/netns/node-N`, own session,
     data root /var/lib/flotilla/dev/node-N, cgroup parent flotilla/node-N, log node-N.log
 
+The manager runs in the root netns (`flotilla manage`, 127.0.0.1:2375, log manager.log); every
+node gets the busybox test image (deploy/busybox_image.py) through its agent's ImageImport.
+
 Agents are entered with nsenter and not `ip netns exec`: the latter unshares a private mount
 namespace, which would hide the runtime's mounts (container netns files) from a restarted agent.
 
@@ -43,6 +46,8 @@ HEARTBEAT = "1s"
 TTL = "5s"
 NETNS_DIR = "/run/netns"
 NODE_RE = re.compile(r"^node-(\d+)$")
+MANAGER_ADDR = "127.0.0.1:2375"
+BUSYBOX_REF = "busybox:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 Labels = dict[str, dict[str, str]]
@@ -436,6 +441,116 @@ def wait_unregistered(name: str, timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
+# --------------------------------------------------------------------------- manager, image
+
+
+def docker_host() -> str:
+    return f"tcp://{MANAGER_ADDR}"
+
+
+def manager_command() -> list[str]:
+    return [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
+
+
+def _is_manager(pid: int) -> bool:
+    args = _cmdline(pid)
+    return "deploy.cli" in args and "manage" in args and discovery_url() in args
+
+
+def _manager_pids(state: dict | None = None) -> set[int]:
+    state = _load_state() if state is None else state
+    pids = {p for p in _pids() if _is_manager(p)}
+    pid = state.get("manager", {}).get("pid")
+    if isinstance(pid, int) and _is_manager(pid):
+        pids.add(pid)
+    return {p for p in pids if _alive(p)}
+
+
+def start_manager(timeout: float = 30.0) -> int:
+    """Start `flotilla manage` on 127.0.0.1:2375 in this netns; wait until it answers /_ping."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(os.path.join(ROOT, "manager.log"), "ab") as log:
+        proc = subprocess.Popen(
+            manager_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    state = _load_state()
+    state["manager"] = {"pid": proc.pid, "addr": MANAGER_ADDR}
+    _save_state(state)
+    deadline = time.monotonic() + timeout
+    while not manager_healthy():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DevError(
+                f"manager did not come up on {MANAGER_ADDR}\n--- manager.log\n"
+                f"{_log_tail('manager')}"
+            )
+        time.sleep(0.1)
+    return proc.pid
+
+
+def manager_healthy(timeout: float = 1.0) -> bool:
+    import http.client
+
+    host, _, port = MANAGER_ADDR.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", "/_ping")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def stop_manager() -> None:
+    _kill_all(_manager_pids())
+
+
+async def _import_image(addr: str, tar_path: str) -> None:
+    from agent.server import agent_client
+    from proto import agent_pb2 as pb
+
+    async def inputs():  # noqa: ANN202 - an async generator of ImageImportInput
+        yield pb.ImageImportInput(
+            options=pb.ImageImportOptions(reference=BUSYBOX_REF, changes=['CMD ["sh"]'])
+        )
+        with open(tar_path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield pb.ImageImportInput(data=chunk)
+
+    stub = agent_client(addr)
+    try:
+        await stub.ImageImport(inputs(), timeout=60)
+    finally:
+        await stub.channel.close()  # type: ignore[attr-defined]
+
+
+def import_busybox(addrs: Iterable[str]) -> None:
+    """Import the busybox test image into every agent at `addrs`, concurrently."""
+    import tempfile
+
+    from deploy.busybox_image import build_rootfs_tar
+
+    with tempfile.TemporaryDirectory(prefix="flt-dev-bb-") as tmp:
+        tar = build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
+
+        async def go() -> None:
+            await asyncio.gather(*(_import_image(a, tar) for a in addrs))
+
+        try:
+            asyncio.run(go())
+        except Exception as e:  # noqa: BLE001 - reported as a dev-cluster failure
+            raise DevError(f"cannot import {BUSYBOX_REF} into the nodes: {e}") from e
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -462,9 +577,11 @@ class NodeStatus:
 class ClusterStatus:
     etcd: bool
     nodes: list[NodeStatus]
+    manager: bool = False
 
     def lines(self) -> list[str]:
         out = [f"etcd  {etcd_endpoint()}  {'up' if self.etcd else 'down'}"]
+        out.append(f"manager  {MANAGER_ADDR}  {'up' if self.manager else 'down'}")
         return out + [n.line() for n in self.nodes]
 
 
@@ -492,7 +609,10 @@ def up(nodes: int = 3, labels: Labels | None = None, timeout: float = 30.0) -> d
             state["nodes"][name] = {"ip": node_ip(i), "labels": node_labels, "cmd": cmd}
             state["nodes"][name]["pid"] = _spawn_agent(name, cmd)
             _save_state(state)
-        return wait_registered(state["nodes"], timeout)
+        records = wait_registered(state["nodes"], timeout)
+        import_busybox(str(getattr(r, "addr", "")) for r in records.values())
+        start_manager(timeout)
+        return records
     except BaseException:
         # A half-built cluster is worse than none; its logs are kept in /tmp for the post-mortem.
         _keep_logs_then_down()
@@ -514,6 +634,8 @@ def down() -> None:
     """Take everything down; works from any leftover state (idempotent, crash-safe)."""
     state = _load_state()
     names = set(state.get("nodes", {})) | set(_netns_list())
+    # 0. The manager, so it stops talking to agents that are about to go.
+    _kill_all(_manager_pids(state))
     # 1. Agents, and anything else living in the hosts' netns (shims, exec'd helpers).
     pids: set[int] = set()
     for name in names:
@@ -624,7 +746,7 @@ def status() -> ClusterStatus:
                 addr=str(getattr(rec, "addr", "")),
             )
         )
-    return ClusterStatus(etcd=etcd_up, nodes=out)
+    return ClusterStatus(etcd=etcd_up, nodes=out, manager=manager_healthy())
 
 
 def _known(name: str) -> dict:

@@ -966,7 +966,8 @@ def _check_memory(r: Resources) -> None:
         raise InvalidParameter(
             "You should always set the Memory limit when using Memoryswap limit, see usage"
         )
-    if r.memory_swappiness is not None and not 0 <= r.memory_swappiness <= 100:
+    # -1 means "unset" (the CLI always sends it), as in dockerd.
+    if r.memory_swappiness not in (None, -1) and not 0 <= r.memory_swappiness <= 100:
         raise InvalidParameter(
             f"Invalid value: {r.memory_swappiness}, valid memory swappiness range is 0-100"
         )

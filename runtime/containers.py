@@ -37,6 +37,7 @@ from runtime.volumes import VolumeStore
 
 log = logging.getLogger(__name__)
 
+KILL_WAIT_S = 10.0
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 EventSink = Callable[[str, str, str, dict[str, str]], None]
@@ -664,6 +665,9 @@ class Runtime:
         if rec.status == "paused":
             await asyncio.to_thread(self.cgroups.thaw, rec.id)
             rec.status = "running"
+        if signum == signal.SIGKILL:
+            # dockerd returns from a SIGKILL only once the container is down.
+            await self._wait_exit(rec.id, KILL_WAIT_S)
 
     async def stop(self, ref: str, timeout: float | None = None) -> None:
         rec = self.get(ref)

@@ -34,6 +34,7 @@
 #define STDIN_HIGH_WATER (256 * 1024)
 #define CLIENT_OUT_LIMIT (16 * 1024 * 1024)
 #define DRAIN_TIMEOUT_MS 2000
+#define HOLD_WAIT_MS 10000
 
 static const char *g_dir;
 static struct spec S;
@@ -710,13 +711,16 @@ static void supervise(void)
     for (;;) {
         int timeout = -1;
         if (st.exited) {
-            if (st.out.fd < 0 && st.err.fd < 0)
+            long since = ms_since(&st.exited_at);
+            int drained = st.out.fd < 0 && st.err.fd < 0;
+            /* Held output is for an attach that is on its way: a process that exits at once
+             * must not take it with it. Escaped grandchildren (host pidns, exec) may hold the
+             * pipes: don't wait for them forever either. */
+            int awaiting = S.hold_output && !st.held_done;
+            long limit = awaiting ? HOLD_WAIT_MS : DRAIN_TIMEOUT_MS;
+            if ((drained && !awaiting) || since >= limit)
                 finish();
-            /* Escaped grandchildren (host pidns, exec) may hold the pipes: don't wait forever. */
-            long left = DRAIN_TIMEOUT_MS - ms_since(&st.exited_at);
-            if (left <= 0)
-                finish();
-            timeout = (int)left;
+            timeout = (int)(limit - since);
         }
         int n = 0;
         int i_sig = n;

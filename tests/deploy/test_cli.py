@@ -112,10 +112,13 @@ def test_dev_bad_node_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert "node-N" in capsys.readouterr().err
 
 
-def test_manage_not_implemented() -> None:
+def test_manage_rejects_bad_flags() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", "manage"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "deploy.cli", "manage", "-H", "http://x:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert res.returncode == 2
-    assert "not implemented" in res.stderr
+    assert "invalid -H" in res.stderr
     assert res.stdout == ""

@@ -1,0 +1,458 @@
+"""Container endpoints: create is scheduled onto a node; everything else goes to the node
+that holds the container; `GET /containers/json` merges every node's list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.cluster import Cluster, conflict_message, placement_from_body
+from manager.errors import bool_param, go_json_error, int_param, read_json
+from manager.scheduler import (
+    ContainerInfo,
+    NodeInfo,
+    Scheduler,
+    SchedulingError,
+    parse_placement,
+)
+from manager.versioning import versioned
+from proto import agent_pb2 as pb
+from proto.records_pb2 import NodeRecord
+from runtime.errors import Conflict, DockerError, InvalidParameter
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _check_name(cluster: Cluster, name: str) -> None:
+    if not NAME_RE.match(name):
+        raise InvalidParameter(
+            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
+    existing = cluster.known_names().get(name)
+    if existing is not None:
+        raise Conflict(conflict_message(name, existing))
+    if name in cluster.pending_names():
+        raise Conflict(conflict_message(name, "(being created)"))
+
+
+def _scheduler(settings: dict[str, Any]) -> Scheduler:
+    scheduler = settings.get("scheduler")
+    if not isinstance(scheduler, Scheduler):
+        scheduler = Scheduler(settings.get("strategy", "spread"), settings.get("filters"))
+        settings["scheduler"] = scheduler
+    return scheduler
+
+
+async def _choose_node(
+    request: web.Request, cluster: Cluster, body: dict[str, Any], name: str
+) -> tuple[NodeRecord, dict[str, Any]]:
+    """Classic Swarm's placement; the body comes back with its hints moved into labels."""
+    scheduler = _scheduler(request.app[SETTINGS_KEY])
+    try:
+        body = parse_placement(body)
+        chosen = scheduler.select(await node_infos(cluster), body, name)
+    except SchedulingError as e:
+        raise DockerError(e.message, e.status) from None
+    return cluster.nodes[chosen.id], body
+
+
+async def node_infos(cluster: Cluster) -> list[NodeInfo]:
+    """The scheduler's view: every node with its containers, pending creates included."""
+    images: dict[str, set[str]] = {}
+    for rec, result in await cluster.fan_out(lambda s: s.ImageList(pb.ImageListRequest())):
+        names: set[str] = set()
+        if not isinstance(result, BaseException):
+            for img in json.loads(result.json) or []:
+                names.add(str(img.get("Id", "")))
+                names.update(img.get("RepoTags") or [])
+        images[rec.id] = names
+    infos = []
+    for rec in cluster.sorted_nodes():
+        containers = []
+        for cid, st, placed in cluster.containers_on(rec.id):
+            containers.append(
+                ContainerInfo(
+                    id=cid,
+                    name=(st.name if st else placed.name if placed else ""),
+                    image=(st.image if st else placed.image if placed else ""),
+                    image_id=st.image_id if st else "",
+                    labels=dict(st.labels) if st else dict(placed.labels if placed else {}),
+                    running=(st.state in ("running", "paused", "restarting")) if st else True,
+                    cpu_shares=placed.cpu_shares if placed else 0,
+                    nano_cpus=placed.nano_cpus if placed else 0,
+                    memory=placed.memory if placed else 0,
+                    host_ports=list(placed.host_ports) if placed else [],
+                    network_mode=placed.network_mode if placed else "default",
+                )
+            )
+        infos.append(
+            NodeInfo(
+                id=rec.id,
+                name=rec.name,
+                addr=rec.addr,
+                labels=dict(rec.labels),
+                healthy=True,  # a node key exists only while its agent keeps the lease
+                ncpu=rec.ncpu,
+                memory=rec.memory_bytes,
+                kernel_version=rec.kernel_version,
+                operating_system=rec.operating_system,
+                os_type=rec.os_type or "linux",
+                storage_driver=rec.storage_driver,
+                images=images.get(rec.id, set()),
+                containers=containers,
+            )
+        )
+    return infos
+
+
+async def create(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    name = request.query.get("name", "").lstrip("/")
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body:
+        raise InvalidParameter("config cannot be empty in order to create a container")
+    async with cluster.schedule_lock:
+        if name:
+            _check_name(cluster, name)
+        rec, body = await _choose_node(request, cluster, body, name)
+        token = cluster.add_pending(placement_from_body(rec.id, name, body))
+    # Shielded: a client that hangs up mid-create must not leave a container without records.
+    cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))
+    return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
+
+
+async def _create_on(
+    cluster: Cluster, rec: NodeRecord, token: int, name: str, body: dict[str, Any]
+) -> tuple[str, list[str]]:
+    try:
+        if name:
+            await cluster.claim_name(name)
+        try:
+            reply = await cluster.call(
+                rec.id,
+                lambda s: s.ContainerCreate(
+                    pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=name)
+                ),
+            )
+        except BaseException:
+            await cluster.release_name(name)
+            raise
+    finally:
+        placement = cluster.pending.pop(token, None)
+    assert placement is not None
+    cluster.created(placement, reply.id)
+    await cluster.record_created(reply.id, name, rec.id, body)
+    return reply.id, list(reply.warnings)
+
+
+def _timeout(request: web.Request) -> int | None:
+    return int_param(request, "t") if "t" in request.query else int_param(request, "timeout")
+
+
+async def start(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    await cluster.call(node_id, lambda s: s.ContainerStart(pb.ContainerStartRequest(id=cid)))
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    req = pb.ContainerStopRequest(id=cid)
+    t = _timeout(request)
+    if t is not None:
+        req.timeout = t
+    await cluster.call(node_id, lambda s: s.ContainerStop(req))
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    req = pb.ContainerRestartRequest(id=cid)
+    t = _timeout(request)
+    if t is not None:
+        req.timeout = t
+    await cluster.call(node_id, lambda s: s.ContainerRestart(req))
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    sig = request.query.get("signal", "")
+    # The agent returns from a SIGKILL once the container is down, as dockerd does.
+    await cluster.call(
+        node_id, lambda s: s.ContainerKill(pb.ContainerKillRequest(id=cid, signal=sig))
+    )
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    await cluster.call(node_id, lambda s: s.ContainerPause(pb.ContainerRef(id=cid)))
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    await cluster.call(node_id, lambda s: s.ContainerUnpause(pb.ContainerRef(id=cid)))
+    return web.Response(status=204)
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    condition = request.query.get("condition", "not-running")
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidParameter(f"invalid condition: {condition!r}")
+    # dockerd sends the headers at once: the CLI's ContainerWait blocks on them before `start`.
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        reply = await cluster.call(
+            node_id, lambda s: s.ContainerWait(pb.ContainerWaitRequest(id=cid, condition=condition))
+        )
+        doc: dict[str, Any] = {
+            "Error": {"Message": reply.error} if reply.error else None,
+            "StatusCode": reply.status_code,
+        }
+    except DockerError as e:
+        doc = {"Error": {"Message": e.message}, "StatusCode": -1}
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+        await response.write_eof()
+    return response
+
+
+async def rename(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    new = request.query.get("name", "").lstrip("/")
+    async with cluster.schedule_lock:
+        existing = cluster.known_names().get(new)
+        if new and existing is not None and existing != cid:
+            raise Conflict("Error when allocating new name: " + conflict_message(new, existing))
+        old = cluster.name_of(cid)
+        await cluster.call(
+            node_id, lambda s: s.ContainerRename(pb.ContainerRenameRequest(id=cid, name=new))
+        )
+        await cluster.record_renamed(cid, old, new)
+        placed = cluster.placements.get(cid)
+        if placed is not None:
+            placed.name = new
+        st = cluster.statuses.get(cid)
+        if st is not None:
+            st.name = new
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    req = pb.ContainerRemoveRequest(
+        id=cid, force=bool_param(request, "force"), volumes=bool_param(request, "v")
+    )
+    name = cluster.name_of(cid)
+    await cluster.call(node_id, lambda s: s.ContainerRemove(req))
+    cluster.forget(cid)
+    await cluster.record_removed(cid, name)
+    return web.Response(status=204)
+
+
+def node_view(rec: NodeRecord) -> dict[str, Any]:
+    """Classic Swarm's `Node` object in container inspect and events."""
+    return {
+        "ID": rec.id,
+        "IP": rec.addr.rpartition(":")[0],
+        "Addr": rec.addr,
+        "Name": rec.name,
+        "Cpus": rec.ncpu,
+        "Memory": rec.memory_bytes,
+        "Labels": dict(rec.labels),
+    }
+
+
+async def inspect(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    node_id, cid = await cluster.resolve(request.match_info["ref"])
+    reply = await cluster.call(node_id, lambda s: s.ContainerInspect(pb.ContainerRef(id=cid)))
+    body = json.loads(reply.json)
+    rec = cluster.nodes.get(node_id)
+    if rec is not None:
+        body["Node"] = node_view(rec)
+    return web.json_response(body)
+
+
+# ----------------------------------------------------------------------- list
+
+
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """Docker's `filters` query: {"key": ["v"]} or the older {"key": {"v": true}}."""
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DockerError(
+            go_json_error(raw, e).replace("beginning of value", "beginning of object key string")
+            if raw.lstrip().startswith("{")
+            else go_json_error(raw, e),
+            500,
+        ) from None
+    if not isinstance(doc, dict):
+        raise InvalidParameter("invalid filter format")
+    out: dict[str, list[str]] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out[key] = [k for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        else:
+            out[key] = [str(value)]
+    return out
+
+
+LIST_FILTERS = {
+    "status",
+    "id",
+    "name",
+    "label",
+    "node",
+    "ancestor",
+    "exited",
+    "before",
+    "since",
+    "network",
+    "volume",
+}
+STATES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def _names_of(row: dict[str, Any]) -> list[str]:
+    return [n.lstrip("/") for n in row.get("Names") or []]
+
+
+def _label_ok(labels: dict[str, str], want: str) -> bool:
+    key, sep, value = want.partition("=")
+    if key not in labels:
+        return False
+    return not sep or labels[key] == value
+
+
+def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
+    image = str(row.get("Image", ""))
+    image_id = str(row.get("ImageID", ""))
+    if image == want or image == f"{want}:latest" or image.split(":")[0] == want:
+        return True
+    bare = image_id.removeprefix("sha256:")
+    return bool(want) and (image_id == want or bare.startswith(want.removeprefix("sha256:")))
+
+
+def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[str]]) -> bool:
+    checks = {
+        "id": lambda v: str(row["Id"]).startswith(v),
+        "name": lambda v: any(re.search(v, n) for n in _names_of(row)),
+        "status": lambda v: row.get("State") == v,
+        "node": lambda v: v in (rec.name, rec.id) or fnmatch.fnmatchcase(rec.name, v),
+        "ancestor": lambda v: _ancestor_ok(row, v),
+        "network": lambda v: v in ((row.get("NetworkSettings") or {}).get("Networks") or {}),
+        "volume": lambda v: any(
+            v in (m.get("Name"), m.get("Source"), m.get("Destination"))
+            for m in row.get("Mounts") or []
+        ),
+    }
+    for key, fn in checks.items():
+        values = filters.get(key)
+        if values and not any(fn(v) for v in values):
+            return False
+    for want in filters.get("label", []):
+        if not _label_ok(row.get("Labels") or {}, want):
+            return False
+    exited = filters.get("exited")
+    if exited:
+        m = EXITED_RE.match(str(row.get("Status", "")))
+        if row.get("State") != "exited" or not m or m.group(1) not in exited:
+            return False
+    return True
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
+    filters = parse_filters(request.query.get("filters"))
+    for key in filters:
+        if key not in LIST_FILTERS:
+            raise InvalidParameter(f"Invalid filter '{key}'")
+    for state in filters.get("status", []):
+        if state not in STATES:
+            raise InvalidParameter(f"Unrecognised filter value for status: {state}")
+    for code in filters.get("exited", []):
+        if not code.lstrip("-").isdigit():
+            raise InvalidParameter(f"invalid filter 'exited={code}'")
+    limit = int_param(request, "limit") or 0
+    all_ = bool_param(request, "all") or limit > 0 or "before" in filters or "since" in filters
+    if "exited" in filters:
+        all_ = True
+    size = bool_param(request, "size")
+    results = await cluster.fan_out(lambda s: s.ContainerList(pb.ContainerListRequest(all=all_)))
+    rows: list[tuple[dict[str, Any], NodeRecord]] = []
+    for rec, result in results:
+        if isinstance(result, BaseException):
+            continue  # an unreachable node drops out of the list, as in classic Swarm
+        for raw in result.rows:
+            rows.append((json.loads(raw), rec))
+    # Newest first; the creation sequence breaks ties within Docker's one-second Created.
+    rows.sort(
+        key=lambda r: (r[0].get("Created", 0), cluster.creation_seq(r[0]["Id"]), r[0]["Id"]),
+        reverse=True,
+    )
+    for key in ("before", "since"):
+        for ref in filters.get(key, []):
+            _, cid = await cluster.resolve(ref)
+            index = next((i for i, r in enumerate(rows) if r[0]["Id"] == cid), None)
+            if index is None:
+                continue
+            rows = rows[index + 1 :] if key == "before" else rows[:index]
+    out = []
+    for row, rec in rows:
+        if not _row_matches(row, rec, filters):
+            continue
+        row["Names"] = [f"/{rec.name}/{n}" for n in _names_of(row)]
+        if size:
+            row.setdefault("SizeRw", 0)
+            row.setdefault("SizeRootFs", 0)
+        out.append(row)
+    if limit > 0:
+        out = out[:limit]
+    return web.json_response(out)
+
+
+def add_routes(app: web.Application) -> None:
+    routes: list[tuple[str, str, Any]] = [
+        ("POST", "/containers/create", create),
+        ("GET", "/containers/json", list_containers),
+        ("GET", "/containers/{ref:.+}/json", inspect),
+        ("POST", "/containers/{ref:.+}/start", start),
+        ("POST", "/containers/{ref:.+}/stop", stop),
+        ("POST", "/containers/{ref:.+}/restart", restart),
+        ("POST", "/containers/{ref:.+}/kill", kill),
+        ("POST", "/containers/{ref:.+}/pause", pause),
+        ("POST", "/containers/{ref:.+}/unpause", unpause),
+        ("POST", "/containers/{ref:.+}/wait", wait),
+        ("POST", "/containers/{ref:.+}/rename", rename),
+        ("DELETE", "/containers/{ref:.+}", remove),
+    ]
+    for method, path, handler in routes:
+        for p in versioned(path):
+            app.router.add_route(method, p, handler)

@@ -1,0 +1,423 @@
+"""The manager's view of the cluster, kept from etcd: nodes, their agents, where containers are.
+
+`nodes/` and `status/` are read once and then watched from the next revision (KV.watch_prefix
+resumes by revision, so nothing is missed across etcd blips). One gRPC channel per node.
+Containers the manager just created are remembered until their status record arrives, so a
+`docker start` right after `docker create` never races the agent's etcd write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from agent.errors import raise_for_rpc_error
+from agent.server import TlsConfig, agent_client
+from proto import agent_pb2 as pb
+from proto.agent_pb2_grpc import AgentStub
+from proto.keys import Keys
+from proto.kv import KV, KVError, WatchEvent
+from proto.records_pb2 import ContainerDesired, ContainerStatus, NodeRecord
+from runtime.errors import Conflict, DockerError, NotFound
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ID_LEN = 64
+FANOUT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Placement:
+    """What the manager knows of a container it placed (the status record has no resources)."""
+
+    node_id: str
+    name: str
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu_shares: int = 0
+    nano_cpus: int = 0
+    memory: int = 0
+    host_ports: list[tuple[str, int, str]] = field(default_factory=list)  # (ip, port, proto)
+    network_mode: str = "default"
+    seq: int = 0  # creation order through this manager (Docker's Created is in whole seconds)
+
+
+def conflict_message(name: str, cid: str) -> str:
+    """dockerd's wording for a name already taken."""
+    return (
+        f'Conflict. The container name "/{name}" is already in use by container "{cid}". '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
+
+
+def placement_from_body(node_id: str, name: str, body: dict[str, Any]) -> Placement:
+    host = body.get("HostConfig") or {}
+    ports: list[tuple[str, int, str]] = []
+    for port, bindings in (host.get("PortBindings") or {}).items():
+        for b in bindings or []:
+            if isinstance(b, dict) and str(b.get("HostPort") or "").isdigit():
+                proto = port.partition("/")[2] or "tcp"
+                ports.append((str(b.get("HostIp") or ""), int(b["HostPort"]), proto))
+    return Placement(
+        node_id=node_id,
+        name=name,
+        image=str(body.get("Image") or ""),
+        labels={k: str(v) for k, v in (body.get("Labels") or {}).items()},
+        cpu_shares=int(host.get("CpuShares") or 0),
+        nano_cpus=int(host.get("NanoCpus") or 0),
+        memory=int(host.get("Memory") or 0),
+        host_ports=ports,
+        network_mode=str(host.get("NetworkMode") or "default"),
+    )
+
+
+class Cluster:
+    def __init__(self, kv: KV, keys: Keys, tls: TlsConfig | None = None) -> None:
+        self.kv = kv
+        self.keys = keys
+        self.tls = tls
+        self.nodes: dict[str, NodeRecord] = {}
+        self.statuses: dict[str, ContainerStatus] = {}
+        self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
+        self.pending: dict[int, Placement] = {}  # in-flight creates, counted by the scheduler
+        self.schedule_lock = asyncio.Lock()
+        self._stubs: dict[str, tuple[str, AgentStub]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
+        self._next_pending = 0
+        self.ready = asyncio.Event()
+
+    # ----------------------------------------------------------------- etcd view
+    async def start(self) -> None:
+        # Desired records first: they carry the reservations (CPU, memory, ports) that status
+        # records lack, so a restarted manager schedules around what is already placed.
+        for e in await self.kv.get_prefix(self.keys.containers_prefix()):
+            desired = ContainerDesired()
+            desired.ParseFromString(e.value)
+            try:
+                body = json.loads(desired.spec_json or b"{}")
+            except ValueError:
+                body = {}
+            self.placements[desired.id] = placement_from_body(
+                desired.node_id, desired.name, body if isinstance(body, dict) else {}
+            )
+        node_entries, node_rev = await self.kv.snapshot(self.keys.nodes_prefix())
+        status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
+        for e in node_entries:
+            self._apply_node(WatchEvent("put", e.key, e.value, e.mod_revision))
+        for e in status_entries:
+            self._apply_status(WatchEvent("put", e.key, e.value, e.mod_revision))
+        for cid in [c for c in self.placements if c not in self.statuses]:
+            # Desired record of a container that no longer exists anywhere.
+            name = self.placements.pop(cid).name
+            await self.record_removed(cid, name)
+        self._tasks = [
+            asyncio.create_task(
+                self._watch(self.keys.nodes_prefix(), node_rev + 1, self._apply_node),
+                name="watch-nodes",
+            ),
+            asyncio.create_task(
+                self._watch(self.keys.status_prefix(), status_rev + 1, self._apply_status),
+                name="watch-status",
+            ),
+        ]
+        self.ready.set()
+
+    async def close(self) -> None:
+        for fut in self._background:
+            fut.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for _, stub in self._stubs.values():
+            await stub.channel.close()  # type: ignore[attr-defined]
+        self._stubs.clear()
+
+    async def _watch(self, prefix: str, start: int, apply: Callable[[WatchEvent], None]) -> None:
+        async for event in self.kv.watch_prefix(prefix, start):
+            try:
+                apply(event)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the view
+                log.exception("cannot apply %s %s", event.kind, event.key)
+
+    def _apply_node(self, event: WatchEvent) -> None:
+        node_id = self.keys.node_id(event.key)
+        if event.kind == "delete":
+            self.nodes.pop(node_id, None)
+            self._drop_stub(node_id)
+            return
+        rec = NodeRecord()
+        rec.ParseFromString(event.value)
+        self.nodes[node_id] = rec
+        old = self._stubs.get(node_id)
+        if old is not None and old[0] != rec.addr:
+            self._drop_stub(node_id)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _drop_stub(self, node_id: str) -> None:
+        old = self._stubs.pop(node_id, None)
+        if old is not None:
+            asyncio.get_running_loop().create_task(old[1].channel.close())  # type: ignore[attr-defined]
+
+    # ----------------------------------------------------------------- etcd records
+    async def claim_name(self, name: str) -> None:
+        """Take `names/<name>` for a create in flight; Conflict if a live container holds it."""
+        key = self.keys.name(name)
+        try:
+            if await self.kv.create(key, b""):
+                return
+            entry = await self.kv.get(key)
+            holder = entry.value.decode() if entry is not None else ""
+            if entry is not None and holder and self._exists(holder):
+                raise Conflict(conflict_message(name, holder))
+            # A claim left by a crashed manager or a container removed behind our back.
+            stale = entry.mod_revision if entry is not None else 0
+            if await self.kv.compare_and_swap(key, b"", stale):
+                return
+        except KVError as e:
+            raise DockerError(f"cannot claim the name {name}: {e}", 500) from None
+        raise Conflict(conflict_message(name, holder or "(being created)"))
+
+    def _exists(self, cid: str) -> bool:
+        return cid in self.statuses or cid in self.placements
+
+    async def release_name(self, name: str, holder: str | None = None) -> None:
+        """Drop the claim on `name` (only if `holder` still holds it, when given)."""
+        if not name:
+            return
+        with contextlib.suppress(KVError, ValueError):
+            key = self.keys.name(name)
+            if holder is None:
+                await self.kv.delete(key)
+                return
+            entry = await self.kv.get(key)
+            if entry is not None and entry.value.decode() == holder:
+                await self.kv.compare_and_delete(key, entry.mod_revision)
+
+    async def record_created(self, cid: str, name: str, node_id: str, body: dict[str, Any]) -> None:
+        desired = ContainerDesired(
+            id=cid,
+            name=name,
+            node_id=node_id,
+            spec_json=json.dumps(body).encode(),
+            desired_state="created",
+            created_at_ns=time.time_ns(),
+        )
+        try:
+            if name:
+                await self.kv.put(self.keys.name(name), cid.encode())
+            await self.kv.put(self.keys.container(cid), desired.SerializeToString())
+        except KVError as e:
+            log.warning("cannot record container %s in etcd: %s", cid, e)
+
+    async def record_removed(self, cid: str, name: str) -> None:
+        with contextlib.suppress(KVError):
+            await self.kv.delete(self.keys.container(cid))
+        await self.release_name(name, cid)
+
+    async def record_renamed(self, cid: str, old: str, new: str) -> None:
+        try:
+            await self.kv.put(self.keys.name(new), cid.encode())
+        except KVError as e:
+            log.warning("cannot record the new name of %s: %s", cid, e)
+        await self.release_name(old, cid)
+        entry = None
+        with contextlib.suppress(KVError):
+            entry = await self.kv.get(self.keys.container(cid))
+        if entry is not None:
+            desired = ContainerDesired()
+            desired.ParseFromString(entry.value)
+            desired.name = new
+            with contextlib.suppress(KVError):
+                await self.kv.put(self.keys.container(cid), desired.SerializeToString())
+
+    def name_of(self, cid: str) -> str:
+        st = self.statuses.get(cid)
+        if st is not None:
+            return st.name
+        placed = self.placements.get(cid)
+        return placed.name if placed is not None else ""
+
+    def _apply_status(self, event: WatchEvent) -> None:
+        _, cid = self.keys.status_ids(event.key)
+        if event.kind == "delete":
+            name = self.name_of(cid)
+            self.statuses.pop(cid, None)
+            self.placements.pop(cid, None)
+            if self.ready.is_set():
+                # Removed on the node (`--rm`, or behind our back): its records go too.
+                self._spawn(self.record_removed(cid, name))
+            return
+        st = ContainerStatus()
+        st.ParseFromString(event.value)
+        self.statuses[cid] = st
+        placed = self.placements.get(cid)
+        if placed is not None:
+            placed.name = st.name
+
+    # ----------------------------------------------------------------- nodes and agents
+    def sorted_nodes(self) -> list[NodeRecord]:
+        return sorted(self.nodes.values(), key=lambda n: (_natural(n.name), n.id))
+
+    def node_by_name(self, name: str) -> NodeRecord | None:
+        for rec in self.nodes.values():
+            if rec.name == name or rec.id == name:
+                return rec
+        return None
+
+    def stub(self, node_id: str) -> AgentStub:
+        rec = self.nodes.get(node_id)
+        if rec is None:
+            raise DockerError(f"node {node_id} is not available", 503)
+        cached = self._stubs.get(node_id)
+        if cached is not None and cached[0] == rec.addr:
+            return cached[1]
+        stub = agent_client(rec.addr, self.tls)
+        self._stubs[node_id] = (rec.addr, stub)
+        return stub
+
+    async def call(self, node_id: str, fn: Callable[[AgentStub], Awaitable[T]]) -> T:
+        """One agent RPC; its failure becomes the DockerError the agent meant."""
+        try:
+            return await fn(self.stub(node_id))
+        except grpc.RpcError as e:
+            raise raise_for_rpc_error(e) from None
+
+    async def fan_out(
+        self, fn: Callable[[AgentStub], Awaitable[T]], node_ids: list[str] | None = None
+    ) -> list[tuple[NodeRecord, T | BaseException]]:
+        """`fn` on every (or the given) node concurrently; results or errors per node."""
+        recs = [self.nodes[n] for n in node_ids or [] if n in self.nodes] if node_ids else None
+        recs = recs if recs is not None else self.sorted_nodes()
+
+        async def one(rec: NodeRecord) -> T:
+            async with asyncio.timeout(FANOUT_TIMEOUT_S):
+                return await self.call(rec.id, fn)
+
+        results = await asyncio.gather(*(one(r) for r in recs), return_exceptions=True)
+        return list(zip(recs, results, strict=True))
+
+    # ----------------------------------------------------------------- containers
+    def container_node(self, cid: str) -> str | None:
+        st = self.statuses.get(cid)
+        if st is not None:
+            return st.node_id
+        placed = self.placements.get(cid)
+        return placed.node_id if placed is not None else None
+
+    def known_names(self) -> dict[str, str]:
+        """Container name -> id over the cluster, as far as etcd and our own creates know."""
+        names = {p.name: cid for cid, p in self.placements.items() if p.name}
+        names.update({st.name: cid for cid, st in self.statuses.items() if st.name})
+        return names
+
+    def pending_names(self) -> set[str]:
+        return {p.name for p in self.pending.values() if p.name}
+
+    def add_pending(self, placement: Placement) -> int:
+        self._next_pending += 1
+        self.pending[self._next_pending] = placement
+        return self._next_pending
+
+    def created(self, placement: Placement, cid: str) -> None:
+        self._next_pending += 1
+        placement.seq = self._next_pending
+        self.placements[cid] = placement
+
+    def creation_seq(self, cid: str) -> int:
+        placed = self.placements.get(cid)
+        return placed.seq if placed is not None else 0
+
+    def forget(self, cid: str) -> None:
+        self.placements.pop(cid, None)
+        self.statuses.pop(cid, None)
+
+    async def resolve(self, ref: str) -> tuple[str, str]:
+        """(node id, container id) for a full ID, ID prefix, name, `/name` or `node/name`."""
+        text = ref[1:] if ref.startswith("/") else ref
+        if "/" in text:
+            node_name, _, name = text.partition("/")
+            rec = self.node_by_name(node_name)
+            if rec is None or not name:
+                raise NotFound(f"No such container: {ref}")
+            for cid, st in self.statuses.items():
+                if st.node_id == rec.id and st.name == name:
+                    return rec.id, cid
+            return await self._ask(ref, name, [rec.id])
+        if text in self.statuses or text in self.placements:
+            node_id = self.container_node(text)
+            assert node_id is not None
+            return node_id, text
+        by_name = self.known_names()
+        if text in by_name:
+            cid = by_name[text]
+            node_id = self.container_node(cid)
+            if node_id is not None:
+                return node_id, cid
+        if text:
+            ids = {c for c in (*self.statuses, *self.placements) if c.startswith(text)}
+            if len(ids) > 1:
+                raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
+            if len(ids) == 1:
+                cid = ids.pop()
+                node_id = self.container_node(cid)
+                assert node_id is not None
+                return node_id, cid
+        return await self._ask(ref, text, None)
+
+    async def _ask(self, ref: str, text: str, node_ids: list[str] | None) -> tuple[str, str]:
+        # etcd may lag behind an agent (a status write in flight): ask the agents themselves.
+        if not text:
+            raise NotFound(f"No such container: {ref}")
+        results = await self.fan_out(
+            lambda s: s.ContainerInspect(pb.ContainerRef(id=text)), node_ids
+        )
+        found: list[tuple[str, str]] = []
+        for rec, result in results:
+            if isinstance(result, BaseException):
+                if isinstance(result, DockerError) and "Multiple IDs" in result.message:
+                    raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
+                continue
+            found.append((rec.id, str(json.loads(result.json)["Id"])))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def containers_on(
+        self, node_id: str
+    ) -> list[tuple[str, ContainerStatus | None, Placement | None]]:
+        """(id, status, placement) of every container known on the node, pending ones last."""
+        out: list[tuple[str, ContainerStatus | None, Placement | None]] = []
+        for cid, st in self.statuses.items():
+            if st.node_id == node_id:
+                out.append((cid, st, self.placements.get(cid)))
+        for cid, placed in self.placements.items():
+            if placed.node_id == node_id and cid not in self.statuses:
+                out.append((cid, None, placed))
+        for token, placed in self.pending.items():
+            if placed.node_id == node_id:
+                out.append((f"pending-{token}", None, placed))
+        return out
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """node-2 before node-10, as classic Swarm sorts engines."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

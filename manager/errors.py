@@ -1,0 +1,123 @@
+"""Turn every failure into the answer dockerd would give: status + `{"message": …}`.
+
+Runtime/agent errors keep their status and wording; unknown paths get dockerd's 404
+`page not found`; Docker endpoints flotilla deliberately does not serve (swarm mode) get a 501
+that says so; anything unexpected becomes a 500 with a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from agent.errors import raise_for_rpc_error
+from manager.versioning import Handler, split_version
+from runtime.errors import DockerError, InvalidParameter
+
+log = logging.getLogger(__name__)
+
+# Swarm-mode endpoints of the Engine API: known, but not part of classic Swarm. (Not /plugins:
+# `docker inspect X` asks /plugins/X/json last and needs a 404 there.)
+UNSERVED_PREFIXES = (
+    "/services",
+    "/nodes",
+    "/swarm",
+    "/secrets",
+    "/configs",
+    "/tasks",
+    "/session",
+    "/build",
+    "/grpc",
+)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    # Byte-for-byte what dockerd's json.Encoder writes: compact, with a trailing newline.
+    body = json.dumps({"message": message}, separators=(",", ":"), ensure_ascii=False) + "\n"
+    # Exactly "application/json": the docker CLI only parses the message when it matches.
+    return web.Response(
+        body=body.encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def unserved_message(path: str) -> str | None:
+    for prefix in UNSERVED_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return (
+                f"{prefix} is not supported by flotilla: it serves classic Swarm's API "
+                "(containers, images, volumes, networks), not swarm mode"
+            )
+    return None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DockerError as e:
+        return _docker_error(e)
+    except grpc.RpcError as e:
+        return _docker_error(raise_for_rpc_error(e))
+    except ConnectionResetError:
+        raise  # the client is gone: nothing to answer
+    except web.HTTPException as e:
+        if e.status in (404, 405):
+            _, path = split_version(request.path)
+            unserved = unserved_message(path)
+            if unserved is not None:
+                return error_response(501, unserved)
+            return error_response(404, "page not found")
+        if e.status >= 400:
+            return error_response(e.status, e.text or e.reason)
+        raise
+    except Exception as e:  # noqa: BLE001 - a client gets a message, the log gets the trace
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, str(e) or type(e).__name__)
+
+
+def _docker_error(e: DockerError) -> web.Response:
+    if e.status == 304:
+        return web.Response(status=304)
+    return error_response(e.status, e.message)
+
+
+def go_json_error(text: str, e: json.JSONDecodeError) -> str:
+    """The wording of Go's encoding/json for the same malformed document (dockerd 20.10)."""
+    if e.pos >= len(text.rstrip()):
+        return "unexpected EOF"
+    ch = text[e.pos]
+    return f"invalid character {ch!r} looking for beginning of value"
+
+
+async def read_json(request: web.Request, default: Any = None) -> Any:
+    """The request body as JSON; malformed JSON is a 500 like dockerd 20.10's."""
+    raw = await request.read()
+    if not raw.strip():
+        return default
+    text = raw.decode(errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DockerError(go_json_error(text, e), 500) from None
+
+
+def bool_param(request: web.Request, name: str, default: bool = False) -> bool:
+    """Docker's boolean query values: 1/true/True; 0/false/empty are false."""
+    value = request.query.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def int_param(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for {name}: {value!r}") from None

@@ -1,0 +1,7 @@
+"""Classic Swarm's scheduler (filters, strategies, placement expressions), pure and in-process."""
+
+from .model import ContainerInfo, NodeInfo, SchedulingError
+from .placement import parse_placement
+from .scheduler import Scheduler
+
+__all__ = ["ContainerInfo", "NodeInfo", "Scheduler", "SchedulingError", "parse_placement"]
