@@ -533,6 +533,35 @@ async def _import_image(addr: str, tar_path: str) -> None:
         await stub.channel.close()  # type: ignore[attr-defined]
 
 
+async def _copy_image(src_addr: str, dst_addrs: list[str]) -> None:
+    """`docker save` the image on one agent and `docker load` it into the others.
+
+    The test image is ~2 MiB: it is read once into memory and then sent to every node.
+    """
+    from agent.server import agent_client
+    from proto import agent_pb2 as pb
+
+    src = agent_client(src_addr)
+    try:
+        call = src.ImageSave(pb.ImageSaveRequest(refs=[BUSYBOX_REF]), timeout=60)
+        chunks = [chunk async for chunk in call]
+    finally:
+        await src.channel.close()  # type: ignore[attr-defined]
+
+    async def load(addr: str) -> None:
+        async def body():  # noqa: ANN202 - an async generator of DataChunk
+            for chunk in chunks:
+                yield chunk
+
+        dst = agent_client(addr)
+        try:
+            await dst.ImageLoad(body(), timeout=60)
+        finally:
+            await dst.channel.close()  # type: ignore[attr-defined]
+
+    await asyncio.gather(*(load(addr) for addr in dst_addrs))
+
+
 def import_busybox(addrs: Iterable[str]) -> None:
     """Import the busybox test image into every agent at `addrs`, concurrently."""
     import tempfile
@@ -543,7 +572,12 @@ def import_busybox(addrs: Iterable[str]) -> None:
         tar = build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
 
         async def go() -> None:
-            await asyncio.gather(*(_import_image(a, tar) for a in addrs))
+            # One import, then copies: separate imports would give each node its own image
+            # ID (the creation time is part of it) and `docker images` would list it N times.
+            first, *others = list(addrs)
+            await _import_image(first, tar)
+            if others:
+                await _copy_image(first, others)
 
         try:
             asyncio.run(go())

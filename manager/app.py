@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api import containers, system
+from manager.api import container_io, containers, events, images, streams, system, volumes
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
 from manager.errors import error_middleware
@@ -26,4 +26,9 @@ def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     app.on_response_prepare.append(add_engine_headers)
     system.add_routes(app)
     containers.add_routes(app)
+    streams.add_routes(app)
+    container_io.add_routes(app)
+    images.add_routes(app)
+    volumes.add_routes(app)
+    events.add_routes(app)
     return app

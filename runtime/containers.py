@@ -703,9 +703,8 @@ class Runtime:
         if condition == "removed":
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._exit_waiters.setdefault(f"removed:{rec.id}", []).append(fut)
-            code = rec.exit_code
-            await fut
-            return {"StatusCode": code, "Error": None}
+            await fut  # the record object outlives the removal with its final exit code
+            return {"StatusCode": rec.exit_code, "Error": None}
         if condition == "next-exit" or rec.running or rec.status == "restarting":
             fut = asyncio.get_running_loop().create_future()
             self._exit_waiters.setdefault(rec.id, []).append(fut)
