@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a Debian 12 machine (as root) for flotilla and then run one of:
 #   deploy/setup.sh            install only
+#   deploy/setup.sh dev        install, then bring up the 3-node dev cluster with the manager
 #   deploy/setup.sh test       install, then run the full test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,9 @@ PYTHON="$(python3 -c 'import sys; print(sys.executable)')"
 
 modprobe overlay 2>/dev/null || true
 
+if [[ "${1:-}" == "dev" ]]; then
+    exec "$PYTHON" -m deploy.cli dev up
+fi
 if [[ "${1:-}" == "test" ]]; then
     "$PYTHON" -m ruff check .
     exec "$PYTHON" -m pytest -q -p no:cacheprovider tests
