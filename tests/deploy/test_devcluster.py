@@ -17,32 +17,17 @@ from collections.abc import Iterator
 import pytest
 
 from deploy import devcluster as dc
-from deploy import etcd
+from tests.fixtures import dev_cluster, dev_cluster_skip_reason
 
 TTL_S = 5.0  # the dev cluster's agents run with --ttl 5s
 MARGIN_S = 4.0
 LABELS = {"node-1": {"region": "eu", "disk": "ssd"}}
 
 
-def _skip_reason() -> str | None:
-    try:
-        etcd.find_etcd()
-    except FileNotFoundError as e:
-        return str(e)
-    if dc.is_up() or dc._netns_list():
-        return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, object]]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    try:
-        yield dc.up(2, LABELS, timeout=60)
-    finally:
-        dc.down()
+    with dev_cluster(2, LABELS, need_docker=False) as nodes:
+        yield nodes
 
 
 def wait_for(cond, timeout: float, what: str) -> float:  # noqa: ANN001
@@ -339,8 +324,9 @@ asyncio.run(main())
 
 def test_down_after_crash(busybox_tar: str) -> None:
     """A crashed cluster (state file lost, a container still running) is found and removed."""
-    if _skip_reason():
-        pytest.skip(_skip_reason())
+    reason = dev_cluster_skip_reason(need_docker=False)
+    if reason:
+        pytest.skip(reason)
     try:
         dc.up(1, timeout=60)
         dc.kill("node-0")

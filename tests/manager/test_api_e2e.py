@@ -8,56 +8,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from deploy import devcluster as dc
-from deploy import etcd
+from tests.fixtures import DOCKER, dev_cluster, docker
 
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 HOST = dc.docker_host()
 URL = f"http://{dc.MANAGER_ADDR}"
 LABELS = {"node-1": {"region": "eu"}}
 
 
-def _skip_reason() -> str | None:
-    try:
-        etcd.find_etcd()
-    except FileNotFoundError as e:
-        return str(e)
-    if not os.path.exists(DOCKER):
-        return "docker CLI not installed"
-    if dc.is_up() or dc._netns_list():
-        return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, object]]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    config = tempfile.mkdtemp(prefix="flt-docker-config-")
-    os.environ["DOCKER_CONFIG"] = config
-    try:
-        yield dc.up(3, LABELS, timeout=60)
-    finally:
-        dc.down()
-        os.environ.pop("DOCKER_CONFIG", None)
-        shutil.rmtree(config, ignore_errors=True)
-
-
-def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DOCKER_HOST=HOST)
-    res = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout, env=env)
-    if check and res.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: rc={res.returncode}\n{res.stderr}")
-    return res
+    with dev_cluster(3, LABELS) as nodes:
+        yield nodes
 
 
 def http(method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:

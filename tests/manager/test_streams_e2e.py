@@ -12,57 +12,22 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from deploy import devcluster as dc
-from deploy import etcd
+from tests.fixtures import DOCKER, dev_cluster, docker
 
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 HOST = dc.docker_host()
 SCRIPT = "echo out; echo err >&2; exit 3"
 
 
-def _skip_reason() -> str | None:
-    try:
-        etcd.find_etcd()
-    except FileNotFoundError as e:
-        return str(e)
-    if not os.path.exists(DOCKER):
-        return "docker CLI not installed"
-    if dc.is_up() or dc._netns_list():
-        return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, object]]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    config = tempfile.mkdtemp(prefix="flt-docker-config-")
-    os.environ["DOCKER_CONFIG"] = config
-    try:
-        yield dc.up(2, timeout=60)
-    finally:
-        dc.down()
-        os.environ.pop("DOCKER_CONFIG", None)
-        shutil.rmtree(config, ignore_errors=True)
-
-
-def docker(
-    *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, DOCKER_HOST=HOST)
-    res = subprocess.run(
-        [DOCKER, *args], capture_output=True, text=True, timeout=timeout, env=env, input=stdin
-    )
-    if check and res.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: rc={res.returncode}\n{res.stderr}")
-    return res
+    with dev_cluster(2) as nodes:
+        yield nodes
 
 
 @pytest.fixture
