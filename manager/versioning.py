@@ -81,3 +81,13 @@ async def add_engine_headers(request: web.Request, response: web.StreamResponse)
 def versioned(path: str) -> list[str]:
     """Both route paths dockerd serves for `path`."""
     return [path, r"/{api_version:v[0-9]+(?:\.[0-9]+)?}" + path]
+
+
+Route = tuple[str, str, Handler]
+
+
+def add_versioned_routes(app: web.Application, routes: list[Route]) -> None:
+    """Register each (method, path, handler) under both paths dockerd serves."""
+    for method, path, handler in routes:
+        for p in versioned(path):
+            app.router.add_route(method, p, handler)

@@ -13,7 +13,7 @@ from aiohttp import web
 from agent.errors import raise_for_rpc_error
 from manager.api.system import CLUSTER_KEY
 from manager.errors import bool_param, read_json
-from manager.versioning import versioned
+from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from runtime.archive import encode_stat_header
 from runtime.errors import InvalidParameter
@@ -194,6 +194,4 @@ def add_routes(app: web.Application) -> None:
         ("PUT", "/containers/{ref:.+}/archive", archive_put),
         ("POST", "/commit", commit),
     ]
-    for method, path, handler in routes:
-        for p in versioned(path):
-            app.router.add_route(method, p, handler)
+    add_versioned_routes(app, routes)

@@ -22,7 +22,7 @@ from manager.scheduler import (
     SchedulingError,
     parse_placement,
 )
-from manager.versioning import versioned
+from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.records_pb2 import NodeRecord
 from runtime.errors import Conflict, DockerError, InvalidParameter
@@ -453,6 +453,4 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/containers/{ref:.+}/rename", rename),
         ("DELETE", "/containers/{ref:.+}", remove),
     ]
-    for method, path, handler in routes:
-        for p in versioned(path):
-            app.router.add_route(method, p, handler)
+    add_versioned_routes(app, routes)

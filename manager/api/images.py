@@ -18,7 +18,7 @@ from aiohttp import web
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param
-from manager.versioning import versioned
+from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
 from runtime.errors import DockerError, InvalidParameter, NotFound
@@ -439,6 +439,4 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/images/{name:.+}/tag", tag),
         ("DELETE", "/images/{name:.+}", remove),
     ]
-    for method, path, handler in routes:
-        for p in versioned(path):
-            app.router.add_route(method, p, handler)
+    add_versioned_routes(app, routes)

@@ -21,7 +21,7 @@ from manager.api import containers
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, int_param, read_json
-from manager.versioning import VERSION_KEY, Handler, versioned
+from manager.versioning import VERSION_KEY, Handler, add_versioned_routes
 from proto import agent_pb2 as pb
 from runtime import logs as runtime_logs
 from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound
@@ -476,6 +476,4 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/exec/{eid}/resize", exec_resize),
         ("GET", "/exec/{eid}/json", exec_inspect),
     ]
-    for method, path, handler in routes:
-        for p in versioned(path):
-            app.router.add_route(method, p, handler)
+    add_versioned_routes(app, routes)

@@ -17,7 +17,7 @@ from manager.api.images import _filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
-from manager.versioning import versioned
+from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from runtime.errors import DockerError, InvalidParameter, NotFound
 
@@ -135,6 +135,4 @@ def add_routes(app: web.Application) -> None:
         ("GET", "/volumes/{name:.+}", inspect),
         ("DELETE", "/volumes/{name:.+}", remove),
     ]
-    for method, path, handler in routes:
-        for p in versioned(path):
-            app.router.add_route(method, p, handler)
+    add_versioned_routes(app, routes)
