@@ -76,6 +76,15 @@ def _sh(*argv: str) -> str:
     return subprocess.run(list(argv), check=True, capture_output=True, text=True).stdout
 
 
+def _rules() -> list[str]:
+    """The rule set, without iptables-save's timestamped comments and packet counters."""
+    return [
+        line.split(" [", 1)[0]
+        for line in _sh("iptables-save").splitlines()
+        if line and not line.startswith("#")
+    ]
+
+
 def _in(path: str, *argv: str) -> str:
     return _sh("nsenter", f"--net={path}", *argv)
 
@@ -177,9 +186,9 @@ def _scenario_bridge(tmp: str) -> None:
     data = os.path.join(tmp, "data")
     br = Bridge(data, name="flt-br0", subnet="10.200.0.0/24")
     br.ensure()
-    rules_once = _sh("iptables-save")
+    rules_once = _rules()
     br.ensure()
-    assert _sh("iptables-save") == rules_once, "ensure() is not idempotent"
+    assert _rules() == rules_once, "ensure() is not idempotent"
     assert "-A FLOTILLA-POSTROUTING -s 10.200.0.0/24 ! -o flt-br0 -j MASQUERADE" in rules_once
     assert "10.200.0.1/24" in _sh("ip", "addr", "show", "flt-br0")
     with open("/proc/sys/net/ipv4/ip_forward") as f:
@@ -229,7 +238,7 @@ def _scenario_bridge(tmp: str) -> None:
     assert br.veths() == []
     delete_netns(path)
     br.teardown()
-    assert "FLOTILLA" not in _sh("iptables-save")
+    assert "FLOTILLA" not in "\n".join(_rules())
     assert "flt-br0" not in _sh("ip", "link")
 
 
@@ -266,7 +275,7 @@ def _scenario_ports(tmp: str) -> None:
     assert _connect("127.0.0.1", 8080) == "hello 10.200.0.1"
     assert _connect("10.99.0.1", 8080, netns=other) == "hello 10.99.0.2"
     assert _connect(ip, 80) == "hello 10.200.0.1"
-    rules = _sh("iptables-save")
+    rules = "\n".join(_rules())
     assert "-d 10.99.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.200.0.2:53" in (
         rules
     )
@@ -281,7 +290,7 @@ def _scenario_ports(tmp: str) -> None:
         "Bind for 0.0.0.0:8080 failed: port is already allocated"
     )
     assert "c2" not in pm.allocations()
-    assert "9000" not in _sh("iptables-save")
+    assert "9000" not in "\n".join(_rules())
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 9090))
         busy.listen(1)
@@ -299,7 +308,7 @@ def _scenario_ports(tmp: str) -> None:
     pm.unpublish("c1")
     pm.unpublish("c1")
     assert pm.allocations() == {}
-    rules = _sh("iptables-save")
+    rules = "\n".join(_rules())
     assert ip not in rules and "-j DNAT" not in rules
     with pytest.raises(OSError):
         _connect("10.99.0.1", 8080)
@@ -308,7 +317,7 @@ def _scenario_ports(tmp: str) -> None:
     server.wait()
     pm.teardown()
     br.teardown()
-    assert "FLOTILLA" not in _sh("iptables-save")
+    assert "FLOTILLA" not in "\n".join(_rules())
 
 
 # ---- tests -----------------------------------------------------------------------------------
