@@ -483,10 +483,13 @@ class Runtime:
         self, rec: ContainerRecord, spec: cfg.ContainerSpec, lowerdirs: list[str]
     ) -> list[launch.MountSpec]:
         out: list[launch.MountSpec] = []
+        for mount in spec.host_config.mounts:
+            cfg.check_bind_source(mount)  # `--mount type=bind` refuses a missing source
         for m in self.mounts(rec, spec):
             dest = m["Destination"]
             if m["Type"] == "bind":
-                launch.check_bind_source(m["Source"], create=m.get("CreateSource", False))
+                if m.get("CreateSource"):
+                    os.makedirs(m["Source"], exist_ok=True)  # `-v /src:/dst` creates it
                 out.append(launch.bind(m["Source"], dest, readonly=not m["RW"]))
             elif m["Type"] == "volume":
                 existed = self.volumes.exists(m["Name"])

@@ -12,7 +12,6 @@ import socket
 from dataclasses import dataclass, field
 
 from runtime import config as cfg
-from runtime.errors import InvalidParameter
 
 
 @dataclass
@@ -156,15 +155,3 @@ def exec_records(
 
 def host_hostname() -> str:
     return socket.gethostname()
-
-
-def check_bind_source(source: str, create: bool) -> None:
-    """`-v /src:/dst` creates a missing source directory; `--mount type=bind` refuses it."""
-    if os.path.exists(source):
-        return
-    if create:
-        os.makedirs(source, exist_ok=True)
-        return
-    raise InvalidParameter(
-        f'invalid mount config for type "bind": bind source path does not exist: {source}'
-    )

@@ -164,26 +164,23 @@ async def start(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def stop(request: web.Request) -> web.Response:
+async def _stop_or_restart(request: web.Request, rpc: str, message: type) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     node_id, cid = await cluster.resolve(request.match_info["ref"])
-    req = pb.ContainerStopRequest(id=cid)
+    req = message(id=cid)
     t = _timeout(request)
     if t is not None:
         req.timeout = t
-    await cluster.call(node_id, lambda s: s.ContainerStop(req))
+    await cluster.call(node_id, lambda s: getattr(s, rpc)(req))
     return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    return await _stop_or_restart(request, "ContainerStop", pb.ContainerStopRequest)
 
 
 async def restart(request: web.Request) -> web.Response:
-    cluster = request.app[CLUSTER_KEY]
-    node_id, cid = await cluster.resolve(request.match_info["ref"])
-    req = pb.ContainerRestartRequest(id=cid)
-    t = _timeout(request)
-    if t is not None:
-        req.timeout = t
-    await cluster.call(node_id, lambda s: s.ContainerRestart(req))
-    return web.Response(status=204)
+    return await _stop_or_restart(request, "ContainerRestart", pb.ContainerRestartRequest)
 
 
 async def kill(request: web.Request) -> web.Response:

@@ -136,24 +136,23 @@ async def _created(cluster: Cluster, ref: str) -> int:
     raise NotFound(f"No such image: {ref}")
 
 
-async def inspect(request: web.Request) -> web.Response:
+async def _json_from_any(request: web.Request, rpc: str) -> web.Response:
+    """Inspect-like answers: from any node that has the image."""
     name = request.match_info["name"]
     _, reply = await _from_any(
         request.app[CLUSTER_KEY],
-        lambda s: s.ImageInspect(pb.ImageRef(ref=name)),
+        lambda s: getattr(s, rpc)(pb.ImageRef(ref=name)),
         NotFound(f"No such image: {name}"),
     )
     return web.Response(body=reply.json, content_type="application/json")
+
+
+async def inspect(request: web.Request) -> web.Response:
+    return await _json_from_any(request, "ImageInspect")
 
 
 async def history(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    _, reply = await _from_any(
-        request.app[CLUSTER_KEY],
-        lambda s: s.ImageHistory(pb.ImageRef(ref=name)),
-        NotFound(f"No such image: {name}"),
-    )
-    return web.Response(body=reply.json, content_type="application/json")
+    return await _json_from_any(request, "ImageHistory")
 
 
 # --------------------------------------------------------------------------- tag, rmi
