@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from deploy import etcd
@@ -448,8 +448,10 @@ def docker_host() -> str:
     return f"tcp://{MANAGER_ADDR}"
 
 
-def manager_command() -> list[str]:
-    return [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
+def manager_command(extra: Sequence[str] = ()) -> list[str]:
+    """`flotilla manage` for the dev cluster; `extra`: more flags (e.g. `--strategy binpack`)."""
+    cli = [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
+    return [*cli, *extra]
 
 
 def _is_manager(pid: int) -> bool:
@@ -466,14 +468,14 @@ def _manager_pids(state: dict | None = None) -> set[int]:
     return {p for p in pids if _alive(p)}
 
 
-def start_manager(timeout: float = 30.0) -> int:
+def start_manager(extra: Sequence[str] = (), timeout: float = 30.0) -> int:
     """Start `flotilla manage` on 127.0.0.1:2375 in this netns; wait until it answers /_ping."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     with open(os.path.join(ROOT, "manager.log"), "ab") as log:
         proc = subprocess.Popen(
-            manager_command(),
+            manager_command(extra),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -645,7 +647,7 @@ def up(nodes: int = 3, labels: Labels | None = None, timeout: float = 30.0) -> d
             _save_state(state)
         records = wait_registered(state["nodes"], timeout)
         import_busybox(str(getattr(r, "addr", "")) for r in records.values())
-        start_manager(timeout)
+        start_manager(timeout=timeout)
         return records
     except BaseException:
         # A half-built cluster is worse than none; its logs are kept in /tmp for the post-mortem.

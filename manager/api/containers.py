@@ -20,12 +20,13 @@ from manager.scheduler import (
     NodeInfo,
     Scheduler,
     SchedulingError,
+    build_request,
     parse_placement,
 )
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.records_pb2 import NodeRecord
-from runtime.errors import Conflict, DockerError, InvalidParameter
+from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
@@ -52,16 +53,27 @@ def _scheduler(settings: dict[str, Any]) -> Scheduler:
 
 
 async def _choose_node(
-    request: web.Request, cluster: Cluster, body: dict[str, Any], name: str
+    request: web.Request, cluster: Cluster, body: dict[str, Any]
 ) -> tuple[NodeRecord, dict[str, Any]]:
     """Classic Swarm's placement; the body comes back with its hints moved into labels."""
     scheduler = _scheduler(request.app[SETTINGS_KEY])
     try:
         body = parse_placement(body)
-        chosen = scheduler.select(await node_infos(cluster), body, name)
+        pins = await _pin_dependencies(cluster, build_request(body).dependencies())
+        chosen = scheduler.select(await node_infos(cluster), body, pins)
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
     return cluster.nodes[chosen.id], body
+
+
+async def _pin_dependencies(cluster: Cluster, refs: list[str]) -> dict[str, str]:
+    """Each dependency reference resolved cluster-wide as every other reference is (dockerd's
+    order: ID, name, ID prefix); unknown ones are left to the scheduler's error."""
+    pins = {}
+    for ref in refs:
+        with contextlib.suppress(NotFound):
+            pins[ref] = (await cluster.resolve(ref))[1]
+    return pins
 
 
 async def node_infos(cluster: Cluster) -> list[NodeInfo]:
@@ -122,7 +134,7 @@ async def create(request: web.Request) -> web.Response:
     async with cluster.schedule_lock:
         if name:
             _check_name(cluster, name)
-        rec, body = await _choose_node(request, cluster, body, name)
+        rec, body = await _choose_node(request, cluster, body)
         token = cluster.add_pending(placement_from_body(rec.id, name, body))
     # Shielded: a client that hangs up mid-create must not leave a container without records.
     cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))

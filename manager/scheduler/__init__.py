@@ -1,7 +1,14 @@
 """Classic Swarm's scheduler (filters, strategies, placement expressions), pure and in-process."""
 
 from .model import ContainerInfo, NodeInfo, SchedulingError
-from .placement import parse_placement
+from .placement import build_request, parse_placement
 from .scheduler import Scheduler
 
-__all__ = ["ContainerInfo", "NodeInfo", "Scheduler", "SchedulingError", "parse_placement"]
+__all__ = [
+    "ContainerInfo",
+    "NodeInfo",
+    "Scheduler",
+    "SchedulingError",
+    "build_request",
+    "parse_placement",
+]

@@ -132,14 +132,14 @@ class DependencyFilter(Filter):
     ) -> list[tuple[str, Check]]:
         if only_soft:
             return []
-        deps = _dependencies(req)
+        deps = req.dependencies()
         if not deps:
             return []
         text = " ".join(self.describe(req))
         return [
             (
                 f"Unable to find a node fulfilling all dependencies: {text}",
-                lambda n: all(find_container(n, d) is not None for d in deps),
+                lambda n: all(_holds(n, d, req.pins.get(d)) for d in deps),
             )
         ]
 
@@ -151,12 +151,10 @@ class DependencyFilter(Filter):
         return deps
 
 
-def _dependencies(req: Request) -> list[str]:
-    deps = [v.split(":", 1)[0] for v in req.volumes_from]
-    deps += [v.split(":", 1)[0] for v in req.links]
-    if req.network_mode.startswith("container:"):
-        deps.append(req.network_mode.removeprefix("container:"))
-    return deps
+def _holds(node: NodeInfo, ref: str, pinned: str | None) -> bool:
+    if pinned is not None:
+        return any(c.id == pinned for c in node.containers)
+    return find_container(node, ref) is not None
 
 
 def find_container(node: NodeInfo, ref: str) -> ContainerInfo | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .expressions import Expr, ExpressionError, parse_exprs
@@ -101,6 +102,7 @@ class Request:
     volumes_from: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     hints: dict[str, list[str]] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)  # dependency reference -> container ID
     _parsed: dict[str, list[Expr] | ExpressionError] = field(default_factory=dict)
 
     def exprs(self, kind: str) -> list[Expr]:
@@ -126,7 +128,16 @@ class Request:
             tuple(self.volumes_from),
             tuple(self.links),
             tuple((k, tuple(v)) for k, v in sorted(self.hints.items())),
+            tuple(sorted(self.pins.items())),
         )
+
+    def dependencies(self) -> list[str]:
+        """The containers named by `--volumes-from`, `--link` and `--net container:`."""
+        deps = [v.split(":", 1)[0] for v in self.volumes_from]
+        deps += [v.split(":", 1)[0] for v in self.links]
+        if self.network_mode.startswith("container:"):
+            deps.append(self.network_mode.removeprefix("container:"))
+        return deps
 
     def has_soft(self) -> bool:
         for kind in ("affinity", "constraint", "whitelist"):
@@ -153,7 +164,7 @@ def _port_proto(key: str) -> tuple[int | None, str]:
         return None, (proto or "tcp").lower()
 
 
-def build_request(body: dict) -> Request:
+def build_request(body: dict, pins: Mapping[str, str] | None = None) -> Request:
     host = body.get("HostConfig") or {}
     _, hints = split_hints(body)
     req = Request(
@@ -163,6 +174,7 @@ def build_request(body: dict) -> Request:
         volumes_from=[str(v) for v in host.get("VolumesFrom") or []],
         links=[str(v) for v in host.get("Links") or []],
         hints=hints,
+        pins=dict(pins or {}),
     )
     if req.network_mode == "host":
         for key in body.get("ExposedPorts") or {}:

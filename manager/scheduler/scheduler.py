@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .expressions import ExpressionError
 from .filters import DEFAULT_FILTERS, FILTERS, Filter, FilterError, HealthFilter
@@ -47,28 +47,33 @@ class Scheduler:
             slots="containerslots" in names,
         )
 
-    def select(self, nodes: list[NodeInfo], body: dict, name: str | None = None) -> NodeInfo:
+    def select(
+        self, nodes: list[NodeInfo], body: dict, pins: Mapping[str, str] | None = None
+    ) -> NodeInfo:
         """The node to create `body` (a Docker create JSON, hints in Env or labels) on.
 
-        `name` is accepted for the caller's convenience; name conflicts are the caller's check.
-        Raises SchedulingError with Swarm's message.
+        `pins` maps dependency references (`--link`, `--volumes-from`, `--net container:`) to
+        the container IDs the caller resolved cluster-wide, so a name held on one node beats an
+        ID prefix on another. Raises SchedulingError with Swarm's message.
         """
         if not nodes:
             raise SchedulingError(NO_NODES)
-        req = build_request(body)
+        req = build_request(body, pins)
         if self.strategy != "random":
             node = self._fast_select(nodes, req)
             if node is not None:
                 return node
             # Nothing found quickly: the full pipeline decides, with Swarm's errors.
-        return self.pipeline(nodes, body)
+        return self.pipeline(nodes, body, pins)
 
-    def pipeline(self, nodes: list[NodeInfo], body: dict) -> NodeInfo:
+    def pipeline(
+        self, nodes: list[NodeInfo], body: dict, pins: Mapping[str, str] | None = None
+    ) -> NodeInfo:
         """Swarm's algorithm step by step (filters over all nodes, then the strategy), with
         no index; `select` gives the same answers faster. Kept public for tests."""
         if not nodes:
             raise SchedulingError(NO_NODES)
-        req = build_request(body)
+        req = build_request(body, pins)
         if req.has_soft():
             try:
                 return self._select(nodes, req, soft=True)

@@ -86,12 +86,18 @@ def body(
 
 
 def select(nodes: list[NodeInfo], b: dict, strategy: str = "spread", **kw: object) -> str:
-    return Scheduler(strategy, **kw).select(nodes, b, None).name  # type: ignore[arg-type]
+    return Scheduler(strategy, **kw).select(nodes, b).name
 
 
-def error(nodes: list[NodeInfo], b: dict, strategy: str = "spread", **kw: object) -> str:
+def error(
+    nodes: list[NodeInfo],
+    b: dict,
+    strategy: str = "spread",
+    pins: dict[str, str] | None = None,
+    **kw: object,
+) -> str:
     with pytest.raises(SchedulingError) as info:
-        Scheduler(strategy, **kw).select(nodes, b, None)  # type: ignore[arg-type]
+        Scheduler(strategy, **kw).select(nodes, b, pins)  # type: ignore[arg-type]
     assert info.value.status == 500
     assert str(info.value) == info.value.message
     return info.value.message
@@ -366,6 +372,18 @@ def test_dependency_filter() -> None:
     assert select(nodes, body(NetworkMode="container:ffff")) == "node-1"  # unique prefix
     assert select(nodes, body(Links=["s" * 64 + ":x"])) == "node-1"  # swarm ID
     assert select(nodes, body(Links=["node-1/db:x"])) == "node-1"
+
+
+def test_dependency_pins_win_over_per_node_lookup() -> None:
+    """A name on one node beats an ID prefix on another once the caller pins the reference."""
+    named = ctr("b1", cid="0" * 64)
+    n1 = node("node-1", containers=[named])
+    n2 = node("node-2", containers=[ctr("other", cid="b1" + "0" * 62)])
+    b = body(Links=["b1:db"])
+    assert Scheduler().select([n2, n1], b, {"b1": named.id}).name == "node-1"
+    assert Scheduler().pipeline([n2, n1], b, {"b1": named.id}).name == "node-1"
+    # A pin outranks the name and prefix lookups: a node without that container never passes.
+    assert "[--link=b1:db]" in error([n1], body(Links=["b1:db"]), pins={"b1": "f" * 64})
 
 
 def test_dependency_error() -> None:
