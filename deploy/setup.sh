@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(busybox-static iptables iproute2 procps gcc libc6-dev util-linux kmod etcd-server openssl)
+# docker-compose (1.29, with its own docker-py) is for the compose end-to-end tests.
+apt_packages=(busybox-static iptables iproute2 procps gcc libc6-dev util-linux kmod etcd-server openssl
+    docker-compose)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -22,7 +24,8 @@ if ((${#missing[@]})); then
         chmod +x /usr/sbin/policy-rc.d
         policy_added=1
     fi
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # No recommends: docker-compose recommends docker.io, whose dockerd would rewrite iptables.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if ((policy_added)); then rm -f /usr/sbin/policy-rc.d; fi
 fi
 if [[ -d /run/systemd/system ]] && systemctl list-unit-files etcd.service >/dev/null 2>&1; then
