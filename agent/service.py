@@ -753,6 +753,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self.events.publish("volume", "destroy", request.name, {"driver": "local"})
         return pb.Empty()
 
+    # ----------------------------------------------------------------- networks
+
+    @_rpc
+    async def NetworkList(self, request: pb.NetworkListRequest, context: Any) -> pb.JsonReply:
+        # A worker thread: the first call makes the networks' identities on disk.
+        views = await asyncio.to_thread(self.rt.networks.views, self.rt.list(), request.verbose)
+        return pb.JsonReply(json=_dumps(views))
+
 
 # --------------------------------------------------------------------- helpers
 

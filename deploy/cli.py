@@ -155,7 +155,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
                 print(f"{name}  {getattr(n, 'addr', '')}  {getattr(n, 'id', '')}  {tags}".rstrip())
             print(f"etcd: {dc.etcd_endpoint()}  (flotilla list {dc.discovery_url()})")
-            print(f"manager: {dc.MANAGER_ADDR}  (log {dc.ROOT}/manager.log)")
+            print(
+                f"manager: {dc.MANAGER_ADDR} and unix://{dc.MANAGER_SOCKET}"
+                f"  (log {dc.ROOT}/manager.log)"
+            )
             print(f"export DOCKER_HOST={dc.docker_host()}")
         elif action == "down":
             dc.down()

@@ -47,6 +47,9 @@ TTL = "5s"
 NETNS_DIR = "/run/netns"
 NODE_RE = re.compile(r"^node-(\d+)$")
 MANAGER_ADDR = "127.0.0.1:2375"
+# The manager also serves a unix socket: over TCP the docker CLI cannot detach (ctrl-p ctrl-q)
+# from `run -it`/`attach` (its escape check misses the error TCPConn.ReadFrom wraps).
+MANAGER_SOCKET = os.path.join(ROOT, "docker.sock")
 BUSYBOX_REF = "busybox:latest"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -451,7 +454,7 @@ def docker_host() -> str:
 def manager_command(extra: Sequence[str] = ()) -> list[str]:
     """`flotilla manage` for the dev cluster; `extra`: more flags (e.g. `--strategy binpack`)."""
     cli = [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
-    return [*cli, *extra]
+    return [*cli, "-H", f"unix://{MANAGER_SOCKET}", *extra]
 
 
 def _is_manager(pid: int) -> bool:

@@ -6,7 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api import container_io, containers, events, images, streams, system, volumes
+from manager.api import (
+    container_io,
+    containers,
+    events,
+    images,
+    networks,
+    streams,
+    system,
+    volumes,
+)
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
 from manager.errors import error_middleware
@@ -30,5 +39,6 @@ def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     container_io.add_routes(app)
     images.add_routes(app)
     volumes.add_routes(app)
+    networks.add_routes(app)
     events.add_routes(app)
     return app

@@ -249,6 +249,11 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.VolumeRemoveRequest.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.Empty.FromString,
                 _registered_method=True)
+        self.NetworkList = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/NetworkList',
+                request_serializer=proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -526,6 +531,13 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NetworkList(self, request, context):
+        """Networks: the node's built-in bridge, host and none (user-defined ones come with overlay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -743,6 +755,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.VolumeRemove,
                     request_deserializer=proto_dot_agent__pb2.VolumeRemoveRequest.FromString,
                     response_serializer=proto_dot_agent__pb2.Empty.SerializeToString,
+            ),
+            'NetworkList': grpc.unary_unary_rpc_method_handler(
+                    servicer.NetworkList,
+                    request_deserializer=proto_dot_agent__pb2.NetworkListRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1906,6 +1923,33 @@ class Agent:
             '/flotilla.agent.v1.Agent/VolumeRemove',
             proto_dot_agent__pb2.VolumeRemoveRequest.SerializeToString,
             proto_dot_agent__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NetworkList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/NetworkList',
+            proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
+            proto_dot_agent__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, No
 from runtime.images import ImageStore
 from runtime.netns import create_netns, delete_netns
 from runtime.network import Bridge, net_stats
+from runtime.networks import BuiltinNetworks
 from runtime.paths import DataRoot
 from runtime.ports import PortMapper
 from runtime.record import ContainerRecord, NetState
@@ -90,6 +91,7 @@ class Runtime:
         self.cgroups = Cgroups(cgroup_parent or f"flotilla/{node_name}")
         netdir = os.path.join(root, "network")
         self.bridge = Bridge(netdir, bridge_name, bridge_subnet)
+        self.networks = BuiltinNetworks(netdir, self.bridge)
         self.ports = PortMapper(netdir, bridge_name)
         self._events = events
         self._records: dict[str, ContainerRecord] = {}

@@ -353,11 +353,17 @@ def _names_of(row: dict[str, Any]) -> list[str]:
     return [n.lstrip("/") for n in row.get("Names") or []]
 
 
-def _label_ok(labels: dict[str, str], want: str) -> bool:
+def label_ok(labels: dict[str, str], want: str) -> bool:
+    """Docker's `label` filter value: `key` (present) or `key=value`."""
     key, sep, value = want.partition("=")
     if key not in labels:
         return False
     return not sep or labels[key] == value
+
+
+def node_ok(rec: NodeRecord, want: str) -> bool:
+    """The `node` filter: a node's name, ID or a glob over names."""
+    return want in (rec.name, rec.id) or fnmatch.fnmatchcase(rec.name, want)
 
 
 def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
@@ -374,7 +380,7 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
         "id": lambda v: str(row["Id"]).startswith(v),
         "name": lambda v: any(re.search(v, n) for n in _names_of(row)),
         "status": lambda v: row.get("State") == v,
-        "node": lambda v: v in (rec.name, rec.id) or fnmatch.fnmatchcase(rec.name, v),
+        "node": lambda v: node_ok(rec, v),
         "ancestor": lambda v: _ancestor_ok(row, v),
         "network": lambda v: v in ((row.get("NetworkSettings") or {}).get("Networks") or {}),
         "volume": lambda v: any(
@@ -387,7 +393,7 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
         if values and not any(fn(v) for v in values):
             return False
     for want in filters.get("label", []):
-        if not _label_ok(row.get("Labels") or {}, want):
+        if not label_ok(row.get("Labels") or {}, want):
             return False
     exited = filters.get("exited")
     if exited:

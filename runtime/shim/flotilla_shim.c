@@ -580,7 +580,9 @@ static int on_client_readable(int i)
         cl->rd_closed = 1;
         if (!cl->attached)
             return 0;
-        if (cl->want_in && S.stdin_once) {
+        /* As dockerd: StdinOnce ends the stdin of a non-TTY container with its first
+         * attach; a TTY's stdin stays open for the next `docker attach` after a detach. */
+        if (cl->want_in && S.stdin_once && !S.tty) {
             st.close_in_pending = 1;
             flush_stdin();
         }

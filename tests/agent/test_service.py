@@ -243,6 +243,20 @@ async def test_volumes(stub: agent_pb2_grpc.AgentStub) -> None:
     assert (err.status, err.message) == (404, "get data1: no such volume")
 
 
+async def test_network_list(stub: agent_pb2_grpc.AgentStub, rt: Runtime) -> None:
+    cid = await create(stub, Cmd=["sleep", "30"])
+    await stub.ContainerStart(pb.ContainerStartRequest(id=cid))
+    listed = json.loads((await stub.NetworkList(pb.NetworkListRequest())).json)
+    assert [n["Name"] for n in listed] == ["bridge", "host", "none"]
+    assert all(n["Containers"] == {} for n in listed)
+    verbose = json.loads((await stub.NetworkList(pb.NetworkListRequest(verbose=True))).json)
+    assert [n["Id"] for n in verbose] == [n["Id"] for n in listed]
+    bridge = verbose[0]
+    assert bridge["Options"]["com.docker.network.bridge.name"] == rt.bridge.name
+    assert list(bridge["Containers"]) == [cid]
+    await stub.ContainerRemove(pb.ContainerRemoveRequest(id=cid, force=True))
+
+
 async def test_events(stub: agent_pb2_grpc.AgentStub) -> None:
     since = 1  # replay from the beginning of the history, then live
     call = stub.Events(pb.EventsRequest(since_ns=since))

@@ -134,6 +134,62 @@ def test_attach_detach_keys(cluster: dict[str, object]) -> None:
         docker("rm", "-f", "detach-me", check=False)
 
 
+def in_terminal(args: list[str], keys: list[bytes], timeout: float = 30) -> tuple[int, bytes]:
+    """Run the docker CLI on a real pseudo-terminal, typing `keys` one by one (0.5 s apart);
+    its exit code and everything it printed. The CLI talks to the manager's unix socket: over
+    TCP it cannot detach (ctrl-p ctrl-q hangs, as with dockerd or classic Swarm, swarm#2003)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI with the pty as its terminal
+        os.environ["DOCKER_HOST"] = f"unix://{dc.MANAGER_SOCKET}"
+        os.execv(DOCKER, [DOCKER, *args])
+    out = b""
+    deadline = time.monotonic() + timeout
+    pending = list(keys)
+    next_key = time.monotonic() + 2.0
+    try:
+        while time.monotonic() < deadline:
+            if pending and time.monotonic() >= next_key:
+                os.write(fd, pending.pop(0))
+                next_key = time.monotonic() + 0.5
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the CLI closed its terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status), out
+        os.kill(pid, 9)
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_cli_detach_with_ctrl_p_ctrl_q(cluster: dict[str, object]) -> None:
+    """`docker run -it` and `docker attach` in a real terminal: ctrl-p ctrl-q detaches."""
+    try:
+        code, out = in_terminal(
+            ["run", "-it", "--name", "term", "busybox", "sh"],
+            [b"echo typed-$((6 * 7))\r", b"\x10", b"\x11"],  # typed as keys: one per read
+        )
+        assert code == 0 and b"typed-42" in out, out
+        assert inspect_state("term")["Running"]
+        code, out = in_terminal(["attach", "term"], [b"echo back-$((2 + 3))\r", b"\x10", b"\x11"])
+        # `docker attach` reports the detach as its error (exit 1), with dockerd too.
+        assert code == 1 and b"back-5" in out and b"read escape sequence" in out, out
+        assert inspect_state("term")["Running"]
+    finally:
+        docker("rm", "-f", "term", check=False)
+
+
 def inspect_state(ref: str) -> dict[str, object]:
     state: dict[str, object] = json.loads(docker("inspect", ref).stdout)[0]["State"]
     return state
