@@ -770,7 +770,7 @@ def _image_config(image_config: dict[str, Any] | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- validation
 
 
-def _is_user_defined(mode: str) -> bool:
+def is_user_defined_network(mode: str) -> bool:
     return mode not in BUILTIN_NETWORK_MODES and not mode.startswith("container:") and mode != ""
 
 
@@ -1273,7 +1273,7 @@ def _build_host_config(
     binds = _register_binds(hc, tmpfs, mounts)
     volumes_from = [parse_volumes_from(v) for v in _strlist(hc, "VolumesFrom") or []]
     links = _strlist(hc, "Links") or []
-    if not _is_user_defined(mode):  # registerLinks ignores links on user-defined networks
+    if not is_user_defined_network(mode):  # registerLinks ignores links on user-defined networks
         for link in links:
             parse_link(link)
     masked = _strlist(hc, "MaskedPaths")

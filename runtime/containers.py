@@ -221,6 +221,10 @@ class Runtime:
         image_id = self._resolve_image(image_ref)
         cid = secrets.token_hex(32)
         spec = cfg.parse_create(body, self.images.config(image_id), cid)  # validates too
+        mode = spec.host_config.network_mode
+        if cfg.is_user_defined_network(mode):
+            # Only the built-in networks exist on a node (user-defined ones: not yet).
+            raise NotFound(f"network {mode} not found")
         self._specs[cid] = (body, spec)
         async with self._lock:
             name = self._claim_name(name, cid)

@@ -131,6 +131,7 @@ async def create(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not body:
         raise InvalidParameter("config cannot be empty in order to create a container")
+    body = _network_on_node(cluster, body)
     async with cluster.schedule_lock:
         if name:
             _check_name(cluster, name)
@@ -139,6 +140,22 @@ async def create(request: web.Request) -> web.Response:
     # Shielded: a client that hangs up mid-create must not leave a container without records.
     cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
+
+
+def _network_on_node(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
+    """`--net node-1/bridge` (Swarm): the node's own network, with a soft constraint to that
+    node; the node keeps only the bare network name."""
+    host = body.get("HostConfig")
+    mode = str(host.get("NetworkMode") or "") if isinstance(host, dict) else ""
+    node, sep, network = mode.partition("/")
+    if not sep or not network or cluster.node_by_name(node) is None:
+        return body
+    env = body.get("Env") if isinstance(body.get("Env"), list) else []
+    return {
+        **body,
+        "Env": [*env, f"constraint:node==~{node}"],
+        "HostConfig": {**host, "NetworkMode": network},
+    }
 
 
 async def _create_on(

@@ -159,3 +159,21 @@ def test_docker_py(cluster: dict[str, object]) -> None:
         assert info.value.status_code == 501
     finally:
         client.close()
+
+
+def test_run_on_a_nodes_network(cluster: dict[str, object]) -> None:
+    """`--net node-1/bridge` lands on node-1 (Swarm); an unknown network is dockerd's 404."""
+    cid = docker("run", "-d", "--net", "node-1/bridge", "busybox", "sleep", "300").stdout.strip()
+    try:
+        doc = json.loads(docker("inspect", cid).stdout)[0]
+        assert doc["Node"]["Name"] == "node-1"
+        assert doc["HostConfig"]["NetworkMode"] == "bridge"
+        assert doc["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    finally:
+        docker("rm", "-f", cid, check=False)
+    # Through the API: the CLI takes any 404 from create for a missing image and tries a pull.
+    before = docker("ps", "-aq").stdout
+    body = json.dumps({"Image": "busybox", "HostConfig": {"NetworkMode": "nosuchnet"}})
+    status, doc = status_of("POST", "/v1.41/containers/create", body.encode())
+    assert (status, doc) == (404, {"message": "network nosuchnet not found"})
+    assert docker("ps", "-aq").stdout == before
