@@ -94,6 +94,7 @@ def build_rootfs_tar(path: str) -> str:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type = tarfile.LNKTYPE
             link.linkname = "bin/busybox"
+            link.mode = 0o755  # the target's mode: dockerd applies a hard link's mode to it
             link.mtime = now
             tar.addfile(link)
         for name, text in (("etc/passwd", PASSWD), ("etc/group", GROUP)):

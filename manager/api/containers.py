@@ -12,9 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster, conflict_message, placement_from_body
-from manager.errors import bool_param, go_json_error, int_param, read_json
+from manager.errors import bool_param, int_param, read_json
 from manager.scheduler import (
     ContainerInfo,
     NodeInfo,
@@ -324,32 +325,6 @@ async def inspect(request: web.Request) -> web.Response:
 # ----------------------------------------------------------------------- list
 
 
-def parse_filters(raw: str | None) -> dict[str, list[str]]:
-    """Docker's `filters` query: {"key": ["v"]} or the older {"key": {"v": true}}."""
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DockerError(
-            go_json_error(raw, e).replace("beginning of value", "beginning of object key string")
-            if raw.lstrip().startswith("{")
-            else go_json_error(raw, e),
-            500,
-        ) from None
-    if not isinstance(doc, dict):
-        raise InvalidParameter("invalid filter format")
-    out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            out[key] = [str(value)]
-    return out
-
-
 LIST_FILTERS = {
     "status",
     "id",
@@ -422,10 +397,7 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
 
 async def list_containers(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    filters = parse_filters(request.query.get("filters"))
-    for key in filters:
-        if key not in LIST_FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    filters = request_filters(request, LIST_FILTERS)
     for state in filters.get("status", []):
         if state not in STATES:
             raise InvalidParameter(f"Unrecognised filter value for status: {state}")

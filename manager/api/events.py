@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from manager.api.images import _filters
+from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.versioning import versioned
@@ -190,10 +190,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     until = request.query.get("until", "")
     since_ns = parse_time(since, "since") if since else 0
     until_ns = parse_time(until, "until") if until else 0
-    filters = _filters(request)
-    for key in filters:
-        if key not in FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    filters = request_filters(request, FILTERS)
     if until_ns and since_ns and until_ns < since_ns:
         raise InvalidParameter("`since` time cannot be after `until` time")
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param
@@ -35,23 +36,6 @@ PULL_UNSUPPORTED = (
 
 def _json_line(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
-
-
-def _filters(request: web.Request) -> dict[str, list[str]]:
-    raw = request.query.get("filters", "")
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise InvalidParameter(f"invalid filters: {raw}") from None
-    if not isinstance(doc, dict):
-        raise InvalidParameter(f"invalid filters: {raw}")
-    out: dict[str, list[str]] = {}
-    for key, values in doc.items():
-        # Docker accepts both {"k": ["v"]} and the older {"k": {"v": true}}.
-        out[key] = list(values) if isinstance(values, list) else [str(v) for v in values]
-    return out
 
 
 def _first_error(errors: list[BaseException], fallback: DockerError) -> DockerError:
@@ -79,10 +63,7 @@ async def _from_any(
 
 async def list_images(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    filters = _filters(request)
-    for key in filters:
-        if key not in LIST_FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    filters = request_filters(request, LIST_FILTERS)
     wanted = filters.pop("node", [])
     # before/since name an image that may live on some nodes only: resolve it once here.
     bounds = {k: filters.pop(k) for k in ("before", "since") if k in filters}

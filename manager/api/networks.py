@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api.containers import label_ok, node_ok, parse_filters
+from manager.api.containers import label_ok, node_ok
+from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import read_json
@@ -93,10 +94,7 @@ def _matches(rec: NodeRecord, net: dict[str, Any], filters: dict[str, list[str]]
 
 async def list_networks(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    filters = parse_filters(request.query.get("filters"))
-    for key in filters:
-        if key not in LIST_FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    filters = request_filters(request, LIST_FILTERS)
     for kind in filters.get("type", []):
         if kind not in ("custom", "builtin"):
             raise InvalidParameter(f"Invalid filter: 'type'='{kind}'")
@@ -188,9 +186,7 @@ async def disconnect(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    for key in parse_filters(request.query.get("filters")):
-        if key not in PRUNE_FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    request_filters(request, PRUNE_FILTERS)
     # Nodes have only built-in networks, which dockerd never prunes: nothing to delete.
     return web.json_response({"NetworksDeleted": None})
 

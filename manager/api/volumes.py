@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api.images import _filters
+from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
@@ -63,10 +63,7 @@ async def create(request: web.Request) -> web.Response:
 
 async def list_volumes(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    filters = _filters(request)
-    for key in filters:
-        if key not in LIST_FILTERS:
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    filters = request_filters(request, LIST_FILTERS)
     wanted = filters.pop("node", [])
     names = filters.pop("name", [])  # matched against the shown `node/name` too
     node_ids = [
