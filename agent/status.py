@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ def container_status(rec: Any, node_id: str) -> ContainerStatus:
         oom_killed=rec.oom_killed,
         labels=labels,
         updated_at_ns=time.time_ns(),
+        host_config_json=json.dumps(body.get("HostConfig") or {}).encode(),
     )
 
 

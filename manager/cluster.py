@@ -38,7 +38,8 @@ FANOUT_TIMEOUT_S = 10.0
 
 @dataclass
 class Placement:
-    """What the manager knows of a container it placed (the status record has no resources)."""
+    """A container's reservations and host ports, as the scheduler counts them: from the create
+    body while it is in flight or its desired record, then from the node's status record."""
 
     node_id: str
     name: str
@@ -99,8 +100,8 @@ class Cluster:
 
     # ----------------------------------------------------------------- etcd view
     async def start(self) -> None:
-        # Desired records first: they carry the reservations (CPU, memory, ports) that status
-        # records lack, so a restarted manager schedules around what is already placed.
+        # Desired records first (the reservations of containers whose status is not written
+        # yet), then status records, which carry the node's current HostConfig.
         for e in await self.kv.get_prefix(self.keys.containers_prefix()):
             desired = ContainerDesired()
             desired.ParseFromString(e.value)
@@ -268,7 +269,19 @@ class Cluster:
         st.ParseFromString(event.value)
         self.statuses[cid] = st
         placed = self.placements.get(cid)
-        if placed is not None:
+        if st.host_config_json:
+            # The node's word on reservations and ports wins: it follows `docker update` and
+            # covers containers created without this manager.
+            try:
+                host = json.loads(st.host_config_json)
+            except ValueError:
+                host = {}
+            body = {"Image": st.image, "Labels": dict(st.labels), "HostConfig": host}
+            fresh = placement_from_body(st.node_id, st.name, body if isinstance(host, dict) else {})
+            if placed is not None:
+                fresh.seq = placed.seq
+            self.placements[cid] = fresh
+        elif placed is not None:
             placed.name = st.name
 
     # ----------------------------------------------------------------- nodes and agents

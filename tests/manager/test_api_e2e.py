@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -268,6 +269,44 @@ def test_manager_restart_keeps_view(cluster: dict[str, object]) -> None:
         assert "└ Reserved Memory: 32 MiB / " in section  # reservations come back from etcd
         docker("stop", "-t", "1", "keep")
         assert docker("wait", "keep").stdout.strip() in ("137", "143")
+    finally:
+        docker("rm", "-f", cid, check=False)
+
+
+def reserved_memory(node: str) -> str:
+    info = docker("info").stdout
+    section = info[info.index(f" {node}: ") :].split("└ ServerVersion")[0]
+    return section.split("└ Reserved Memory: ")[1].split(" / ")[0]
+
+
+def test_reservations_of_containers_made_on_the_node(cluster: dict[str, object]) -> None:
+    """A container created on an agent directly (not through this manager) and `docker update`
+    both count in the node's reservations: the status record carries the HostConfig."""
+    import asyncio
+
+    from agent.server import agent_client
+    from proto import agent_pb2 as pb
+
+    body = {"Image": "busybox", "Cmd": ["sleep", "300"], "HostConfig": {"Memory": 96 << 20}}
+
+    async def create() -> str:
+        stub = agent_client(f"{dc.node_ip(2)}:4243")
+        try:
+            req = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name="direct")
+            return (await stub.ContainerCreate(req, timeout=30)).id
+        finally:
+            await stub.channel.close()  # type: ignore[attr-defined]
+
+    cid = asyncio.run(create())
+    try:
+        deadline = time.monotonic() + 10
+        while reserved_memory("node-2") != "96 MiB":
+            assert time.monotonic() < deadline, docker("info").stdout
+            time.sleep(0.2)
+        docker("update", "-m", "48m", "--memory-swap", "96m", "direct")
+        while reserved_memory("node-2") != "48 MiB":
+            assert time.monotonic() < deadline + 10, docker("info").stdout
+            time.sleep(0.2)
     finally:
         docker("rm", "-f", cid, check=False)
 
