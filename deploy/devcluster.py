@@ -796,20 +796,23 @@ def _known(name: str) -> dict:
     return state
 
 
-def kill(name: str) -> None:
-    """kill -9 the node's agent (its containers keep running)."""
+def _running_agent(name: str) -> int:
     pid = _agent_pid(name, _known(name))
     if pid is None:
         raise DevError(f"{name}: agent is not running")
+    return pid
+
+
+def kill(name: str) -> None:
+    """kill -9 the node's agent (its containers keep running)."""
+    pid = _running_agent(name)
     _signal(pid, signal.SIGKILL)
     _wait_gone(pid)
 
 
 def stop(name: str, timeout: float = 10.0) -> None:
     """SIGTERM the node's agent and wait for it to exit."""
-    pid = _agent_pid(name, _known(name))
-    if pid is None:
-        raise DevError(f"{name}: agent is not running")
+    pid = _running_agent(name)
     _signal(pid, signal.SIGTERM)
     _signal(pid, signal.SIGCONT)
     if not _wait_gone(pid, timeout):
@@ -827,9 +830,7 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
 
 def freeze(name: str) -> None:
     """SIGSTOP the agent: it stops heartbeating, so its lease runs out."""
-    pid = _agent_pid(name, _known(name))
-    if pid is None:
-        raise DevError(f"{name}: agent is not running")
+    pid = _running_agent(name)
     _signal(pid, signal.SIGSTOP)
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from runtime import archive, etcfiles, launch, layers, links, logs, restart, shim
+from runtime import archive, etcfiles, launch, layers, links, logs, mounts, restart, shim
 from runtime import config as cfg
 from runtime.cgroups import Cgroups
 from runtime.cgroups import Resources as CgroupResources
@@ -981,6 +981,13 @@ class Runtime:
         if rec.running and rec.pid:
             yield f"/proc/{rec.pid}/root"
             return
+        async with self._overlay_view(rec, writable) as root:
+            yield root
+
+    @contextlib.asynccontextmanager
+    async def _overlay_view(self, rec: ContainerRecord, writable: bool) -> AsyncIterator[str]:
+        """The container's layers mounted on a temporary directory: its files without the
+        mounts a running container has (/proc, volumes, ...)."""
         bundle = self.paths.container(rec.id)
         mnt = os.path.join(bundle, f"mnt-{secrets.token_hex(4)}")
         os.mkdir(mnt)
@@ -991,11 +998,11 @@ class Runtime:
         else:
             opts = f"lowerdir={':'.join(lowers)}"
         try:
-            await asyncio.to_thread(_mount_overlay, mnt, opts)
+            await asyncio.to_thread(mounts.mount, "overlay", mnt, "overlay", 0, opts)
             try:
                 yield mnt
             finally:
-                await asyncio.to_thread(_umount, mnt)
+                await asyncio.to_thread(mounts.unmount, mnt)
         finally:
             os.rmdir(mnt)
 
@@ -1020,18 +1027,8 @@ class Runtime:
 
     async def export(self, ref: str, out: BinaryIO) -> None:
         rec = self.get(ref)
-        bundle = self.paths.container(rec.id)
-        mnt = os.path.join(bundle, f"mnt-{secrets.token_hex(4)}")
-        os.mkdir(mnt)
-        lowers = [os.path.join(bundle, "upper")] + self.images.layer_dirs(rec.image_id)
-        try:
-            await asyncio.to_thread(_mount_overlay, mnt, f"lowerdir={':'.join(lowers)}")
-            try:
-                await asyncio.to_thread(archive.export_tree, mnt, out)
-            finally:
-                await asyncio.to_thread(_umount, mnt)
-        finally:
-            os.rmdir(mnt)
+        async with self._overlay_view(rec, writable=False) as root:
+            await asyncio.to_thread(archive.export_tree, root, out)
         self._emit("export", rec)
 
     async def changes(self, ref: str) -> list[dict[str, Any]]:
@@ -1166,18 +1163,6 @@ def _rfc_now() -> str:
     from runtime.timefmt import rfc3339nano
 
     return rfc3339nano(time.time_ns())
-
-
-def _mount_overlay(target: str, options: str) -> None:
-    subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", options, target],
-        check=True,
-        capture_output=True,
-    )
-
-
-def _umount(target: str) -> None:
-    subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
 _ADJECTIVES = [

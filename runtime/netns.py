@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from runtime import mounts
+
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
@@ -69,7 +60,7 @@ def create_netns(path: str) -> None:
     def body() -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         src = f"/proc/self/task/{threading.get_native_id()}/ns/net"
-        _check(_libc.mount(src.encode(), path.encode(), None, MS_BIND, None), f"bind {path}")
+        mounts.mount(src, path, flags=mounts.MS_BIND)
 
     try:
         _run_in_thread(body)
@@ -85,12 +76,7 @@ def _remove_file(path: str) -> None:
 
 def delete_netns(path: str) -> None:
     """Unpin and remove a namespace file; missing or already unmounted is fine."""
-    ret = _libc.umount2(path.encode(), MNT_DETACH)
-    if ret != 0:
-        err = ctypes.get_errno()
-        # EINVAL: not a mount point (already unmounted); ENOENT: already gone.
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise OSError(err, f"umount {path}: {os.strerror(err)}")
+    mounts.unmount(path)  # not pinned any more, or already gone: fine
     _remove_file(path)
 
 

@@ -8,9 +8,6 @@ first time they are used and unmounted when removed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import json
 import os
 import re
@@ -22,6 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from runtime import mounts
 from runtime.errors import Conflict, InvalidParameter, NotFound, SystemError_
 from runtime.paths import DataRoot
 
@@ -50,7 +48,6 @@ _MS_FLAGS = {
     "relatime": 1 << 21,
     "strictatime": 1 << 24,
 }
-_MNT_DETACH = 2
 
 
 class VolumeStore:
@@ -315,10 +312,6 @@ def _needs_mount(opts: dict[str, str]) -> bool:
     return bool(opts.get("type") or opts.get("device"))
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def _split_mount_opts(o: str) -> tuple[int, str]:
     flags = 0
     data: list[str] = []
@@ -333,25 +326,23 @@ def _split_mount_opts(o: str) -> tuple[int, str]:
 def _mount(name: str, opts: dict[str, str], target: str) -> None:
     flags, data = _split_mount_opts(opts.get("o", ""))
     device, fstype = opts.get("device", ""), opts.get("type", "")
-    rc = _libc().mount(
-        device.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags), data.encode()
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
+    try:
+        mounts.mount(device, target, fstype, flags, data)
+    except OSError as e:
         raise SystemError_(
             f"error while mounting volume '{target}': failed to mount local volume: "
             f"mount {device}:{target}, flags: {hex(flags)}, data: {data}: "
-            f"{os.strerror(err).lower()}"
-        )
+            f"{os.strerror(e.errno or 0).lower()}"
+        ) from None
 
 
 def _unmount(target: str) -> None:
     if not os.path.ismount(target):
         return
-    if _libc().umount2(target.encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err != errno.EINVAL:
-            raise SystemError_(f"unmount {target}: {os.strerror(err).lower()}")
+    try:
+        mounts.unmount(target)
+    except OSError as e:
+        raise SystemError_(f"unmount {target}: {os.strerror(e.errno or 0).lower()}") from None
 
 
 # ---------------------------------------------------------------- copy-up

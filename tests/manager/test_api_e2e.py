@@ -40,6 +40,12 @@ def http(method: str, path: str, body: bytes | None = None) -> tuple[int, dict[s
         return e.code, dict(e.headers), e.read()
 
 
+def reserved_memory(node: str) -> str:
+    info = docker("info").stdout
+    section = info[info.index(f" {node}: ") :].split("└ ServerVersion")[0]
+    return section.split("└ Reserved Memory: ")[1].split(" / ")[0]
+
+
 def inspect(ref: str) -> dict:
     return json.loads(docker("inspect", ref).stdout)[0]
 
@@ -222,9 +228,7 @@ def test_constraint_and_ps_filters(cluster: dict[str, object]) -> None:
             ).stdout.strip()
         )
         mem_node = inspect("mem")["Node"]["Name"]
-        info = docker("info").stdout
-        section = info[info.index(f" {mem_node}: ") :]
-        assert "└ Reserved Memory: 64 MiB / " in section.split("└ ServerVersion")[0]
+        assert reserved_memory(mem_node) == "64 MiB"
         ids.append(
             docker(
                 "run", "-d", "-p", "18080:80", "--name", "p0", "busybox", "sleep", "300"
@@ -264,19 +268,11 @@ def test_manager_restart_keeps_view(cluster: dict[str, object]) -> None:
         assert f"{node}/keep" in docker("ps", "--format", "{{.Names}}").stdout
         res = docker("create", "--name", "keep", "busybox", "true", check=False)
         assert f'is already in use by container "{cid}"' in res.stderr
-        info = docker("info").stdout
-        section = info[info.index(f" {node}: ") :].split("└ ServerVersion")[0]
-        assert "└ Reserved Memory: 32 MiB / " in section  # reservations come back from etcd
+        assert reserved_memory(node) == "32 MiB"  # reservations come back from etcd
         docker("stop", "-t", "1", "keep")
         assert docker("wait", "keep").stdout.strip() in ("137", "143")
     finally:
         docker("rm", "-f", cid, check=False)
-
-
-def reserved_memory(node: str) -> str:
-    info = docker("info").stdout
-    section = info[info.index(f" {node}: ") :].split("└ ServerVersion")[0]
-    return section.split("└ Reserved Memory: ")[1].split(" / ")[0]
 
 
 def test_reservations_of_containers_made_on_the_node(cluster: dict[str, object]) -> None:
