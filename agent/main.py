@@ -20,10 +20,11 @@ from agent import nodeid
 from agent.events import EventBus
 from agent.metrics import AgentMetrics
 from agent.registration import Counts, Registration, describe_host
-from agent.server import TlsConfig, start_grpc_server
+from agent.server import start_grpc_server
 from agent.status import StatusReporter
 from proto.keys import DEFAULT_PREFIX, Keys
 from proto.kv import KV, parse_discovery
+from proto.rpc import TlsConfig
 from runtime.containers import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The agent's gRPC service: the manager's calls, served by this node's runtime.
 
 Docker-shaped payloads pass through as JSON bytes. Every runtime DockerError ends the RPC with
-its HTTP status and exact message (agent/errors.py). Blocking work (tar streams, image import,
+its HTTP status and exact message (proto/rpc_errors.py). Blocking work (tar streams, image import,
 load and save) runs in worker threads and is streamed in CHUNK-sized pieces with backpressure,
 so no image or archive is ever held in memory whole.
 """
@@ -24,14 +24,14 @@ from typing import Any, BinaryIO, TypeVar
 
 import grpc
 
-from agent import errors
 from agent.events import EventBus
 from proto import agent_pb2 as pb
 from proto import agent_pb2_grpc
-from runtime import logs as runtime_logs
+from proto import rpc_errors as errors
+from proto.docker.errors import Conflict, DockerError, InvalidParameter
+from proto.docker.streams import frame
 from runtime import views
 from runtime.containers import Runtime
-from runtime.errors import Conflict, DockerError, InvalidParameter
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +487,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if opts.logs:
             entries = self.rt.logs(rec.id, stdout=opts.stdout, stderr=opts.stderr)
             async for entry in entries:
-                data = entry.data if tty else runtime_logs.frame(entry.stream, entry.data)
+                data = entry.data if tty else frame(entry.stream, entry.data)
                 yield pb.OutputChunk(data=data)
         if not opts.stream or not rec.running:
             return  # dockerd too ends the stream of a stopped container without an error

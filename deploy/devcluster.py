@@ -520,8 +520,8 @@ def stop_manager() -> None:
 
 
 async def _import_image(addr: str, tar_path: str) -> None:
-    from agent.server import agent_client
     from proto import agent_pb2 as pb
+    from proto.rpc import agent_client
 
     async def inputs():  # noqa: ANN202 - an async generator of ImageImportInput
         yield pb.ImageImportInput(
@@ -543,8 +543,8 @@ async def _copy_image(src_addr: str, dst_addrs: list[str]) -> None:
 
     The test image is ~2 MiB: it is read once into memory and then sent to every node.
     """
-    from agent.server import agent_client
     from proto import agent_pb2 as pb
+    from proto.rpc import agent_client
 
     src = agent_client(src_addr)
     try:

@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from agent.errors import raise_for_rpc_error
-from agent.server import TlsConfig, agent_client
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
+from proto.docker.errors import Conflict, DockerError, NotFound
 from proto.keys import Keys
 from proto.kv import KV, KVError, WatchEvent
 from proto.records_pb2 import ContainerDesired, ContainerStatus, NodeRecord
-from runtime.errors import Conflict, DockerError, NotFound
+from proto.rpc import TlsConfig, agent_client
+from proto.rpc_errors import raise_for_rpc_error
 
 log = logging.getLogger(__name__)
 

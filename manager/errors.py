@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from agent.errors import raise_for_rpc_error
 from manager.versioning import Handler, split_version
-from runtime.errors import DockerError, InvalidParameter
+from proto.docker.errors import DockerError, InvalidParameter
+from proto.rpc_errors import raise_for_rpc_error
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from agent.server import TlsConfig
 from manager.app import make_app
 from manager.cluster import Cluster
 from proto.keys import Keys
 from proto.kv import KV, parse_discovery
+from proto.rpc import TlsConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import asyncio
 import json
 import sys
 
+from proto.docker.errors import DockerError
 from runtime.containers import Runtime
-from runtime.errors import DockerError
 from runtime.views import summary
 
 

@@ -8,7 +8,6 @@ malicious image cannot make us read or write host files.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import json
@@ -19,7 +18,7 @@ import tarfile
 from collections import deque
 from typing import Any, BinaryIO
 
-from runtime.errors import InvalidParameter, NotFound, SystemError_
+from proto.docker.errors import InvalidParameter, NotFound, SystemError_
 from runtime.timefmt import rfc3339nano
 
 # Linux allows 40 symlinks in one lookup; past that the path is a loop.
@@ -181,16 +180,6 @@ def stat_path(root: str, path: str, container: str = "") -> dict[str, Any]:
         "mtime": rfc3339nano(st.st_mtime_ns),
         "linkTarget": link_target,
     }
-
-
-def encode_stat_header(d: dict[str, Any]) -> str:
-    """Value of the `X-Docker-Container-Path-Stat` header: base64 (std alphabet) of the JSON."""
-    raw = json.dumps(d, separators=(",", ":")).encode()
-    return base64.b64encode(raw).decode("ascii")
-
-
-def decode_stat_header(value: str) -> dict[str, Any]:
-    return json.loads(base64.b64decode(value))
 
 
 # ---------------------------------------------------------------- writing tars

@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from runtime.errors import InvalidParameter, NotFound
+from proto.docker.errors import InvalidParameter, NotFound
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")

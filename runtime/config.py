@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.errors import DockerError, InvalidParameter, SystemError_
+from proto.docker.errors import DockerError, InvalidParameter, SystemError_
 from runtime.links import parse_link
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

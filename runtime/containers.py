@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime import archive, etcfiles, launch, layers, links, logs, mounts, restart, shim
 from runtime import config as cfg
 from runtime.cgroups import Cgroups
 from runtime.cgroups import Resources as CgroupResources
-from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.images import ImageStore
 from runtime.netns import create_netns, delete_netns
 from runtime.network import Bridge, net_stats

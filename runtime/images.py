@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, BinaryIO
 
+from proto.docker.errors import Conflict, InvalidParameter, NotFound
 from runtime import layers
-from runtime.errors import Conflict, InvalidParameter, NotFound
 from runtime.paths import DataRoot
 from runtime.timefmt import ZERO_TIME, now_ns, parse_rfc3339, rfc3339nano
 

@@ -15,7 +15,7 @@ import stat
 import tarfile
 from typing import Any, BinaryIO
 
-from runtime.errors import InvalidParameter
+from proto.docker.errors import InvalidParameter
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
-from runtime.errors import SystemError_
+from proto.docker.errors import SystemError_
 
 # ParseLink's errors reach the client unwrapped from registerLinks: 500 in dockerd 20.10.
 LinkError = SystemError_

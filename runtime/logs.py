@@ -11,7 +11,6 @@ import gzip
 import inspect
 import json
 import os
-import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -21,8 +20,6 @@ from typing import BinaryIO
 
 # How often follow_logs looks for new lines; the shim writes a line per container write.
 POLL_INTERVAL = 0.05
-
-STREAM_IDS = {"stdin": 0, "stdout": 1, "stderr": 2}
 
 StopSignal = asyncio.Event | Callable[[], bool | Awaitable[bool]]
 
@@ -35,18 +32,6 @@ class LogEntry:
 
 
 # ---------------------------------------------------------------- formats
-
-
-def frame(stream: str, data: bytes) -> bytes:
-    """Docker's multiplexed-stream frame (stdcopy): [stream, 0, 0, 0, len32be] + data."""
-    return struct.pack(">BxxxI", STREAM_IDS[stream], len(data)) + data
-
-
-def format_timestamp(ns: int) -> str:
-    """RFC3339Nano with all nine fraction digits, as `docker logs -t` prints (RFC3339NanoFixed)."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
 
 
 def parse_timestamp(text: str) -> int:

@@ -17,7 +17,7 @@ import threading
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from runtime.errors import SystemError_
+from proto.docker.errors import SystemError_
 
 NAT_POSTROUTING = "FLOTILLA-POSTROUTING"
 FILTER_FORWARD = "FLOTILLA-FORWARD"

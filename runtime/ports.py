@@ -19,7 +19,7 @@ import random
 import socket
 from collections.abc import Iterator
 
-from runtime.errors import SystemError_
+from proto.docker.errors import SystemError_
 from runtime.network import (
     delete_rule,
     drop_chain_if_empty,

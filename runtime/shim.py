@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-from runtime.errors import DockerError
+from proto.docker.errors import DockerError
 
 SHIM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 DEFAULT_CACHE = "/var/lib/flotilla/cache"

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from proto.docker.errors import Conflict, InvalidParameter, NotFound, SystemError_
 from runtime import mounts
-from runtime.errors import Conflict, InvalidParameter, NotFound, SystemError_
 from runtime.paths import DataRoot
 
 DATA_DIR = "_data"

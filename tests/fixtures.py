@@ -11,8 +11,8 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 
+from proto.docker.errors import DockerError
 from runtime.containers import EventSink, Runtime
-from runtime.errors import DockerError
 
 SUBNET = "10.77.0.0/24"
 

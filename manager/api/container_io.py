@@ -10,13 +10,13 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from agent.errors import raise_for_rpc_error
 from manager.api.system import CLUSTER_KEY
 from manager.errors import bool_param, read_json
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
-from runtime.archive import encode_stat_header
-from runtime.errors import InvalidParameter
+from proto.docker.archive import encode_stat_header
+from proto.docker.errors import InvalidParameter
+from proto.rpc_errors import raise_for_rpc_error
 
 CHUNK = 1 << 16
 STAT_HEADER = "X-Docker-Container-Path-Stat"

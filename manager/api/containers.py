@@ -26,8 +26,8 @@ from manager.scheduler import (
 )
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
+from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound
 from proto.records_pb2 import NodeRecord
-from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")

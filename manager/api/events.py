@@ -23,8 +23,8 @@ from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.versioning import versioned
 from proto import agent_pb2 as pb
+from proto.docker.errors import DockerError, InvalidParameter
 from proto.records_pb2 import NodeRecord
-from runtime.errors import DockerError, InvalidParameter
 
 POLL_S = 0.5  # how often the cluster view is checked for nodes joining or leaving
 RETRY_S = 1.0  # a node's stream that broke while the node is still listed is reopened

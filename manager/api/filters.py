@@ -8,7 +8,7 @@ from collections.abc import Collection
 from aiohttp import web
 
 from manager.errors import go_json_error
-from runtime.errors import DockerError, InvalidParameter
+from proto.docker.errors import DockerError, InvalidParameter
 
 
 def parse_filters(raw: str | None) -> dict[str, list[str]]:

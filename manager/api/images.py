@@ -22,7 +22,7 @@ from manager.errors import bool_param
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
-from runtime.errors import DockerError, InvalidParameter, NotFound
+from proto.docker.errors import DockerError, InvalidParameter, NotFound
 
 T = TypeVar("T")
 CHUNK = 64 * 1024

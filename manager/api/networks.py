@@ -25,8 +25,8 @@ from manager.cluster import Cluster
 from manager.errors import read_json
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
+from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.records_pb2 import NodeRecord
-from runtime.errors import DockerError, InvalidParameter, NotFound
 
 BUILTIN = ("bridge", "host", "none")
 # dockerd also refuses to create `default`: the name of the daemon's default network mode.

@@ -16,15 +16,15 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from agent.errors import raise_for_rpc_error
 from manager.api import containers
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, int_param, read_json
 from manager.versioning import VERSION_KEY, Handler, add_versioned_routes
 from proto import agent_pb2 as pb
-from runtime import logs as runtime_logs
-from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound
+from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound
+from proto.docker.streams import format_timestamp, frame
+from proto.rpc_errors import raise_for_rpc_error
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -361,8 +361,8 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
         while first is not None:
             data = first.data
             if req.timestamps:
-                data = runtime_logs.format_timestamp(first.time_ns).encode() + b" " + data
-            await response.write(data if tty else runtime_logs.frame(first.stream, data))
+                data = format_timestamp(first.time_ns).encode() + b" " + data
+            await response.write(data if tty else frame(first.stream, data))
             first = await _first_chunk(chunks)
         await response.write_eof()
     except grpc.RpcError:

@@ -19,7 +19,7 @@ from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
-from runtime.errors import DockerError, InvalidParameter, NotFound
+from proto.docker.errors import DockerError, InvalidParameter, NotFound
 
 LIST_FILTERS = ("name", "node", "label", "driver", "dangling")
 

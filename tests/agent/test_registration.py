@@ -21,12 +21,12 @@ from agent.nodes import list_nodes
 from agent.registration import Registration, describe_host
 from agent.status import StatusReporter
 from deploy.etcd import EtcdServer, free_port
+from proto.docker.errors import DockerError
 from proto.keys import Keys
 from proto.kv import KV
 from proto.records_pb2 import ContainerStatus, NodeRecord
 from runtime.cgroups import Cgroups
 from runtime.containers import Runtime
-from runtime.errors import DockerError
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -338,8 +338,8 @@ async def test_agent_restart_keeps_container_and_node_id(
 ) -> None:
     import json
 
-    from agent.server import agent_client
     from proto import agent_pb2
+    from proto.rpc import agent_client
 
     root = tempfile.mkdtemp(prefix="flt-agent-rs-")
     name = f"r{secrets.token_hex(3)}"

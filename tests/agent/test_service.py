@@ -13,11 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.errors import raise_for_rpc_error
 from agent.events import EventBus
-from agent.server import agent_client, bound_port, start_grpc_server
+from agent.server import bound_port, start_grpc_server
 from proto import agent_pb2 as pb
 from proto import agent_pb2_grpc
+from proto.rpc import agent_client
+from proto.rpc_errors import raise_for_rpc_error
 from runtime.containers import Runtime
 from runtime.shim import demux
 from tests.fixtures import runtime_for_tests
@@ -318,7 +319,7 @@ def _openssl(command: str) -> None:
 
 
 async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
-    from agent.server import TlsConfig
+    from proto.rpc import TlsConfig
 
     d = str(tmp_path)
     ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"

@@ -159,8 +159,8 @@ def test_freeze_then_heal(cluster: dict[str, object]) -> None:
 
 
 async def _agent_call(addr: str, fn):  # noqa: ANN001, ANN202
-    from agent.server import agent_channel
     from proto import agent_pb2_grpc
+    from proto.rpc import agent_channel
 
     channel = agent_channel(addr)
     try:

@@ -280,8 +280,8 @@ def test_reservations_of_containers_made_on_the_node(cluster: dict[str, object])
     both count in the node's reservations: the status record carries the HostConfig."""
     import asyncio
 
-    from agent.server import agent_client
     from proto import agent_pb2 as pb
+    from proto.rpc import agent_client
 
     body = {"Image": "busybox", "Cmd": ["sleep", "300"], "HostConfig": {"Memory": 96 << 20}}
 

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from manager.app import make_app
 from proto import agent_pb2 as pb
+from proto.docker.errors import DockerError
 from proto.records_pb2 import NodeRecord
-from runtime.errors import DockerError
 from runtime.network import Bridge
 from runtime.networks import BuiltinNetworks
 

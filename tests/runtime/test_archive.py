@@ -10,8 +10,9 @@ import tarfile
 
 import pytest
 
+from proto.docker.archive import decode_stat_header, encode_stat_header
+from proto.docker.errors import InvalidParameter, NotFound, SystemError_
 from runtime import archive
-from runtime.errors import InvalidParameter, NotFound, SystemError_
 
 
 @pytest.fixture
@@ -107,8 +108,8 @@ def test_stat_missing_uses_docker_wording(root):
 
 def test_stat_header_roundtrip(root):
     st = archive.stat_path(root, "/data/a.txt")
-    header = archive.encode_stat_header(st)
-    assert archive.decode_stat_header(header) == st
+    header = encode_stat_header(st)
+    assert decode_stat_header(header) == st
     assert "\n" not in header
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from proto.docker.errors import DockerError, InvalidParameter, SystemError_
 from runtime import config as cfg
-from runtime.errors import DockerError, InvalidParameter, SystemError_
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 CID = "1ac8504229e65c840ec4587ca4c3b237ffa097408247d02ae25ae78c0d17c781"

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.containers import Runtime
-from runtime.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
 from runtime.views import inspect, summary
 from tests.fixtures import SUBNET, runtime_for_tests
 

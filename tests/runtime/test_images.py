@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.busybox_image import build_rootfs_tar
+from proto.docker.errors import Conflict, InvalidParameter, NotFound
 from runtime import layers
-from runtime.errors import Conflict, InvalidParameter, NotFound
 from runtime.images import ImageStore
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")

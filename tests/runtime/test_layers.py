@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
+from proto.docker.errors import InvalidParameter
 from runtime import layers
-from runtime.errors import InvalidParameter
 
 
 def _tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], gz: bool = False) -> bytes:

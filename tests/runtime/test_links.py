@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from proto.docker.errors import DockerError
 from runtime import links
-from runtime.errors import DockerError
 
 
 @pytest.mark.parametrize(

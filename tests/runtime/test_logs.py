@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from proto.docker.streams import format_timestamp, frame
 from runtime import logs
 
 GOLDEN = os.path.join(
@@ -19,7 +20,7 @@ BASE = 1_795_000_000  # 2026-11-18, whole seconds since the epoch
 
 
 def _line(text: str, stream: str = "stdout", sec: int = 0, frac: str = "123456789") -> str:
-    ts = logs.format_timestamp((BASE + sec) * 10**9).replace(".000000000", f".{frac}")
+    ts = format_timestamp((BASE + sec) * 10**9).replace(".000000000", f".{frac}")
     if not frac:
         ts = ts.replace(".000000000", "")
     return json.dumps({"log": text, "stream": stream, "time": ts}) + "\n"
@@ -41,14 +42,14 @@ def log_path(tmp_path):
 def test_frame_matches_dockerd_golden():
     with open(GOLDEN, "rb") as f:
         expected = f.read()
-    ours = logs.frame("stderr", b"err\n") + logs.frame("stdout", b"out\n")
+    ours = frame("stderr", b"err\n") + frame("stdout", b"out\n")
     assert ours[:8] == bytes([2, 0, 0, 0, 0, 0, 0, 4])
     assert ours == expected
 
 
 def test_timestamps():
     ns = 1_795_000_000 * 10**9 + 120_000_000
-    assert logs.format_timestamp(ns) == "2026-11-18T11:06:40.120000000Z"
+    assert format_timestamp(ns) == "2026-11-18T11:06:40.120000000Z"
     assert logs.parse_timestamp("2026-11-18T11:06:40.12Z") == ns
     assert logs.parse_timestamp("2026-11-18T11:06:40.120000000Z") == ns
     assert logs.parse_timestamp("2026-11-18T12:06:40.12+01:00") == ns

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from runtime.errors import Conflict, InvalidParameter, NotFound
+from proto.docker.errors import Conflict, InvalidParameter, NotFound
 from runtime.paths import DataRoot
 from runtime.volumes import VolumeStore
 

@@ -1,4 +1,4 @@
-"""Carry a runtime DockerError across gRPC unchanged: HTTP status and message, both ways.
+"""Carry a DockerError across gRPC unchanged: HTTP status and message, both ways.
 
 The server aborts with a gRPC code derived from the HTTP status (for generic gRPC tooling) and
 trailing metadata holding the exact status and message, which the manager turns back into the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-from runtime.errors import DockerError
+from proto.docker.errors import DockerError
 
 STATUS_KEY = "docker-status"
 MESSAGE_KEY = "docker-message-bin"
