@@ -8,6 +8,8 @@ import os
 import re
 import secrets
 
+from runtime.fileio import write_atomic
+
 FILE = "node-id"
 _FORMAT = re.compile(r"^[A-Z2-7]{4}(:[A-Z2-7]{4}){11}$")
 
@@ -33,10 +35,5 @@ def load_or_create(data_root: str) -> str:
         pass
     os.makedirs(data_root, exist_ok=True)
     node_id = generate()
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(node_id + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written ID
+    write_atomic(path, f"{node_id}\n".encode())  # a crash never leaves a half-written ID
     return node_id

@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from deploy.busybox_image import build_rootfs_tar  # noqa: E402
+from runtime import image_transfer  # noqa: E402
 from runtime.containers import Runtime  # noqa: E402
 
 
@@ -109,7 +110,7 @@ async def main() -> None:
         tar_path = build_rootfs_tar(os.path.join(work, "busybox.tar"))
         await rt.open()
         with open(tar_path, "rb") as f:
-            image_id = rt.images.import_tarball(f, "busybox:latest")
+            image_id = image_transfer.import_tarball(rt.images, f, "busybox:latest")
         rootfs = rt.images.layer_dirs(image_id)[0]  # the unpacked one-layer busybox
 
         none = await time_runs(rt, "none", args.runs)

@@ -37,19 +37,31 @@ def parse_node_labels(specs: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str:
+    """The command `argv` names ("" for none, e.g. `--help`): the top level has no valued flag."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `command`, only that command's flags are filled in.
+
+    `join`'s and `manage`'s flags are defined next to the agent and the manager, whose modules
+    import their whole stacks (~0.4 s): `flotilla list` and `flotilla --help` skip them.
+    """
     parser = argparse.ArgumentParser(prog="flotilla", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     join = sub.add_parser("join", help="run an agent: register this host and serve the manager")
-    from agent.main import add_join_arguments
+    if command in (None, "join"):
+        from agent.main import add_join_arguments
 
-    add_join_arguments(join)
+        add_join_arguments(join)
 
     manage = sub.add_parser("manage", help="run the manager: the Docker API for the cluster")
-    from manager.main import add_manage_arguments
+    if command in (None, "manage"):
+        from manager.main import add_manage_arguments
 
-    add_manage_arguments(manage)
+        add_manage_arguments(manage)
 
     lst = sub.add_parser("list", help="list registered nodes (name, address, status)")
     lst.add_argument(
@@ -71,16 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels of one node, e.g. node-1=region=eu,disk=ssd (repeatable)",
     )
     dev_up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for agents")
+    dev_up.add_argument(
+        "--strategy", help="the manager's placement strategy (flotilla manage --strategy)"
+    )
+    dev_up.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        help="a scheduler filter of the manager (repeatable; flotilla manage --filter)",
+    )
+    dev_up.add_argument(
+        "manage_flags",
+        nargs="*",
+        metavar="-- MANAGE_FLAGS",
+        help="more `flotilla manage` flags, after --, e.g. -- --log-level debug",
+    )
     dsub.add_parser("down", help="take everything down and clean up (also after a crash)")
     dsub.add_parser("status", help="show etcd, hosts, agents, links and registrations")
-    for action, text in (
-        ("kill", "kill -9 the node's agent"),
-        ("stop", "SIGTERM the node's agent"),
-        ("freeze", "SIGSTOP the node's agent"),
-        ("partition", "cut the node off the underlay (link down)"),
-        ("heal", "undo partition and freeze"),
-        ("start", "start the node's agent again"),
-    ):
+    from deploy.dev_drills import DRILLS
+
+    for action, (_, text) in DRILLS.items():
         p = dsub.add_parser(action, help=text)
         p.add_argument("node", metavar="NODE", help="node-N")
     return parser
@@ -119,8 +142,8 @@ def cmd_manage(args: argparse.Namespace) -> int:
 
 
 async def _list(discovery: str) -> list[str]:
-    from agent.nodes import list_nodes
     from proto.kv import parse_discovery
+    from proto.nodes import list_nodes
 
     endpoints, prefix = parse_discovery(discovery)
     nodes = await list_nodes(endpoints, prefix)
@@ -142,14 +165,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_manager_args(args: argparse.Namespace) -> list[str]:
+    """The `flotilla manage` flags `dev up` was given, checked by manage's own parser first."""
+    flags = ["--strategy", args.strategy] if args.strategy else []
+    for name in args.filter:
+        flags += ["--filter", name]
+    flags += args.manage_flags
+    from deploy import devcluster
+    from manager.main import config_from_args
+
+    cmd = devcluster.manager_command(flags)
+    manage_argv = cmd[cmd.index("deploy.cli") + 1 :]
+    try:
+        config_from_args(build_parser("manage").parse_args(manage_argv))
+    except ValueError as e:
+        raise UsageError(f"flotilla manage: {e}") from e
+    return flags
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from deploy import devcluster as dc
+    from deploy.dev_drills import DRILLS
 
     action = args.dev_command
     try:
         if action == "up":
             labels = parse_node_labels(args.label)
-            nodes = dc.up(args.nodes, labels, timeout=args.timeout)
+            manager_args = dev_manager_args(args)
+            nodes = dc.up(args.nodes, labels, timeout=args.timeout, manager_args=manager_args)
             for name in sorted(nodes, key=dc.node_index):
                 n = nodes[name]
                 tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
@@ -157,7 +200,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"etcd: {dc.etcd_endpoint()}  (flotilla list {dc.discovery_url()})")
             print(
                 f"manager: {dc.MANAGER_ADDR} and unix://{dc.MANAGER_SOCKET}"
-                f"  (log {dc.ROOT}/manager.log)"
+                f"{''.join(' ' + a for a in manager_args)}  (log {dc.ROOT}/manager.log)"
             )
             print(f"export DOCKER_HOST={dc.docker_host()}")
         elif action == "down":
@@ -171,7 +214,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             rec = dc.start(args.node)
             print(f"{args.node}  {getattr(rec, 'addr', '')}  {getattr(rec, 'id', '')}")
         else:
-            getattr(dc, action)(args.node)
+            drill, _ = DRILLS[action]
+            drill(args.node)
     except (UsageError, dc.DevError) as e:
         print(f"flotilla dev {action}: {e}", file=sys.stderr)
         return 1
@@ -179,7 +223,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_of(argv)).parse_args(argv)
     handler = {"join": cmd_join, "manage": cmd_manage, "list": cmd_list, "dev": cmd_dev}
     return handler[args.command](args)
 

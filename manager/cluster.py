@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ID_LEN = 64
+SHORT_ID_LEN = 12
 FANOUT_TIMEOUT_S = 10.0
+# Classic Swarm's own container ID, a label on every container it creates; a valid reference.
+SWARM_ID_LABEL = "com.docker.swarm.id"
 
 
 @dataclass
@@ -69,6 +73,9 @@ def placement_from_body(node_id: str, name: str, body: dict[str, Any]) -> Placem
             if isinstance(b, dict) and str(b.get("HostPort") or "").isdigit():
                 proto = port.partition("/")[2] or "tcp"
                 ports.append((str(b.get("HostIp") or ""), int(b["HostPort"]), proto))
+    if host.get("NetworkMode") == "host":
+        # Swarm's port filter: a host-mode container takes its exposed ports on the node.
+        ports += _exposed_ports(body.get("ExposedPorts"))
     return Placement(
         node_id=node_id,
         name=name,
@@ -82,12 +89,22 @@ def placement_from_body(node_id: str, name: str, body: dict[str, Any]) -> Placem
     )
 
 
+def _exposed_ports(exposed: object) -> list[tuple[str, int, str]]:
+    ports: list[tuple[str, int, str]] = []
+    for key in exposed if isinstance(exposed, dict) else {}:
+        port, _, proto = str(key).partition("/")
+        if port.isdigit():
+            ports.append(("", int(port), (proto or "tcp").lower()))
+    return ports
+
+
 class Cluster:
     def __init__(self, kv: KV, keys: Keys, tls: TlsConfig | None = None) -> None:
         self.kv = kv
         self.keys = keys
         self.tls = tls
         self.nodes: dict[str, NodeRecord] = {}
+        self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
         self.statuses: dict[str, ContainerStatus] = {}
         self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
         self.pending: dict[int, Placement] = {}  # in-flight creates, counted by the scheduler
@@ -162,6 +179,7 @@ class Cluster:
         rec = NodeRecord()
         rec.ParseFromString(event.value)
         self.nodes[node_id] = rec
+        self.node_names[node_id] = rec.name
         old = self._stubs.get(node_id)
         if old is not None and old[0] != rec.addr:
             self._drop_stub(node_id)
@@ -280,6 +298,9 @@ class Cluster:
             fresh = placement_from_body(st.node_id, st.name, body if isinstance(host, dict) else {})
             if placed is not None:
                 fresh.seq = placed.seq
+                if fresh.network_mode == "host":
+                    # The status record has no Config: the exposed ports come from the create.
+                    fresh.host_ports = list(placed.host_ports)
             self.placements[cid] = fresh
         elif placed is not None:
             placed.name = st.name
@@ -361,8 +382,82 @@ class Cluster:
         self.placements.pop(cid, None)
         self.statuses.pop(cid, None)
 
+    def _labels_of(self, cid: str) -> dict[str, str]:
+        st = self.statuses.get(cid)
+        if st is not None:
+            return dict(st.labels)
+        placed = self.placements.get(cid)
+        return placed.labels if placed is not None else {}
+
+    def by_swarm_id(self, ref: str) -> str | None:
+        """The container whose `com.docker.swarm.id` is `ref` or starts with a 12-character
+        `ref` (Swarm's full or truncated form); None when none or several carry it."""
+        if len(ref) not in (SHORT_ID_LEN, ID_LEN):
+            return None
+        found = set()
+        for cid in (*self.statuses, *self.placements):
+            sid = self._labels_of(cid).get(SWARM_ID_LABEL, "")
+            if sid == ref or (len(ref) == SHORT_ID_LEN and sid[:SHORT_ID_LEN] == ref):
+                found.add(cid)
+        return found.pop() if len(found) == 1 else None
+
+    def _engine_ref(self, ref: str) -> str:
+        """`ref` itself, or the container ID when `ref` is only a Swarm ID (nodes know none)."""
+        if ref in self.statuses or ref in self.placements:
+            return ref
+        return self.by_swarm_id(ref) or ref
+
+    def dependencies_by_id(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The create body with Swarm IDs in `--link`, `--volumes-from` and `--net container:`
+        replaced by the container IDs, so the node finds the containers they name."""
+        host = body.get("HostConfig")
+        if not isinstance(host, dict):
+            return body
+        new = dict(host)
+        links = host.get("Links")
+        if isinstance(links, list):
+            new["Links"] = [
+                self._engine_ref(ref) + sep + alias
+                for ref, sep, alias in (str(v).partition(":") for v in links)
+            ]
+        volumes_from = host.get("VolumesFrom")
+        if isinstance(volumes_from, list):
+            new["VolumesFrom"] = [
+                self._engine_ref(ref) + sep + mode
+                for ref, sep, mode in (str(v).partition(":") for v in volumes_from)
+            ]
+        mode = str(host.get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            new["NetworkMode"] = "container:" + self._engine_ref(mode.removeprefix("container:"))
+        return {**body, "HostConfig": new} if new != host else body
+
+    def with_swarm_id(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The create body with its `com.docker.swarm.id`: one the client set is kept (Swarm
+        sets it only when empty, which rescheduling relies on), else a new random one."""
+        labels = body.get("Labels")
+        labels = dict(labels) if isinstance(labels, dict) else {}
+        if labels.get(SWARM_ID_LABEL):
+            return body
+        in_flight = {p.labels.get(SWARM_ID_LABEL) for p in self.pending.values()}
+        while True:
+            sid = secrets.token_hex(ID_LEN // 2)
+            if not self._exists(sid) and self.by_swarm_id(sid) is None and sid not in in_flight:
+                break
+        labels[SWARM_ID_LABEL] = sid
+        return {**body, "Labels": labels}
+
     async def resolve(self, ref: str) -> tuple[str, str]:
-        """(node id, container id) for a full ID, ID prefix, name, `/name` or `node/name`."""
+        """(node id, container id) for a full ID, Swarm ID (full or 12 characters), name,
+        ID prefix, `/name` or `node/name`, on a node that is in the cluster."""
+        node_id, cid = await self._resolve(ref)
+        if node_id not in self.nodes:
+            # Its status record outlives the node's registration (the node may come back);
+            # classic Swarm's answer for a container on an engine it cannot reach (api/utils.go).
+            name = self.node_names.get(node_id, node_id)
+            raise DockerError(f"Container {ref} running on unhealthy node {name}", 500)
+        return node_id, cid
+
+    async def _resolve(self, ref: str) -> tuple[str, str]:
         text = ref[1:] if ref.startswith("/") else ref
         if "/" in text:
             node_name, _, name = text.partition("/")
@@ -377,6 +472,11 @@ class Cluster:
             node_id = self.container_node(text)
             assert node_id is not None
             return node_id, text
+        swarm_held = self.by_swarm_id(text)
+        if swarm_held is not None:
+            node_id = self.container_node(swarm_held)
+            if node_id is not None:
+                return node_id, swarm_held
         by_name = self.known_names()
         if text in by_name:
             cid = by_name[text]

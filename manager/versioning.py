@@ -24,6 +24,11 @@ def flotilla_version() -> str:
         return "0.0.0-dev"
 
 
+def server_version() -> str:
+    """The server's version as classic Swarm words its own (`swarm/1.2.9`): product/version."""
+    return f"flotilla/{flotilla_version()}"
+
+
 def _key(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split("."))
 
@@ -75,7 +80,7 @@ async def add_engine_headers(request: web.Request, response: web.StreamResponse)
     response.headers.setdefault("Api-Version", API_VERSION)
     response.headers.setdefault("Ostype", "linux")
     response.headers.setdefault("Docker-Experimental", "false")
-    response.headers["Server"] = f"flotilla/{flotilla_version()} (linux)"
+    response.headers["Server"] = f"{server_version()} (linux)"
 
 
 def versioned(path: str) -> list[str]:

@@ -13,6 +13,7 @@ import json
 import sys
 
 from proto.docker.errors import DockerError
+from runtime import image_transfer, image_views
 from runtime.containers import Runtime
 from runtime.views import summary
 
@@ -23,9 +24,9 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "import":
             with open(args.tarball, "rb") as f:
-                print(rt.images.import_tarball(f, args.reference))
+                print(image_transfer.import_tarball(rt.images, f, args.reference))
         elif args.cmd == "images":
-            print(json.dumps(rt.images.list_images(), indent=1))
+            print(json.dumps(image_views.list_images(rt.images), indent=1))
         elif args.cmd == "ps":
             for rec in rt.list():
                 row = summary(rt, rec)

@@ -5,6 +5,7 @@ Follows libnetwork's etchosts and resolvconf packages and the sandbox's DNS setu
 
 from __future__ import annotations
 
+import os
 import re
 
 DEFAULT_HOSTS = [
@@ -175,3 +176,17 @@ def host_resolv_path(default_text: str | None = None) -> str:
     if nameservers(text) == ["127.0.0.53"]:
         return SYSTEMD_RESOLV_CONF
     return HOST_RESOLV_CONF
+
+
+INIT_LAYER_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+def make_init_layer(path: str) -> None:
+    """dockerd's "-init" layer: the mount points of the managed /etc files live below the
+    container's rw layer, so binding them never copies anything up and `docker diff` and
+    `commit` of a fresh container are empty."""
+    for rel in INIT_LAYER_FILES:
+        target = os.path.join(path, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w"):
+            pass

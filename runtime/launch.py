@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from runtime import config as cfg
+from runtime import config_types
 
 
 @dataclass
@@ -74,7 +74,7 @@ class ShimInputs:
     hold_output: bool = False
 
 
-def spec_records(spec: cfg.ContainerSpec, inputs: ShimInputs) -> list[tuple[str, str]]:
+def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[tuple[str, str]]:
     b = inputs.bundle
     records: list[tuple[str, str]] = [("mode", "container")]
     records += [("arg", a) for a in spec.args]
@@ -114,8 +114,8 @@ def spec_records(spec: cfg.ContainerSpec, inputs: ShimInputs) -> list[tuple[str,
     records += [("cgroup", d) for d in inputs.cgroup_dirs]
     records += [("mount", m.record()) for m in inputs.mounts]
     if not spec.host_config.privileged:
-        records += [("mask", p) for p in cfg.MASKED_PATHS]
-        records += [("readonly", p) for p in cfg.READONLY_PATHS]
+        records += [("mask", p) for p in config_types.MASKED_PATHS]
+        records += [("readonly", p) for p in config_types.READONLY_PATHS]
     records += [("cap", c) for c in inputs.caps]
     return records
 

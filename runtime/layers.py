@@ -8,14 +8,13 @@ directories can be stacked as `lowerdir`s directly. Packing an overlay upper dir
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
 import tarfile
 from typing import Any, BinaryIO
 
-from proto.docker.errors import InvalidParameter
+from proto.docker.errors import InvalidParameter, go_quote
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -41,10 +40,6 @@ def unpack_layer(src: BinaryIO, dest: str) -> None:
 def apply_layer_flat(src: BinaryIO, dest: str) -> None:
     """Apply a layer onto a flat tree: whiteouts delete what lower layers put there."""
     _Unpacker(dest, flat=True).run(src)
-
-
-def _go_quote(text: str) -> str:
-    return json.dumps(text)
 
 
 class _Unpacker:
@@ -112,9 +107,9 @@ class _Unpacker:
                 os.mkdir(cur, 0o755)
                 continue
             if stat.S_ISLNK(st.st_mode):
-                raise InvalidParameter(f"{_go_quote(name)} is outside of {_go_quote(self.dest)}")
+                raise InvalidParameter(f"{go_quote(name)} is outside of {go_quote(self.dest)}")
             if not stat.S_ISDIR(st.st_mode):
-                raise InvalidParameter(f"{_go_quote(name)}: parent is not a directory")
+                raise InvalidParameter(f"{go_quote(name)}: parent is not a directory")
         return cur
 
     def _whiteout(self, parent: str, parent_rel: str, base: str, m: tarfile.TarInfo) -> None:
@@ -160,11 +155,11 @@ class _Unpacker:
     def _hardlink(self, path: str, m: tarfile.TarInfo) -> None:
         rel = _clean_name(m.linkname)
         if rel is None:
-            raise InvalidParameter(f"invalid hardlink {_go_quote(m.linkname)}")
+            raise InvalidParameter(f"invalid hardlink {go_quote(m.linkname)}")
         parent_rel, base = os.path.split(rel)
         target = os.path.join(self._safe_dir(parent_rel, m.linkname), base)
         if not os.path.lexists(target):
-            raise InvalidParameter(f"invalid hardlink {_go_quote(m.linkname)}: no such file")
+            raise InvalidParameter(f"invalid hardlink {go_quote(m.linkname)}: no such file")
         os.link(target, path, follow_symlinks=False)
 
 
@@ -183,7 +178,7 @@ def _clean_name(name: str) -> str | None:
             continue
         if part == "..":
             if not parts:
-                raise InvalidParameter(f"{_go_quote(name)} is outside of the layer")
+                raise InvalidParameter(f"{go_quote(name)} is outside of the layer")
             parts.pop()
             continue
         parts.append(part)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from runtime.fileio import write_atomic
 from runtime.network import Bridge
 from runtime.record import ContainerRecord
 from runtime.timefmt import rfc3339nano
@@ -56,10 +57,8 @@ class BuiltinNetworks:
         now = time.time_ns()
         doc = {name: {"Id": secrets.token_hex(32), "Created": now} for name in BUILTIN}
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, self.path)  # atomic: a crash never leaves half an identity
+        # Atomic: a crash never leaves half an identity.
+        write_atomic(self.path, json.dumps(doc).encode())
         return doc
 
     def views(self, records: Iterable[ContainerRecord], verbose: bool) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runtime.fileio import write_atomic
+
 
 @dataclass
 class NetState:
@@ -46,17 +48,22 @@ class ContainerRecord:
     last_delay_s: float = 0.0
     net: NetState = field(default_factory=NetState)
     exec_ids: list[str] = field(default_factory=list)
+    # `--net container:X` takes X's hostname and domainname at start, as dockerd rewrites
+    # Config.Hostname/Domainname; empty otherwise.
+    joined_hostname: str = ""
+    joined_domainname: str = ""
+    # `--volumes-from`: the other containers' mount points, resolved once at create as dockerd
+    # does (Docker's inspect shape).
+    volumes_from: list[dict[str, Any]] = field(default_factory=list)
+    # State.Health in Docker's shape (runtime/health.py); None without a healthcheck.
+    health: dict[str, Any] | None = None
 
     @property
     def running(self) -> bool:
         return self.status in ("running", "paused")
 
     def save(self, bundle: str) -> None:
-        path = os.path.join(bundle, "config.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
-        os.replace(tmp, path)
+        write_atomic(os.path.join(bundle, "config.json"), json.dumps(asdict(self)).encode())
 
     @classmethod
     def load(cls, bundle: str) -> ContainerRecord:

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import glob
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
 
 from proto.docker.errors import DockerError
+from runtime.fileio import read_json, write_atomic
 
 SHIM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 DEFAULT_CACHE = "/var/lib/flotilla/cache"
@@ -86,10 +86,7 @@ def write_spec(path: str, records: list[tuple[str, str]]) -> None:
         if "=" in key or "\0" in key or "\0" in value:
             raise ValueError(f"invalid shim spec record {key!r}")
         out += f"{key}={value}\0".encode()
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(out)
-    os.rename(tmp, path)
+    write_atomic(path, bytes(out))
 
 
 def read_spec(path: str) -> list[tuple[str, str]]:
@@ -103,17 +100,18 @@ def read_spec(path: str) -> list[tuple[str, str]]:
     return records
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
 def read_exit(path: str) -> dict | None:
     """The shim's exit.json (`exit_code`, `signal`, `finished_at`, `oom`), or None if running."""
-    return _read_json(path)
+    return read_json(path, None)
+
+
+def read_pid(path: str) -> int:
+    """A pid file the shim wrote (`init.pid`), or 0 when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 async def start_shim(dir: str) -> int:
@@ -135,7 +133,7 @@ async def start_shim(dir: str) -> int:
     )
     rc = await proc.wait()
     if rc != 0:
-        err = _read_json(os.path.join(dir, "start-error.json"))
+        err = read_json(os.path.join(dir, "start-error.json"), None)
         if err is None:
             raise ShimStartError(f"flotilla-shim exited with status {rc}", 128)
         raise ShimStartError(str(err.get("message", "")), int(err.get("exit_code", 128)))

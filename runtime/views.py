@@ -7,7 +7,9 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
-from runtime import config as cfg
+from proto.docker.errors import NotFound
+from runtime import config_inspect, container_mounts, health, links
+from runtime.config_types import ContainerSpec
 from runtime.record import ContainerRecord
 from runtime.timefmt import human_duration, rfc3339nano
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _state(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
-    return {
+    state = {
         "Status": rec.status,
         "Running": rec.running,
         "Paused": rec.status == "paused",
@@ -29,6 +31,9 @@ def _state(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
         "StartedAt": rfc3339nano(rec.started_ns),
         "FinishedAt": rfc3339nano(rec.finished_ns),
     }
+    if rec.health is not None:  # dockerd leaves Health out without a healthcheck
+        state["Health"] = rec.health
+    return state
 
 
 def _network_entry(rec: ContainerRecord, name: str) -> dict[str, Any]:
@@ -55,7 +60,7 @@ def _network_name(rec: ContainerRecord) -> str:
     return "bridge" if mode in ("default", "bridge") else mode
 
 
-def _ports(rt: Runtime, rec: ContainerRecord, spec: cfg.ContainerSpec) -> dict[str, Any]:
+def _ports(rt: Runtime, rec: ContainerRecord, spec: ContainerSpec) -> dict[str, Any]:
     ports: dict[str, Any] = {p: None for p in spec.exposed_ports}
     if rec.running:
         for port, bindings in rec.net.ports.items():
@@ -68,10 +73,46 @@ def _public_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: m[k] for k in keep if k in m} for m in mounts if not m.get("Hidden")]
 
 
+def _etc_dir(rt: Runtime, rec: ContainerRecord) -> str:
+    """Where the container's /etc/hosts, hostname and resolv.conf live: `--net container:X`
+    shares X's files, and dockerd shows X's paths."""
+    mode = rec.net.mode
+    if mode.startswith("container:"):
+        try:
+            return rt.paths.container(rt.get(mode.split(":", 1)[1]).id)
+        except NotFound:
+            pass
+    return rt.paths.container(rec.id)
+
+
+def _config(rec: ContainerRecord, spec: ContainerSpec) -> dict[str, Any]:
+    config = config_inspect.inspect_config(spec)
+    if rec.joined_hostname:  # `--net container:X`: dockerd rewrites these to X's at start
+        config["Hostname"] = rec.joined_hostname
+        config["Domainname"] = rec.joined_domainname
+    return config
+
+
+def _host_config(rt: Runtime, rec: ContainerRecord, spec: ContainerSpec) -> dict[str, Any]:
+    """dockerd shows each link from its link graph as `/<target>:/<this container>/<alias>`
+    (current names; a removed target's link is gone), null without links."""
+    host_config = config_inspect.inspect_host_config(spec)
+    shown = []
+    for link in spec.host_config.links:
+        target_ref, alias = links.parse_link(link)
+        try:
+            target = rt.get(target_ref)
+        except NotFound:
+            continue
+        shown.append(f"/{target.name}:/{rec.name}/{alias}")
+    host_config["Links"] = sorted(shown) or None
+    return host_config
+
+
 def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
     spec = rt.spec(rec)
     bundle = rt.paths.container(rec.id)
-    lowers = rt.images.layer_dirs(rec.image_id)
+    lowers = rt.lowerdirs(rec)
     net = rec.net
     networks = {}
     if not net.mode.startswith("container:"):
@@ -83,9 +124,9 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
         "Args": spec.args[1:],
         "State": _state(rt, rec),
         "Image": rec.image_id,
-        "ResolvConfPath": os.path.join(bundle, "resolv.conf"),
-        "HostnamePath": os.path.join(bundle, "hostname"),
-        "HostsPath": os.path.join(bundle, "hosts"),
+        "ResolvConfPath": os.path.join(_etc_dir(rt, rec), "resolv.conf"),
+        "HostnamePath": os.path.join(_etc_dir(rt, rec), "hostname"),
+        "HostsPath": os.path.join(_etc_dir(rt, rec), "hosts"),
         "LogPath": rt.log_path(rec),
         "Name": f"/{rec.name}",
         "RestartCount": rec.restart_count,
@@ -95,7 +136,7 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": list(rec.exec_ids) or None,
-        "HostConfig": cfg.inspect_host_config(spec),
+        "HostConfig": _host_config(rt, rec, spec),
         "GraphDriver": {
             "Data": {
                 "LowerDir": ":".join(lowers),
@@ -105,8 +146,8 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
             },
             "Name": "overlay2",
         },
-        "Mounts": _public_mounts(rt.mounts(rec, spec)),
-        "Config": cfg.inspect_config(spec),
+        "Mounts": _public_mounts(container_mounts.mounts(rt, rec, spec)),
+        "Config": _config(rec, spec),
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": rec.id if net.netns_path else "",
@@ -133,7 +174,8 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
 def _status_text(rec: ContainerRecord) -> str:
     now = time.time_ns()
     if rec.status == "running":
-        return f"Up {human_duration((now - rec.started_ns) / 1e9)}"
+        up = human_duration((now - rec.started_ns) / 1e9)
+        return f"Up {up}{health.status_suffix(rec.health)}"
     if rec.status == "paused":
         return f"Up {human_duration((now - rec.started_ns) / 1e9)} (Paused)"
     if rec.status == "restarting":
@@ -180,5 +222,11 @@ def summary(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
             "NetworkMode": (rec.body.get("HostConfig") or {}).get("NetworkMode") or "default"
         },
         "NetworkSettings": {"Networks": networks},
-        "Mounts": _public_mounts(rt.mounts(rec, spec)),
+        "Mounts": _public_mounts(container_mounts.mounts(rt, rec, spec)),
+        # API 1.52's summary of State.Health ("none" without a healthcheck); the manager's
+        # `health` filter reads it and drops it for the older API versions it serves.
+        "Health": {
+            "Status": health.status_of(rec.health),
+            "FailingStreak": int((rec.health or {}).get("FailingStreak") or 0),
+        },
     }

@@ -21,6 +21,7 @@ from typing import Any
 
 from proto.docker.errors import Conflict, InvalidParameter, NotFound, SystemError_
 from runtime import mounts
+from runtime.fileio import write_atomic
 from runtime.paths import DataRoot
 
 DATA_DIR = "_data"
@@ -78,12 +79,7 @@ class VolumeStore:
     ) -> dict[str, Any]:
         """`POST /volumes/create`. An existing name returns that volume unchanged, like Docker."""
         name = name or secrets.token_hex(32)
-        driver = driver or "local"
-        if driver != "local":
-            raise NotFound(
-                f"create {name}: error looking up volume plugin {driver}: "
-                f'plugin "{driver}" not found'
-            )
+        check_driver(name, driver)
         with self._lock:
             existing = self._load(name)
             if existing is not None:
@@ -229,16 +225,18 @@ class VolumeStore:
             return None
 
     def _save(self, meta: dict[str, Any]) -> None:
-        path = os.path.join(self._dir(meta["Name"]), OPTS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(os.path.join(self._dir(meta["Name"]), OPTS_FILE), json.dumps(meta).encode())
 
 
 # ---------------------------------------------------------------- validation
+
+
+def check_driver(name: str, driver: str) -> None:
+    """Only the built-in `local` driver exists (no volume plugins): dockerd's lookup error."""
+    if driver and driver != "local":
+        raise NotFound(
+            f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found'
+        )
 
 
 def _no_such_volume(name: str) -> NotFound:

@@ -9,9 +9,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from proto.docker.errors import DockerError
+from runtime import image_transfer
 from runtime.containers import EventSink, Runtime
 
 SUBNET = "10.77.0.0/24"
@@ -30,18 +31,11 @@ async def runtime_for_tests(
     )
     await runtime.open()
     with open(busybox_tar, "rb") as f:
-        runtime.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
+        image_transfer.import_tarball(runtime.images, f, "busybox:latest", ['CMD ["sh"]'])
     try:
         yield runtime
     finally:
-        for rec in runtime.list():
-            if not os.path.isdir(runtime.paths.container(rec.id)):
-                continue  # removed by a second Runtime on the same root
-            with contextlib.suppress(DockerError):
-                await runtime.remove(rec.id, force=True)
-        await runtime.close()
-        await asyncio.to_thread(runtime.bridge.teardown)
-        runtime.cgroups.remove_parent()
+        await remove_runtime(runtime)
         with open("/proc/self/mountinfo") as f:
             assert root not in f.read()
         assert runtime.cgroups.list_ids() == []
@@ -49,30 +43,67 @@ async def runtime_for_tests(
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def remove_runtime(runtime: Runtime) -> None:
+    """Remove every container of `runtime` (forced), close it, and remove its bridge and
+    cgroup parent; its data root is left to the caller."""
+    for rec in runtime.list():
+        if not os.path.isdir(runtime.paths.container(rec.id)):
+            continue  # removed by a second Runtime on the same root
+        with contextlib.suppress(DockerError):
+            await runtime.remove(rec.id, force=True)
+    await runtime.close()
+    await asyncio.to_thread(runtime.bridge.teardown)
+    runtime.cgroups.remove_parent()
+
+
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+_machine_netns_fd: int | None = None
+
+
+def keep_machine_netns() -> None:
+    """Hold the machine's network namespace open (before the session leaves it, conftest.py)."""
+    global _machine_netns_fd
+    if _machine_netns_fd is None:
+        _machine_netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def machine_netns() -> str:
+    """A path for `nsenter --net=` to the machine's network namespace, for the rare test that
+    needs the real network (the Debian mirror and PyPI, for a fresh install)."""
+    if _machine_netns_fd is None:  # the session kept the machine's (FLOTILLA_TEST_HOST_NET=1)
+        return f"/proc/{os.getpid()}/ns/net"
+    return f"/proc/{os.getpid()}/fd/{_machine_netns_fd}"
 
 
 def dev_cluster_skip_reason(need_docker: bool = True) -> str | None:
-    """Why a dev-cluster test cannot run here (only one dev cluster fits on a machine)."""
-    from deploy import devcluster, etcd
+    """Why a dev-cluster test cannot run here (only one dev cluster fits on a machine).
+
+    A skip for it is a failure in CI (tests/conftest.py): deploy/setup.sh installs etcd and the
+    docker CLI."""
+    from deploy import dev_network, devcluster, etcd
 
     try:
         etcd.find_etcd()
     except FileNotFoundError as e:
         return str(e)
     if need_docker and not os.path.exists(DOCKER):
-        return "docker CLI not installed"
-    if devcluster.is_up() or devcluster._netns_list():
+        return "docker CLI not installed (deploy/setup.sh installs Debian's docker.io)"
+    if devcluster.is_up() or dev_network.netns_list():
         return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
     return None
 
 
 @contextlib.contextmanager
 def dev_cluster(
-    nodes: int, labels: dict[str, dict[str, str]] | None = None, need_docker: bool = True
+    nodes: int,
+    labels: dict[str, dict[str, str]] | None = None,
+    need_docker: bool = True,
+    manager_args: Sequence[str] = (),
 ) -> Iterator[dict[str, object]]:
     """A real dev cluster (etcd, agents in netns, manager) taken down whatever happens; the
-    docker CLI gets a config dir of its own."""
+    docker CLI gets a config dir of its own. `manager_args`: more `flotilla manage` flags
+    (`--strategy binpack`, `--filter health`), as Swarm's integration tests start theirs."""
     import pytest
 
     from deploy import devcluster
@@ -83,7 +114,7 @@ def dev_cluster(
     config = tempfile.mkdtemp(prefix="flt-docker-config-")
     os.environ["DOCKER_CONFIG"] = config
     try:
-        yield devcluster.up(nodes, labels, timeout=60)
+        yield devcluster.up(nodes, labels, timeout=60, manager_args=manager_args)
     finally:
         devcluster.down()
         os.environ.pop("DOCKER_CONFIG", None)

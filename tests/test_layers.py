@@ -51,5 +51,5 @@ def test_package_imports_point_one_way(package: str) -> None:
 
 def test_the_check_sees_a_forbidden_import(tmp_path: pathlib.Path) -> None:
     sample = tmp_path / "x.py"
-    sample.write_text("def f():\n    from runtime.containers import Runtime\n    import agent.main\n")
+    sample.write_text("def f():\n    from runtime.containers import Runtime\n    import agent.main")
     assert {"runtime.containers", "agent.main"} <= imported_modules(sample)

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.api.filters import request_filters
+from manager.api.node_ports import inspect_ports, list_row_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster, conflict_message, placement_from_body
 from manager.errors import bool_param, int_param, read_json
@@ -23,6 +24,7 @@ from manager.scheduler import (
     SchedulingError,
     build_request,
     parse_placement,
+    with_image_affinity,
 )
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
@@ -31,6 +33,7 @@ from proto.records_pb2 import NodeRecord
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
+HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
 
 
 def _check_name(cluster: Cluster, name: str) -> None:
@@ -45,7 +48,7 @@ def _check_name(cluster: Cluster, name: str) -> None:
         raise Conflict(conflict_message(name, "(being created)"))
 
 
-def _scheduler(settings: dict[str, Any]) -> Scheduler:
+def scheduler_for(settings: dict[str, Any]) -> Scheduler:
     scheduler = settings.get("scheduler")
     if not isinstance(scheduler, Scheduler):
         scheduler = Scheduler(settings.get("strategy", "spread"), settings.get("filters"))
@@ -57,11 +60,12 @@ async def _choose_node(
     request: web.Request, cluster: Cluster, body: dict[str, Any]
 ) -> tuple[NodeRecord, dict[str, Any]]:
     """Classic Swarm's placement; the body comes back with its hints moved into labels."""
-    scheduler = _scheduler(request.app[SETTINGS_KEY])
+    scheduler = scheduler_for(request.app[SETTINGS_KEY])
     try:
         body = parse_placement(body)
         pins = await _pin_dependencies(cluster, build_request(body).dependencies())
-        chosen = scheduler.select(await node_infos(cluster), body, pins)
+        infos = await node_infos(cluster)
+        chosen = scheduler.select(infos, with_image_affinity(body, infos), pins)
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
     return cluster.nodes[chosen.id], body
@@ -137,10 +141,35 @@ async def create(request: web.Request) -> web.Response:
         if name:
             _check_name(cluster, name)
         rec, body = await _choose_node(request, cluster, body)
+        body = cluster.with_swarm_id(cluster.dependencies_by_id(body))
         token = cluster.add_pending(placement_from_body(rec.id, name, body))
     # Shielded: a client that hangs up mid-create must not leave a container without records.
-    cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))
+    try:
+        cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))
+    except DockerError as e:
+        raise _swarm_create_error(e, str(body.get("Image") or "")) from None
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
+
+
+def _swarm_create_error(e: DockerError, image: str) -> DockerError:
+    """A node's create refusal as classic Swarm answers it. A missing image stays a 404 (the
+    CLI then asks for a pull, which we refuse with our own words), and so does a missing
+    network; Swarm itself would pull the image, and that pull fails on a bare 64-hex
+    reference in its parse (reference.ParseNormalizedNamed). Other 404s, such as an unknown
+    volume driver, reach the client as Swarm's 500 with the engine's words: as a 404 the CLI
+    would take them for a missing image and show its pull error instead."""
+    if e.status != 404:
+        return e
+    if e.message.startswith("No such image"):
+        if HEX64_RE.match(image):
+            return DockerError(
+                f"invalid repository name ({image}), cannot specify 64-byte hexadecimal strings",
+                500,
+            )
+        return e
+    if "error looking up volume plugin" in e.message:
+        return DockerError(e.message, 500)
+    return e
 
 
 def _network_on_node(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +331,7 @@ def node_view(rec: NodeRecord) -> dict[str, Any]:
     """Classic Swarm's `Node` object in container inspect and events."""
     return {
         "ID": rec.id,
-        "IP": rec.addr.rpartition(":")[0],
+        "IP": node_ip(rec),
         "Addr": rec.addr,
         "Name": rec.name,
         "Cpus": rec.ncpu,
@@ -319,6 +348,7 @@ async def inspect(request: web.Request) -> web.Response:
     rec = cluster.nodes.get(node_id)
     if rec is not None:
         body["Node"] = node_view(rec)
+        inspect_ports(body, node_ip(rec))
     return web.json_response(body)
 
 
@@ -337,8 +367,12 @@ LIST_FILTERS = {
     "since",
     "network",
     "volume",
+    "health",
+    "is-task",
 }
+TASK_LABEL = "com.docker.swarm.task"
 STATES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+HEALTH_STATES = {"starting", "healthy", "unhealthy", "none"}
 
 
 def _names_of(row: dict[str, Any]) -> list[str]:
@@ -375,6 +409,7 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
         "node": lambda v: node_ok(rec, v),
         "ancestor": lambda v: _ancestor_ok(row, v),
         "network": lambda v: v in ((row.get("NetworkSettings") or {}).get("Networks") or {}),
+        "health": lambda v: (row.get("Health") or {}).get("Status", "none") == v,
         "volume": lambda v: any(
             v in (m.get("Name"), m.get("Source"), m.get("Destination"))
             for m in row.get("Mounts") or []
@@ -395,17 +430,62 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
     return True
 
 
+def _departed_rows(cluster: Cluster) -> list[tuple[dict[str, Any], NodeRecord]]:
+    """Containers of nodes that left the cluster (agent gone, status records kept in etcd for
+    its return), from those records: classic Swarm lists the containers of an engine it
+    cannot reach with `-a` only, their Status "Host Down"."""
+    rows: list[tuple[dict[str, Any], NodeRecord]] = []
+    for cid, st in cluster.statuses.items():
+        if st.node_id in cluster.nodes:
+            continue
+        rec = NodeRecord(id=st.node_id, name=cluster.node_names.get(st.node_id, st.node_id))
+        row = {
+            "Id": cid,
+            "Names": [f"/{st.name}"] if st.name else [],
+            "Image": st.image,
+            "ImageID": st.image_id,
+            "Command": "",
+            "Created": st.started_at_ns // 1_000_000_000,
+            "Ports": [],
+            "Labels": dict(st.labels),
+            "State": st.state,
+            "Status": "Host Down",
+            "HostConfig": {},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": [],
+        }
+        rows.append((row, rec))
+    return rows
+
+
+def _is_task_filter(values: list[str] | None) -> bool | None:
+    """dockerd's `is-task`: true wins over false when both are given; anything else is
+    refused with the values as Go prints a []string."""
+    if values is None:
+        return None
+    if not values or "true" in values:  # Go's ExactMatch holds for a key without values
+        return True
+    if "false" in values:
+        return False
+    raise InvalidParameter(f"Invalid filter 'is-task=[{' '.join(values)}]'")
+
+
 async def list_containers(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     filters = request_filters(request, LIST_FILTERS)
     for state in filters.get("status", []):
         if state not in STATES:
-            raise InvalidParameter(f"Unrecognised filter value for status: {state}")
+            raise InvalidParameter(f"Invalid filter 'status={state}'")  # dockerd's invalidFilter
+    is_task = _is_task_filter(filters.get("is-task"))
+    for value in filters.get("health", []):
+        if value not in HEALTH_STATES:
+            raise InvalidParameter(f"Unrecognised filter value for health: {value}")
     for code in filters.get("exited", []):
         if not code.lstrip("-").isdigit():
             raise InvalidParameter(f"invalid filter 'exited={code}'")
     limit = int_param(request, "limit") or 0
     all_ = bool_param(request, "all") or limit > 0 or "before" in filters or "since" in filters
+    all_ = all_ or "status" in filters  # dockerd: a status filter implies --all
     if "exited" in filters:
         all_ = True
     size = bool_param(request, "size")
@@ -416,6 +496,8 @@ async def list_containers(request: web.Request) -> web.Response:
             continue  # an unreachable node drops out of the list, as in classic Swarm
         for raw in result.rows:
             rows.append((json.loads(raw), rec))
+    if all_:
+        rows.extend(_departed_rows(cluster))
     # Newest first; the creation sequence breaks ties within Docker's one-second Created.
     rows.sort(
         key=lambda r: (r[0].get("Created", 0), cluster.creation_seq(r[0]["Id"]), r[0]["Id"]),
@@ -432,7 +514,11 @@ async def list_containers(request: web.Request) -> web.Response:
     for row, rec in rows:
         if not _row_matches(row, rec, filters):
             continue
+        if is_task is not None and (TASK_LABEL in (row.get("Labels") or {})) != is_task:
+            continue
         row["Names"] = [f"/{rec.name}/{n}" for n in _names_of(row)]
+        row.pop("Health", None)  # the agent's API 1.52 field, for the filter only (we serve 1.41)
+        list_row_ports(row, node_ip(rec))
         if size:
             row.setdefault("SizeRw", 0)
             row.setdefault("SizeRootFs", 0)

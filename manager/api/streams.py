@@ -148,10 +148,11 @@ def stdin_messages(
     make: Callable[[bytes | None], Any],
     close_at_end: Callable[[], bool],
     detach_keys: bytes = b"",
-    end_at_eof: bool = False,
 ) -> AsyncIterator[Any]:
-    """The agent stream's input: `first`, the client's bytes, then a stdin close if wanted;
-    with `end_at_eof` the client's half-close ends the whole session instead.
+    """The agent stream's input: `first`, the client's bytes, then a stdin close if wanted.
+    Either way the input stream then ends; for an attach with stdin the agent ends the session
+    at that point unless the stdin was closed (dockerd's rule), after every byte sent before
+    has reached the container, so the input is never lost to a close racing it.
 
     The detach keys, as dockerd watches for them, end the session instead of reaching the
     container; a partial match is held back until the next byte decides."""
@@ -164,8 +165,6 @@ def stdin_messages(
             if data is None:
                 if close_at_end():
                     yield make(None)
-                elif conn.stdin_eof and end_at_eof:
-                    conn.close()
                 return
             if detach_keys and (held or detach_keys[0] in data):
                 data, held, detached = _scan_detach(held + data, detach_keys)
@@ -271,14 +270,13 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 pending.pop(cid, None)
     # When the client's input ends, dockerd closes the container's stdin for StdinOnce,
     # non-TTY containers (`docker run -i`) and streams on; otherwise it ends the session and
-    # leaves the stdin open: that is how the CLI's detach (ctrl-p ctrl-q) completes.
+    # leaves the stdin open (the agent does that when our input ends without a close): that
+    # is how the CLI's detach (ctrl-p ctrl-q) and `echo x | docker attach` complete.
     config = doc.get("Config") or {}
     stdin_once = bool(config.get("StdinOnce")) and not tty
     first = pb.AttachInput(options=opts)
     keys = parse_detach_keys(request)
-    inputs = stdin_messages(
-        conn, first, _attach_input, lambda: stdin_once, keys, end_at_eof=opts.stdin
-    )
+    inputs = stdin_messages(conn, first, _attach_input, lambda: stdin_once, keys)
     call = cluster.stub(node_id).ContainerAttach(inputs)
     await bridge(conn, call)
     return resp

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.cluster import Cluster
-from manager.versioning import API_VERSION, MIN_API_VERSION, flotilla_version, versioned
+from manager.versioning import API_VERSION, MIN_API_VERSION, server_version, versioned
 from proto import agent_pb2 as pb
 from proto.records_pb2 import NodeRecord
 
@@ -39,7 +39,7 @@ def _go_arch() -> str:
 
 
 async def version(request: web.Request) -> web.Response:
-    ver = flotilla_version()
+    ver = server_version()
     details = {
         "ApiVersion": API_VERSION,
         "Arch": _go_arch(),
@@ -193,7 +193,7 @@ async def info(request: web.Request) -> web.Response:
         "Name": socket.gethostname(),
         "Labels": [],
         "ExperimentalBuild": False,
-        "ServerVersion": f"flotilla/{flotilla_version()}",
+        "ServerVersion": server_version(),
         "Runtimes": {"runc": {"path": "flotilla-shim"}},
         "DefaultRuntime": "runc",
         "Swarm": {

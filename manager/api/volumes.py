@@ -1,6 +1,7 @@
 """Volume endpoints across the cluster, as classic Swarm presents them.
 
-A volume is created on every node (same name everywhere) unless its name says `node/name`;
+A volume is created on every node (same name everywhere) unless its name says `node/name` or
+its labels carry Swarm's whitelists/constraints (then on the nodes the scheduler's filters pass);
 `docker volume ls` shows each node's local volumes as `node/name`; inspect and rm accept both
 forms, rm acting on every node holding the volume.
 """
@@ -13,15 +14,20 @@ from typing import Any
 
 from aiohttp import web
 
+from manager.api.containers import node_infos, scheduler_for
 from manager.api.filters import request_filters
-from manager.api.system import CLUSTER_KEY
+from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
+from manager.scheduler import SchedulingError
+from manager.scheduler.placement import HINT_LABELS
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 
 LIST_FILTERS = ("name", "node", "label", "driver", "dangling")
+# The create labels that place a volume (Swarm read only the whitelists; constraints as well).
+PLACEMENT_LABELS = (HINT_LABELS["whitelist"], HINT_LABELS["constraint"])
 
 
 def _split(cluster: Cluster, name: str) -> tuple[list[str] | None, str]:
@@ -42,21 +48,45 @@ def _raise_first(errors: list[BaseException], missing: DockerError) -> None:
     raise missing
 
 
+async def _placement(request: web.Request, node: str, labels: object) -> list[str] | None:
+    """The nodes a volume goes to (None: all), chosen as Swarm's CreateVolume does: a `node/`
+    prefix is a `node==` constraint, the whitelists (and constraints) labels are the create's,
+    and the scheduler's filters pick every node that passes."""
+    config: dict[str, Any] = {"Env": [f"constraint:node=={node}"] if node else []}
+    if isinstance(labels, dict):
+        config["Labels"] = {k: str(labels[k]) for k in PLACEMENT_LABELS if k in labels}
+    if not config["Env"] and not config.get("Labels"):
+        return None
+    cluster = request.app[CLUSTER_KEY]
+    scheduler = scheduler_for(request.app[SETTINGS_KEY])
+    try:
+        return [n.id for n in scheduler.eligible(await node_infos(cluster), config)]
+    except SchedulingError as e:
+        raise DockerError(e.message, e.status) from None
+
+
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     body = await read_json(request, {})
     if not isinstance(body, dict):
         raise InvalidParameter("volume create body must be a JSON object")
-    node_ids, bare = _split(cluster, str(body.get("Name") or ""))
+    node, sep, bare = str(body.get("Name") or "").partition("/")
+    if not sep:
+        node, bare = "", node
+    node_ids = await _placement(request, node, body.get("Labels"))
     # One random name for all nodes, so the volume is the same volume cluster-wide.
     body["Name"] = bare or secrets.token_hex(32)
     req = pb.VolumeCreateRequest(json=json.dumps(body).encode())
     results = await cluster.fan_out(lambda s: s.VolumeCreate(req), node_ids)
     views = [r for _, r in results if not isinstance(r, BaseException)]
     if not views:
-        _raise_first(
-            [r for _, r in results if isinstance(r, BaseException)],
-            DockerError("no node is available to create the volume", 503),
+        # Every node refused: the engine's own words, as Swarm returns them (an unknown driver
+        # is dockerd's 404 `error looking up volume plugin`, not a missing volume).
+        refusals = [r for _, r in results if isinstance(r, DockerError)]
+        raise (
+            refusals[0]
+            if refusals
+            else DockerError("no node is available to create the volume", 503)
         )
     return web.Response(body=views[0].json, status=201, content_type="application/json")
 

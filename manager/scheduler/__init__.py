@@ -1,7 +1,7 @@
 """Classic Swarm's scheduler (filters, strategies, placement expressions), pure and in-process."""
 
 from .model import ContainerInfo, NodeInfo, SchedulingError
-from .placement import build_request, parse_placement
+from .placement import build_request, parse_placement, with_image_affinity
 from .scheduler import Scheduler
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "SchedulingError",
     "build_request",
     "parse_placement",
+    "with_image_affinity",
 ]

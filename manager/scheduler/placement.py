@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .expressions import Expr, ExpressionError, parse_exprs
-from .model import SchedulingError, cpu_nanos
+from .model import NodeInfo, SchedulingError, cpu_nanos
 
 LABEL_PREFIX = "com.docker.swarm"
 # Env prefix -> label that stores the merged list (cluster/config.go's four kinds).
@@ -78,6 +78,42 @@ def parse_placement(body: dict) -> dict:
         if policy not in RESCHEDULE_POLICIES:
             raise SchedulingError(f"invalid reschedule policy: {policy}")
     return new
+
+
+def has_node_constraint(body: dict) -> bool:
+    """Swarm's HaveNodeConstraint: a hard `node==` constraint (`node==~` is only a hint)."""
+    constraints = split_hints(body)[1]["constraint"]
+    return any(c.startswith("node==") and not c.startswith("node==~") for c in constraints)
+
+
+def _image_ref(node: NodeInfo, image: str) -> str | None:
+    """What `affinity:image==` must say to match `image` on this node: the name itself, or
+    the full ID for an ID or ID prefix; None when the node lacks the image."""
+    if image in node.image_names():
+        return image
+    bare = image.removeprefix("sha256:")
+    if not bare or any(c not in "0123456789abcdef" for c in bare):
+        return None
+    ids = [i for i in node.images if i.startswith("sha256:") and i[7:].startswith(bare)]
+    return ids[0] if len(ids) == 1 else None
+
+
+def with_image_affinity(body: dict, nodes: list[NodeInfo]) -> dict:
+    """The body to schedule: with Swarm's implicit `affinity:image==<image>` when the image is
+    on some nodes only and no hard `node==` constraint names the node.
+
+    Swarm adds it on a retry after the chosen engine answered "image not found"; the nodes'
+    image lists are at hand here, so it is added before the first choice (the same outcome
+    without a failed create). The affinity is for scheduling only: it is not stored."""
+    image = str(body.get("Image") or "")
+    if not image or has_node_constraint(body):
+        return body
+    found = [_image_ref(n, image) for n in nodes]
+    refs = {ref for ref in found if ref is not None}
+    if len(refs) != 1 or None not in found:
+        return body  # nowhere (the node's own error), everywhere, or ambiguous
+    env = body.get("Env") if isinstance(body.get("Env"), list) else []
+    return {**body, "Env": [*env, f"affinity:image=={refs.pop()}"]}
 
 
 @dataclass

@@ -81,6 +81,19 @@ class Scheduler:
                 pass  # Swarm retries without the soft expressions and reports that error
         return self._select(nodes, req, soft=False)
 
+    def eligible(self, nodes: list[NodeInfo], body: dict) -> list[NodeInfo]:
+        """Every node that passes the filters (Swarm's SelectNodesForContainer without the
+        ranking, used to place volumes, which reserve nothing); SchedulingError if none."""
+        if not nodes:
+            raise SchedulingError(NO_NODES)
+        req = build_request(body)
+        if req.has_soft():
+            try:
+                return self._filtered(nodes, req, soft=True)
+            except SchedulingError:
+                pass  # as for containers: retried without the soft expressions
+        return self._filtered(nodes, req, soft=False)
+
     def _fast_select(self, nodes: list[NodeInfo], req: Request) -> NodeInfo | None:
         """Walk the strategy's ranking until a node passes every filter. The same answer as
         the full pipeline: every filter is a per-node predicate, so the best-ranked node that
@@ -136,6 +149,10 @@ class Scheduler:
         return remembered
 
     def _select(self, nodes: list[NodeInfo], req: Request, soft: bool) -> NodeInfo:
+        candidates = self._filtered(nodes, req, soft)
+        return pick(self.strategy, req, candidates, self._overcommit_pct, self._rng)
+
+    def _filtered(self, nodes: list[NodeInfo], req: Request, soft: bool) -> list[NodeInfo]:
         candidates = nodes
         for f in self._filters:
             try:
@@ -146,7 +163,7 @@ class Scheduler:
                 raise SchedulingError(self._composite(req, f)) from None
             except ExpressionError as e:
                 raise SchedulingError(self._composite(req, f, e)) from None
-        return pick(self.strategy, req, candidates, self._overcommit_pct, self._rng)
+        return candidates
 
     def _composite(self, req: Request, failed: Filter, error: Exception | None = None) -> str:
         """Swarm's message: each filter's conditions up to the failing one, one `[...]` line

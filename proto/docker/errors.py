@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class DockerError(Exception):
     """A failure reported to a Docker client as `status` + `{"message": message}`."""
@@ -36,3 +38,9 @@ class NotModified(DockerError):
 
 class SystemError_(DockerError):
     status = 500
+
+
+def go_quote(text: str) -> str:
+    """`text` as Go's %q writes it into dockerd's messages: quoted and escaped, with printable
+    non-ASCII characters kept as they are (strconv.Quote)."""
+    return json.dumps(text, ensure_ascii=False)

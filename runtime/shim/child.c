@@ -170,6 +170,10 @@ static void make_target(const char *src, const char *dst)
         mkdir_p(dst, 0755);
         return;
     }
+    /* Opening an existing lower-layer file for writing would copy it up into the rw layer. */
+    struct stat existing;
+    if (stat(dst, &existing) == 0)
+        return;
     char parent[4096];
     snprintf(parent, sizeof parent, "%s", dst);
     char *slash = strrchr(parent, '/');

@@ -17,16 +17,17 @@ import pytest
 from agent import nodeid
 from agent.main import AgentConfig, run_agent
 from agent.metrics import AgentMetrics
-from agent.nodes import list_nodes
 from agent.registration import Registration, describe_host
 from agent.status import StatusReporter
 from deploy.etcd import EtcdServer, free_port
-from proto.docker.errors import DockerError
 from proto.keys import Keys
 from proto.kv import KV
+from proto.nodes import list_nodes
 from proto.records_pb2 import ContainerStatus, NodeRecord
+from runtime import image_transfer
 from runtime.cgroups import Cgroups
 from runtime.containers import Runtime
+from tests.fixtures import remove_runtime, runtime_for_tests
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -143,30 +144,14 @@ async def _registered_and_present(reg: Registration, kv: KV, node_id: str) -> bo
 @pytest.fixture
 async def runtime(busybox_tar: str) -> AsyncIterator[tuple[Runtime, list]]:
     """A runtime whose events go to whatever callables the test appends to the list."""
-    root = tempfile.mkdtemp(prefix="flt-agent-rt-")
-    node = f"t{secrets.token_hex(3)}"
     sinks: list[Callable[..., None]] = []
 
     def fanout(*args: object) -> None:
         for sink in sinks:
             sink(*args)
 
-    rt = Runtime(
-        root, node_name=node, bridge_name=f"flt{node}", bridge_subnet="10.78.0.0/24", events=fanout
-    )
-    await rt.open()
-    with open(busybox_tar, "rb") as f:
-        rt.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
-    try:
+    async with runtime_for_tests(busybox_tar, events=fanout) as rt:
         yield rt, sinks
-    finally:
-        for rec in rt.list():
-            with contextlib.suppress(DockerError):
-                await rt.remove(rec.id, force=True)
-        await rt.close()
-        await asyncio.to_thread(rt.bridge.teardown)
-        rt.cgroups.remove_parent()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def read_status(kv: KV, node_id: str) -> dict[str, ContainerStatus]:
@@ -346,7 +331,8 @@ async def test_agent_restart_keeps_container_and_node_id(
     port = free_port()
     subnet = "10.80.0.0/24"
     with open(busybox_tar, "rb") as f:
-        Runtime(root, node_name=name).images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
+        images = Runtime(root, node_name=name).images
+        image_transfer.import_tarball(images, f, "busybox:latest", ['CMD ["sh"]'])
     config = AgentConfig(
         etcd_endpoints=[etcd.endpoint],
         advertise=f"127.0.0.1:{port}",
@@ -406,12 +392,7 @@ async def test_agent_restart_keeps_container_and_node_id(
     finally:
         rt = Runtime(root, node_name=name, bridge_subnet=subnet)
         await rt.open()
-        for rec in rt.list():
-            with contextlib.suppress(DockerError):
-                await rt.remove(rec.id, force=True)
-        await rt.close()
-        await asyncio.to_thread(rt.bridge.teardown)
-        rt.cgroups.remove_parent()
+        await remove_runtime(rt)
         await client.delete_prefix(KEYS.status_prefix(node_id))
         await client.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -22,6 +22,7 @@ from proto.rpc_errors import raise_for_rpc_error
 from runtime.containers import Runtime
 from runtime.shim import demux
 from tests.fixtures import runtime_for_tests
+from tests.tarballs import tar_of
 
 
 @pytest.fixture
@@ -59,16 +60,6 @@ async def output(stub: agent_pb2_grpc.AgentStub, cid: str) -> tuple[str, str]:
         else:
             err += chunk.data
     return out.decode(), err.decode()
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def chunked(data: bytes, size: int = 7000) -> list[bytes]:

@@ -122,3 +122,80 @@ def test_manage_rejects_bad_flags() -> None:
     assert res.returncode == 2
     assert "invalid -H" in res.stderr
     assert res.stdout == ""
+
+
+def test_dev_up_manager_flags() -> None:
+    """`dev up --strategy/--filter -- FLAGS` become the flags `flotilla manage` reads."""
+    args = cli.build_parser().parse_args(
+        ["dev", "up", "--nodes", "2", "--strategy", "binpack", "-f", "health"]
+        + ["--filter", "constraint", "--", "--log-level", "debug"]
+    )
+    assert args.nodes == 2
+    flags = cli.dev_manager_args(args)
+    assert flags == ["--strategy", "binpack", "--filter", "health", "--filter", "constraint"] + [
+        "--log-level",
+        "debug",
+    ]
+    from deploy import devcluster
+    from manager.main import config_from_args
+
+    cmd = devcluster.manager_command(flags)
+    manage = cli.build_parser().parse_args(cmd[cmd.index("deploy.cli") + 1 :])
+    config = config_from_args(manage)
+    assert (config.strategy, config.filters) == ("binpack", ["health", "constraint"])
+    assert manage.log_level == "debug"
+    assert config.prefix == devcluster.PREFIX
+    assert cli.dev_manager_args(cli.build_parser().parse_args(["dev", "up"])) == []
+
+
+def test_dev_up_rejects_bad_manager_flags(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked by manage's own parser before anything is brought up."""
+    from deploy import devcluster
+
+    def up(*args: object, **kwargs: object) -> None:
+        raise AssertionError("dev up went on with bad manager flags")
+
+    monkeypatch.setattr(devcluster, "up", up)
+    assert cli.main(["dev", "up", "--filter", "nope"]) == 1
+    assert "flotilla dev up: flotilla manage: unknown filter 'nope'" in capsys.readouterr().err
+    assert cli.main(["dev", "up", "--", "--tlscert", "c"]) == 1
+    assert "require the use of either --tls" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["dev", "up", "--strategy", "nope"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+HEAVY = ("agent", "manager", "runtime", "pyroute2", "aiohttp", "prometheus_client")
+# argv: the packages to look for (comma-separated), then the flotilla command line.
+LOADED = """
+import sys
+from deploy import cli
+try:
+    code = cli.main(sys.argv[2:])
+except SystemExit as e:
+    code = e.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1].split(",")))
+print(code, ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["list", "etcd://127.0.0.1:1/flotilla"], ["dev", "--help"]]
+)
+def test_light_commands_import_no_stack(argv: list[str]) -> None:
+    """`flotilla list` and `--help` load neither the agent's nor the manager's stack (~0.4 s)."""
+    res = subprocess.run(
+        [sys.executable, "-c", LOADED, ",".join(HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    code, _, heavy = res.stdout.strip().rpartition("\n")[2].partition(" ")
+    assert heavy == "", res.stdout + res.stderr
+    # --help exits 0; list of a closed port says it cannot read etcd (1), not a usage error.
+    assert code == ("1" if argv[0] == "list" else "0"), res.stdout + res.stderr
+    if argv[0] == "list":
+        assert "flotilla list: cannot read etcd://127.0.0.1:1/flotilla" in res.stderr

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy import dev_cleanup, dev_network, dev_processes
 from deploy import devcluster as dc
 from tests.fixtures import dev_cluster, dev_cluster_skip_reason
 
@@ -281,17 +282,16 @@ def test_dev_errors(cluster: dict[str, object]) -> None:
 
 def _leftovers() -> list[str]:
     out: list[str] = []
-    out += [f"netns {n}" for n in dc._netns_list()]
-    out += [f"link {n}" for n in dc._links() if n == dc.BRIDGE or n.startswith("flt-u-")]
-    out += [f"shim {p}" for p in dc._pids() if dc._is_dev_shim(p)]
-    out += [f"etcd {p}" for p in dc._pids() if dc._is_dev_etcd(p)]
-    out += [
-        f"agent {p}"
-        for p in dc._pids()
-        if "deploy.cli" in dc._cmdline(p) and any(a.startswith(dc.ROOT) for a in dc._cmdline(p))
-    ]
-    out += [f"cgroup {c}" for c in dc._node_cgroups()]
-    out += [f"mount {m}" for m in dc._mounts_under(dc.ROOT)]
+    out += [f"netns {n}" for n in dev_network.netns_list()]
+    out += [f"link {n}" for n in dev_network.links() if n == dc.BRIDGE or n.startswith("flt-u-")]
+    out += [f"shim {p}" for p in dev_processes.pids() if dev_cleanup.is_dev_shim(p)]
+    out += [f"etcd {p}" for p in dev_processes.pids() if dev_processes.is_dev_etcd(p)]
+    for p in dev_processes.pids():
+        args = dev_processes.cmdline(p)
+        if "deploy.cli" in args and any(a.startswith(dc.ROOT) for a in args):
+            out.append(f"agent {p}")
+    out += [f"cgroup {c}" for c in dev_cleanup.node_cgroups()]
+    out += [f"mount {m}" for m in dev_cleanup.mounts_under(dc.ROOT)]
     if os.path.exists(dc.ROOT):
         out.append(f"dir {dc.ROOT}")
     return out
@@ -307,13 +307,14 @@ def test_down_leaves_nothing(cluster: dict[str, object]) -> None:
 
 CRASHED_AGENT = """
 import asyncio, sys
+from runtime import image_transfer
 from runtime.containers import Runtime
 
 async def main() -> None:
     rt = Runtime(sys.argv[1], node_name=sys.argv[2])
     await rt.open()
     with open(sys.argv[3], "rb") as f:
-        rt.images.import_tarball(f, "busybox:latest", ['CMD ["sh"]'])
+        image_transfer.import_tarball(rt.images, f, "busybox:latest", ['CMD ["sh"]'])
     rec = await rt.create({"Image": "busybox:latest", "Cmd": ["sleep", "1000"]}, name="crash")
     await rt.start(rec.id)
     print(rec.id)
@@ -340,9 +341,55 @@ def test_down_after_crash(busybox_tar: str) -> None:
             cwd=dc.REPO,
         )
         assert res.returncode == 0, res.stderr
-        assert any(dc._is_dev_shim(p) for p in dc._pids())
-        assert dc._node_cgroups() and dc._mounts_under(dc.ROOT)
+        assert any(dev_cleanup.is_dev_shim(p) for p in dev_processes.pids())
+        assert dev_cleanup.node_cgroups() and dev_cleanup.mounts_under(dc.ROOT)
         os.unlink(dc.STATE)
+    finally:
+        dc.down()
+    assert _leftovers() == []
+
+
+def test_dev_up_with_manager_flags() -> None:
+    """`flotilla dev up --strategy/--filter -- FLAGS`, as Swarm's tests start their manager."""
+    import http.client
+
+    reason = dev_cluster_skip_reason(need_docker=False)
+    if reason:
+        pytest.skip(reason)
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "deploy.cli", "dev", "up", "--nodes", "1"]
+            + ["--strategy", "binpack", "--filter", "constraint", "-f", "health"]
+            + ["--", "--log-level", "debug"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        flags = ["--strategy", "binpack", "--filter", "constraint", "--filter", "health"]
+        flags += ["--log-level", "debug"]
+        assert f"manager: {dc.MANAGER_ADDR} and unix://{dc.MANAGER_SOCKET} {' '.join(flags)}" in (
+            res.stdout
+        )
+        # The manager runs with the same interpreter as the command (the venv's, when installed).
+        (pid,) = dev_processes.manager_pids()
+        cmdline = dev_processes.cmdline(pid)
+        assert cmdline[0] == sys.executable and cmdline[-len(flags) :] == flags
+        host, _, port = dc.MANAGER_ADDR.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", "/info")
+            info = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        rows = dict(map(tuple, info["SystemStatus"][:4]))
+        assert (rows["Strategy"], rows["Filters"], rows["Nodes"]) == (
+            "binpack",
+            "constraint, health",
+            "1",
+        )
+        with open(os.path.join(dc.ROOT, "manager.log")) as f:
+            assert " DEBUG " in f.read()  # --log-level debug reached the manager
     finally:
         dc.down()
     assert _leftovers() == []

@@ -9,7 +9,14 @@ import random
 
 import pytest
 
-from manager.scheduler import ContainerInfo, NodeInfo, Scheduler, SchedulingError, parse_placement
+from manager.scheduler import (
+    ContainerInfo,
+    NodeInfo,
+    Scheduler,
+    SchedulingError,
+    parse_placement,
+    with_image_affinity,
+)
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -518,6 +525,58 @@ def test_whitelist() -> None:
     )
     labels = {"com.docker.swarm.whitelists": '["node==node-2"]'}
     assert select(nodes, body(labels=labels)) == "node-2"
+
+
+# --- implicit image affinity and volume placement -------------------------------------------
+
+
+def test_implicit_image_affinity() -> None:
+    img = "sha256:" + "c" * 64
+    nodes = [node("node-0"), node("node-1", images={img, "mine:v1"}), node("node-2")]
+    nodes[1].containers.extend([ctr(), ctr()])  # spread alone would avoid node-1
+    for ref in ("mine:v1", "mine", img, "c" * 12):
+        b = body()
+        b["Image"] = ref
+        assert select(nodes, with_image_affinity(b, nodes)) == "node-1", ref
+    b = body()
+    b["Image"] = "mine:v1"
+    assert with_image_affinity(b, nodes)["Env"] == ["affinity:image==mine:v1"]
+    assert b["Env"] == []  # the caller's body is left alone
+    # Everywhere or nowhere: nothing added; a hard node constraint: Swarm adds nothing either.
+    b["Image"] = "busybox"
+    assert with_image_affinity(b, nodes) is b
+    for n in nodes:
+        n.images = {"busybox:latest"}
+    assert with_image_affinity(b, nodes) is b
+    nodes[1].images = {"mine:v1"}
+    b = body("constraint:node==node-0")
+    b["Image"] = "mine:v1"
+    assert with_image_affinity(b, nodes) is b
+    b = body("constraint:node==~node-0")  # a soft node hint does not count
+    b["Image"] = "mine:v1"
+    assert select(nodes, with_image_affinity(b, nodes)) == "node-1"
+    # The node with the image is full: Swarm's retry with the affinity fails the same way.
+    nodes[1].containers.append(ctr(memory=8 * GIB))
+    b = body(Memory=GIB)
+    b["Image"] = "mine:v1"
+    assert (
+        error(nodes, with_image_affinity(b, nodes))
+        == "no resources available to schedule container"
+    )
+
+
+def test_eligible_lists_every_node_passing_the_filters() -> None:
+    nodes = [node("node-0"), node("node-1"), node("node-2")]
+    s = Scheduler()
+    wl = {"com.docker.swarm.whitelists": '["node==node-0|node-2"]'}
+    assert [n.name for n in s.eligible(nodes, {"Labels": wl})] == ["node-0", "node-2"]
+    cs = {"com.docker.swarm.constraints": '["node!=node-1"]'}
+    assert [n.name for n in s.eligible(nodes, {"Labels": cs})] == ["node-0", "node-2"]
+    assert [n.name for n in s.eligible(nodes, {"Env": ["constraint:node==node-1"]})] == ["node-1"]
+    assert len(s.eligible(nodes, {"Env": ["constraint:node==~nosuch"]})) == 3  # soft
+    with pytest.raises(SchedulingError) as info:
+        s.eligible(nodes, {"Labels": {"com.docker.swarm.whitelists": '["node==nosuch"]'}})
+    assert info.value.message == f"{COND}{SLOTS}\n[node==nosuch (soft=false)]"
 
 
 def test_composite_lists_every_filter_up_to_the_failing_one() -> None:

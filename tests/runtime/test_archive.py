@@ -13,6 +13,7 @@ import pytest
 from proto.docker.archive import decode_stat_header, encode_stat_header
 from proto.docker.errors import InvalidParameter, NotFound, SystemError_
 from runtime import archive
+from tests.tarballs import Entry, tar_of_entries
 
 
 @pytest.fixture
@@ -32,15 +33,8 @@ def root(tmp_path):
     return str(r)
 
 
-def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    buf.seek(0)
-    return buf
+def _tar(entries: list[Entry]) -> io.BytesIO:
+    return io.BytesIO(tar_of_entries(entries))
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, **kw) -> tarfile.TarInfo:

@@ -11,18 +11,26 @@ import pytest
 
 from proto.docker.errors import DockerError, InvalidParameter, SystemError_
 from runtime import config as cfg
+from runtime import (
+    config_caps,
+    config_inspect,
+    config_logs,
+    config_mounts,
+    config_types,
+    config_values,
+)
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 CID = "1ac8504229e65c840ec4587ca4c3b237ffa097408247d02ae25ae78c0d17c781"
 BUSYBOX = {"config": {"Cmd": ["sh"], "Env": None, "Labels": None}}
 
 
-def parse(body: dict[str, Any], image: dict[str, Any] | None = None) -> cfg.ContainerSpec:
+def parse(body: dict[str, Any], image: dict[str, Any] | None = None) -> config_types.ContainerSpec:
     full = {"Image": "busybox", **body}
     return cfg.parse_create(full, BUSYBOX if image is None else image, CID)
 
 
-def hc(**host: Any) -> cfg.ContainerSpec:
+def hc(**host: Any) -> config_types.ContainerSpec:
     return parse({"Cmd": ["true"], "HostConfig": host})
 
 
@@ -63,19 +71,19 @@ def golden(name: str) -> dict[str, Any]:
     ],
 )
 def test_parse_memory(text: str, expected: int) -> None:
-    assert cfg.parse_memory(text) == expected
+    assert config_values.parse_memory(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "abc", "10x", "-1", "m", "1gg", " 1m", "1m "])
 def test_parse_memory_invalid(text: str) -> None:
     with pytest.raises(InvalidParameter) as info:
-        cfg.parse_memory(text)
+        config_values.parse_memory(text)
     assert info.value.message == f"invalid size: '{text}'"
 
 
 def test_parse_memory_multiple_dots() -> None:
     with pytest.raises(InvalidParameter) as info:
-        cfg.parse_memory("1.2.3m")
+        config_values.parse_memory("1.2.3m")
     assert info.value.message == 'strconv.ParseFloat: parsing "1.2.3": invalid syntax'
 
 
@@ -84,12 +92,12 @@ def test_parse_memory_multiple_dots() -> None:
     [("10m", 10_000_000), ("1k", 1000), ("1g", 10**9), ("100", 100), ("1.5k", 1500)],
 )
 def test_parse_size_is_decimal(text: str, expected: int) -> None:
-    assert cfg.parse_size(text) == expected
+    assert config_values.parse_size(text) == expected
 
 
 def test_parse_size_invalid() -> None:
     with pytest.raises(InvalidParameter, match=r"^invalid size: 'ten'$"):
-        cfg.parse_size("ten")
+        config_values.parse_size("ten")
 
 
 @pytest.mark.parametrize(
@@ -113,13 +121,13 @@ def test_parse_size_invalid() -> None:
     ],
 )
 def test_parse_signal(text: str, expected: int) -> None:
-    assert cfg.parse_signal(text) == expected
+    assert config_values.parse_signal(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "FOO", "SIGFOO", "", "9.5", "SIG", "RTMIN+16"])
 def test_parse_signal_invalid(text: str) -> None:
     with pytest.raises(InvalidParameter) as info:
-        cfg.parse_signal(text)
+        config_values.parse_signal(text)
     assert info.value.message == f"Invalid signal: {text}"
     assert info.value.status == 400
 
@@ -649,10 +657,10 @@ def test_bind_source_existence(tmp_path: Any) -> None:
     expected = f'invalid mount config for type "bind": bind source path does not exist: {missing}'
     assert info.value.message == expected
     with pytest.raises(InvalidParameter) as info:
-        cfg.check_bind_source(spec.host_config.mounts[0])
+        config_mounts.check_bind_source(spec.host_config.mounts[0])
     assert info.value.message == expected
     # Binds sources are created by the runtime, never refused
-    cfg.check_bind_source(hc(Binds=[f"{missing}:/t"]).host_config.binds[0])
+    config_mounts.check_bind_source(hc(Binds=[f"{missing}:/t"]).host_config.binds[0])
     body["HostConfig"]["Mounts"][0]["Source"] = str(tmp_path)
     cfg.parse_create(body, BUSYBOX, CID, check_bind_sources=True)
 
@@ -675,7 +683,7 @@ def test_mounts_of() -> None:
             "Tmpfs": {"/t": "size=1m"},
         }
     }
-    mounts = cfg.mounts_of(parse(body, image))
+    mounts = config_mounts.mounts_of(parse(body, image))
     by_dest = {m["Destination"]: m for m in mounts}
     assert by_dest["/data"] == {
         "Type": "volume",
@@ -886,16 +894,16 @@ def test_unknown_capability() -> None:
 
 
 def test_effective_caps() -> None:
-    assert cfg.effective_caps([], [], False) == cfg.DEFAULT_CAPABILITIES
-    assert len(cfg.DEFAULT_CAPABILITIES) == 14
-    caps = cfg.effective_caps(["NET_ADMIN"], ["MKNOD", "cap_kill"], False)
+    assert config_caps.effective_caps([], [], False) == config_caps.DEFAULT_CAPABILITIES
+    assert len(config_caps.DEFAULT_CAPABILITIES) == 14
+    caps = config_caps.effective_caps(["NET_ADMIN"], ["MKNOD", "cap_kill"], False)
     assert "CAP_NET_ADMIN" in caps and "CAP_MKNOD" not in caps and "CAP_KILL" not in caps
     assert caps[-1] == "CAP_NET_ADMIN"
-    assert cfg.effective_caps(["CHOWN"], ["ALL"], False) == ["CAP_CHOWN"]
-    everything = cfg.effective_caps(["ALL"], ["SYS_ADMIN"], False)
+    assert config_caps.effective_caps(["CHOWN"], ["ALL"], False) == ["CAP_CHOWN"]
+    everything = config_caps.effective_caps(["ALL"], ["SYS_ADMIN"], False)
     assert "CAP_SYS_ADMIN" not in everything and "CAP_SYS_MODULE" in everything
-    assert "CAP_SYS_ADMIN" in cfg.effective_caps([], [], True)
-    assert cfg.effective_caps([], [], True)[0] == "CAP_CHOWN"
+    assert "CAP_SYS_ADMIN" in config_caps.effective_caps([], [], True)
+    assert config_caps.effective_caps([], [], True)[0] == "CAP_CHOWN"
 
 
 # --------------------------------------------------------------------------- other fields
@@ -925,7 +933,7 @@ def test_dns_extra_hosts_sysctls_and_misc() -> None:
     )
     assert h.links == ["db:database", "cache"]
     assert h.masked_paths == [] and h.readonly_paths == []
-    assert hc().host_config.masked_paths == cfg.MASKED_PATHS
+    assert hc().host_config.masked_paths == config_types.MASKED_PATHS
 
 
 @pytest.mark.parametrize(
@@ -954,8 +962,8 @@ def test_log_config() -> None:
     lc = hc(LogConfig={"Type": "", "Config": {}}).host_config.log_config
     assert lc == {"Type": "json-file", "Config": {}}
     lc = hc(LogConfig={"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
-    assert cfg.log_limits(lc.host_config.log_config) == (10_000_000, 3)
-    assert cfg.log_limits({"Type": "json-file", "Config": {}}) == (0, 1)
+    assert config_logs.log_limits(lc.host_config.log_config) == (10_000_000, 3)
+    assert config_logs.log_limits({"Type": "json-file", "Config": {}}) == (0, 1)
     assert hc(LogConfig={"Type": "none"}).host_config.log_config["Type"] == "none"
 
 
@@ -992,7 +1000,7 @@ def test_invalid_log_config(log: dict[str, Any], message: str) -> None:
 )
 def test_log_limits_errors(opts: dict[str, str], message: str) -> None:
     with pytest.raises(DockerError) as info:
-        cfg.log_limits({"Type": "json-file", "Config": opts})
+        config_logs.log_limits({"Type": "json-file", "Config": opts})
     assert info.value.message == message
 
 
@@ -1056,10 +1064,10 @@ def test_inspect_matches_golden_minimal_body() -> None:
     }
     image = golden("image-inspect-busybox.json")
     spec = cfg.parse_create(body, image, gold["Id"])
-    assert cfg.inspect_config(spec) == gold["Config"]
-    assert list(cfg.inspect_config(spec)) == list(gold["Config"])
-    assert cfg.inspect_host_config(spec) == gold["HostConfig"]
-    assert list(cfg.inspect_host_config(spec)) == list(gold["HostConfig"])
+    assert config_inspect.inspect_config(spec) == gold["Config"]
+    assert list(config_inspect.inspect_config(spec)) == list(gold["Config"])
+    assert config_inspect.inspect_host_config(spec) == gold["HostConfig"]
+    assert list(config_inspect.inspect_host_config(spec)) == list(gold["HostConfig"])
     assert spec.args == [gold["Path"], *gold["Args"]]
 
 
@@ -1077,9 +1085,9 @@ def test_inspect_round_trips_golden(name: str) -> None:
     body = copy.deepcopy(gold["Config"])
     body["HostConfig"] = copy.deepcopy(gold["HostConfig"])
     spec = cfg.parse_create(body, golden("image-inspect-busybox.json"), gold["Id"])
-    assert cfg.inspect_config(spec) == gold["Config"]
-    assert cfg.inspect_host_config(spec) == gold["HostConfig"]
-    assert list(cfg.inspect_host_config(spec)) == list(gold["HostConfig"])
+    assert config_inspect.inspect_config(spec) == gold["Config"]
+    assert config_inspect.inspect_host_config(spec) == gold["HostConfig"]
+    assert list(config_inspect.inspect_host_config(spec)) == list(gold["HostConfig"])
 
 
 def test_inspect_running_from_cli_like_body() -> None:
@@ -1092,7 +1100,7 @@ def test_inspect_running_from_cli_like_body() -> None:
     host["NetworkMode"] = "goldnet"
     body = {**copy.deepcopy(gold["Config"]), "HostConfig": host}
     spec = cfg.parse_create(body, golden("image-inspect-busybox.json"), gold["Id"])
-    assert cfg.inspect_host_config(spec) == gold["HostConfig"]
+    assert config_inspect.inspect_host_config(spec) == gold["HostConfig"]
     assert spec.host_config.network_mode == "goldnet"
     assert spec.host_config.resources.memory_swap == 134217728
 
@@ -1106,8 +1114,8 @@ def test_inspect_defaults_and_omitempty() -> None:
             "HostConfig": {"Init": False, "Privileged": True, "Sysctls": {}, "Tmpfs": {}},
         }
     )
-    conf = cfg.inspect_config(spec)
-    host = cfg.inspect_host_config(spec)
+    conf = config_inspect.inspect_config(spec)
+    host = config_inspect.inspect_host_config(spec)
     assert conf["StopSignal"] == "SIGINT"
     assert conf["Healthcheck"] == {"Test": ["NONE"]}
     assert "ExposedPorts" not in conf and "StopTimeout" not in conf
@@ -1118,7 +1126,7 @@ def test_inspect_defaults_and_omitempty() -> None:
     assert host["RestartPolicy"] == {"Name": "", "MaximumRetryCount": 0}
     # a copy each time: callers may mutate it
     host["Binds"] = ["x"]
-    assert cfg.inspect_host_config(spec)["Binds"] is None
+    assert config_inspect.inspect_host_config(spec)["Binds"] is None
 
 
 def test_port_binding_type_error() -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound, NotModified
+from runtime import container_fs, image_transfer, usage
 from runtime.containers import Runtime
 from runtime.views import inspect, summary
 from tests.fixtures import SUBNET, runtime_for_tests
@@ -225,26 +226,26 @@ async def test_oom_kill(rt: Runtime) -> None:
 async def test_exec_attach_and_tty(rt: Runtime) -> None:
     rec = await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"], "Hostname": "h1"})
     await rt.start(rec.id)
-    eid = rt.exec_create(rec.id, {"Cmd": ["sh", "-c", "hostname; exit 7"], "AttachStdout": True})
-    streams = await rt.exec_start(eid)
+    eid = rt.execs.create(rec.id, {"Cmd": ["sh", "-c", "hostname; exit 7"], "AttachStdout": True})
+    streams = await rt.execs.start(eid)
     assert streams is not None
     data = await asyncio.wait_for(streams[0].read(), 5)
     assert data[8:] == b"h1\n" and data[0] == 1
-    await asyncio.wait_for(rt.get_exec(eid).done.wait(), 5)
-    assert rt.get_exec(eid).exit_code == 7
+    await asyncio.wait_for(rt.execs.get(eid).done.wait(), 5)
+    assert rt.execs.get(eid).exit_code == 7
 
-    eid = rt.exec_create(
+    eid = rt.execs.create(
         rec.id, {"Cmd": ["cat"], "AttachStdin": True, "AttachStdout": True, "Tty": True}
     )
-    reader, writer = await rt.exec_start(eid)  # type: ignore[misc]
-    await rt.exec_resize(eid, 30, 100)
+    reader, writer = await rt.execs.start(eid)  # type: ignore[misc]
+    await rt.execs.resize(eid, 30, 100)
     writer.write(b"ping\n")
     await writer.drain()
     echoed = await asyncio.wait_for(reader.readuntil(b"ping\r\n"), 5)
     assert b"ping" in echoed
     writer.write(b"\x04")
     await writer.drain()
-    await asyncio.wait_for(rt.get_exec(eid).done.wait(), 5)
+    await asyncio.wait_for(rt.execs.get(eid).done.wait(), 5)
 
 
 async def test_attach_to_running_container(rt: Runtime) -> None:
@@ -331,10 +332,10 @@ async def test_filesystem_cp_diff_export_commit(rt: Runtime) -> None:
     )
     await rt.start(rec.id)
     await rt.wait(rec.id)
-    changes = {(c["Path"], c["Kind"]) for c in await rt.changes(rec.id)}
+    changes = {(c["Path"], c["Kind"]) for c in await container_fs.changes(rt, rec.id)}
     assert ("/greeting", 1) in changes and ("/bin/vi", 2) in changes
     buf = io.BytesIO()
-    stat = await rt.archive_get(rec.id, "/greeting", buf)
+    stat = await container_fs.archive_get(rt, rec.id, "/greeting", buf)
     assert stat["name"] == "greeting"
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
@@ -345,15 +346,15 @@ async def test_filesystem_cp_diff_export_commit(rt: Runtime) -> None:
         info.size = 3
         tar.addfile(info, io.BytesIO(b"up\n"))
     upload.seek(0)
-    await rt.archive_put(rec.id, "/tmp", upload)
+    await container_fs.archive_put(rt, rec.id, "/tmp", upload)
     exported = io.BytesIO()
-    await rt.export(rec.id, exported)
+    await container_fs.export(rt, rec.id, exported)
     exported.seek(0)
     with tarfile.open(fileobj=exported) as tar:
         names = set(tar.getnames())
     assert {"greeting", "tmp/uploaded", "bin/sh"} <= {n.lstrip("./") for n in names}
     assert "bin/vi" not in {n.lstrip("./") for n in names}
-    image_id = await rt.commit(rec.id, reference="committed:1")
+    image_id = await container_fs.commit(rt, rec.id, reference="committed:1")
     code, out, _ = await run(rt, ["cat", "/greeting", "/tmp/uploaded"], Image=image_id)
     assert (code, out) == (0, "hi\nup\n")
 
@@ -391,10 +392,10 @@ async def test_volumes_binds_and_tmpfs(rt: Runtime) -> None:
 async def test_top_and_stats(rt: Runtime) -> None:
     rec = await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"]})
     await rt.start(rec.id)
-    top = await rt.top(rec.id)
+    top = await usage.top(rt, rec.id)
     assert "PID" in top["Titles"]
     assert any("sleep 30" in " ".join(p) for p in top["Processes"])
-    stats = await rt.stats(rec.id)
+    stats = await usage.stats(rt, rec.id)
     assert stats["memory_stats"]["usage"] > 0
     assert stats["pids_stats"]["current"] == 1
     assert "eth0" in stats["networks"]
@@ -464,7 +465,7 @@ async def test_cpus_and_pids_reach_the_cgroups(rt: Runtime) -> None:
         }
     )
     await rt.start(rec.id)
-    stats = await rt.stats(rec.id)
+    stats = await usage.stats(rt, rec.id)
     assert stats["pids_stats"]["limit"] == 7
     dirs = rt.cgroups.dirs(rec.id)
     cpu = next(d for d in dirs if "/cpu/" in d or d.endswith(rec.id) and rt.cgroups.version == 2)
@@ -474,7 +475,7 @@ async def test_cpus_and_pids_reach_the_cgroups(rt: Runtime) -> None:
         with open(os.path.join(cpu, "cpu.shares")) as f:
             assert f.read().strip() == "512"
     await rt.update(rec.id, {"Memory": 64 << 20, "MemorySwap": 128 << 20})
-    assert (await rt.stats(rec.id))["memory_stats"]["limit"] == 64 << 20
+    assert (await usage.stats(rt, rec.id))["memory_stats"]["limit"] == 64 << 20
 
 
 async def test_attach_before_start_gets_all_output(rt: Runtime) -> None:
@@ -506,12 +507,12 @@ async def test_image_removal_rules_and_save_load(rt: Runtime) -> None:
     with pytest.raises(Conflict, match="image is being used by running container"):
         rt.remove_image(image_id, force=True)
     buf = io.BytesIO()
-    rt.images.save(["busybox:latest"], buf)
+    image_transfer.save(rt.images, ["busybox:latest"], buf)
     await rt.remove(rec.id, force=True)
     deleted = rt.remove_image("busybox:latest")
     assert {"Deleted": image_id} in deleted
     with pytest.raises(NotFound):
         await rt.create({"Image": "busybox"})
     buf.seek(0)
-    assert rt.images.load(buf) == ["Loaded image: busybox:latest"]
+    assert image_transfer.load(rt.images, buf) == ["Loaded image: busybox:latest"]
     assert (await run(rt, ["true"]))[0] == 0

@@ -1,4 +1,6 @@
-"""runtime.images: import, inspect/list/history shapes, tags, rmi rules, save/load, commit."""
+"""The image store and what is built on it (runtime.images, image_transfer, image_views):
+import, inspect/list/history shapes, tags, rmi rules, save/load, commit.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import pytest
 
 from deploy.busybox_image import build_rootfs_tar
 from proto.docker.errors import Conflict, InvalidParameter, NotFound
-from runtime import layers
+from runtime import image_transfer, image_views, layers
 from runtime.images import ImageStore
+from tests.tarballs import tar_of
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 
@@ -44,35 +47,13 @@ def store(tmp_path: str) -> ImageStore:
 @pytest.fixture
 def busybox(store: ImageStore, busybox_tar: bytes) -> str:
     changes = ['CMD ["sh"]', "ENV PATH=/bin:/usr/bin", "WORKDIR /root"]
-    return store.import_tarball(io.BytesIO(busybox_tar), "busybox", changes, "rootfs")
-
-
-def _tar(files: dict[str, bytes | None]) -> bytes:
-    """A layer tar; a None value is a directory."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return image_transfer.import_tarball(
+        store, io.BytesIO(busybox_tar), "busybox", changes, "rootfs"
+    )
 
 
 def _archive(files: dict[str, bytes]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
+    return io.BytesIO(tar_of(files))
 
 
 def _sha(data: bytes) -> str:
@@ -81,8 +62,8 @@ def _sha(data: bytes) -> str:
 
 def _two_layer_archive(tag: str = "multi:1") -> io.BytesIO:
     """docker-save archive: layer 2 deletes /etc/motd and makes /data opaque."""
-    base = _tar({"etc": None, "etc/motd": b"hi", "etc/keep": b"k", "data": None, "data/a": b"a"})
-    top = _tar({"etc/.wh.motd": b"", "data": None, "data/.wh..wh..opq": b"", "data/b": b"b"})
+    base = tar_of({"etc": None, "etc/motd": b"hi", "etc/keep": b"k", "data": None, "data/a": b"a"})
+    top = tar_of({"etc/.wh.motd": b"", "data": None, "data/.wh..wh..opq": b"", "data/b": b"b"})
     config = json.dumps(
         {
             "architecture": "amd64",
@@ -113,7 +94,7 @@ def _two_layer_archive(tag: str = "multi:1") -> io.BytesIO:
 
 
 def test_import_inspect_matches_golden_shape(store: ImageStore, busybox: str) -> None:
-    info = store.inspect("busybox")
+    info = image_views.inspect(store, "busybox")
     golden = _golden("image-inspect-busybox.json")
     assert list(info) == list(golden)
     assert list(info["Config"]) == list(golden["Config"])
@@ -126,34 +107,36 @@ def test_import_inspect_matches_golden_shape(store: ImageStore, busybox: str) ->
     assert info["Size"] > 1_000_000 and info["Size"] == info["VirtualSize"]
     assert info["GraphDriver"]["Name"] == "overlay2"
     assert info["RootFS"]["Layers"][0].startswith("sha256:")
-    with open(store._blob(busybox), "rb") as f:
+    with open(store.blob_path(busybox), "rb") as f:
         assert "sha256:" + _sha(f.read()) == busybox
 
 
 def test_list_and_history_shapes(store: ImageStore, busybox: str) -> None:
-    images = store.list_images()
+    images = image_views.list_images(store)
     golden = _golden("image-list.json")
     assert [list(i) for i in images] == [list(golden[0])]
     assert images[0]["RepoTags"] == ["busybox:latest"] and images[0]["RepoDigests"] is None
-    history = store.history("busybox")
+    history = image_views.history(store, "busybox")
     assert [list(h) for h in history] == [list(_golden("image-history-busybox.json")[0])]
     assert history[0]["Id"] == busybox and history[0]["Comment"] == "rootfs"
-    assert store.list_images(filters={"reference": ["busy*"]})[0]["Id"] == busybox
-    assert store.list_images(filters={"reference": ["nope"]}) == []
-    assert store.list_images(filters={"dangling": ["true"]}) == []
+    assert image_views.list_images(store, filters={"reference": ["busy*"]})[0]["Id"] == busybox
+    assert image_views.list_images(store, filters={"reference": ["nope"]}) == []
+    assert image_views.list_images(store, filters={"dangling": ["true"]}) == []
     with pytest.raises(InvalidParameter, match="Invalid filter 'foo'"):
-        store.list_images(filters={"foo": ["x"]})
+        image_views.list_images(store, filters={"foo": ["x"]})
 
 
 def test_shell_form_changes_and_compressed_input(store: ImageStore, busybox_tar: bytes) -> None:
     changes = ["CMD echo hi", "ENTRYPOINT /bin/sh", "EXPOSE 80 53/udp", 'LABEL a=b c="d e"']
-    image = store.import_tarball(io.BytesIO(gzip.compress(busybox_tar)), None, changes)
+    image = image_transfer.import_tarball(
+        store, io.BytesIO(gzip.compress(busybox_tar)), None, changes
+    )
     cfg = store.config(image)["config"]
     assert cfg["Entrypoint"] == ["/bin/sh", "-c", "/bin/sh"]
     assert cfg["Cmd"] == ["/bin/sh", "-c", "echo hi"]
     assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
     assert cfg["Labels"] == {"a": "b", "c": "d e"}
-    assert store.list_images()[0]["RepoTags"] == ["<none>:<none>"]
+    assert image_views.list_images(store)[0]["RepoTags"] == ["<none>:<none>"]
 
 
 def test_more_changes(store: ImageStore, busybox_tar: bytes) -> None:
@@ -168,9 +151,9 @@ def test_more_changes(store: ImageStore, busybox_tar: bytes) -> None:
         "stopsignal SIGTERM",
     ]
     with pytest.raises(InvalidParameter, match="stopsignal is not a valid change command"):
-        store.import_tarball(io.BytesIO(busybox_tar), None, changes)
-    image = store.import_tarball(io.BytesIO(busybox_tar), None, changes[:-1])
-    cfg = store.inspect(image)["Config"]
+        image_transfer.import_tarball(store, io.BytesIO(busybox_tar), None, changes)
+    image = image_transfer.import_tarball(store, io.BytesIO(busybox_tar), None, changes[:-1])
+    cfg = image_views.inspect(store, image)["Config"]
     assert cfg["WorkingDir"] == "/srv/app" and cfg["User"] == "nobody"
     assert cfg["Volumes"] == {"/data": {}, "/logs": {}}
     assert cfg["Healthcheck"] == {
@@ -194,7 +177,7 @@ def test_resolve_forms_and_missing(store: ImageStore, busybox: str) -> None:
     ):
         assert store.resolve(ref) == busybox, ref
     with pytest.raises(NotFound) as err:
-        store.inspect("nosuchimage")
+        image_views.inspect(store, "nosuchimage")
     assert {"message": err.value.message} == _golden("error-404-missing-image.json")
     with pytest.raises(NotFound) as err:
         store.resolve("nosuchimage:1.0")
@@ -213,14 +196,14 @@ def test_resolve_forms_and_missing(store: ImageStore, busybox: str) -> None:
 )
 def test_bad_changes(store: ImageStore, changes: list[str], message: str) -> None:
     with pytest.raises(InvalidParameter) as err:
-        store.import_tarball(io.BytesIO(_tar({"f": b"x"})), None, changes)
+        image_transfer.import_tarball(store, io.BytesIO(tar_of({"f": b"x"})), None, changes)
     assert err.value.message == message and err.value.status == 400
     assert os.listdir(store.paths.blobs) == []
 
 
 def test_bad_import_leaves_nothing(store: ImageStore) -> None:
     with pytest.raises(InvalidParameter):
-        store.import_tarball(io.BytesIO(b"garbage!" * 200))
+        image_transfer.import_tarball(store, io.BytesIO(b"garbage!" * 200))
     assert os.listdir(store.paths.layers) == []
     assert os.listdir(store._tmp) == []
 
@@ -243,7 +226,7 @@ def test_tag_validation(store: ImageStore, busybox: str) -> None:
         with pytest.raises(InvalidParameter) as err:
             store.tag("busybox", repo, tag)
         assert err.value.message == message
-    assert store.inspect(busybox)["Metadata"]["LastTagTime"] != "0001-01-01T00:00:00Z"
+    assert image_views.inspect(store, busybox)["Metadata"]["LastTagTime"] != "0001-01-01T00:00:00Z"
 
 
 def test_remove_rules(store: ImageStore, busybox: str) -> None:
@@ -286,7 +269,7 @@ def test_remove_rules(store: ImageStore, busybox: str) -> None:
 
 
 def test_shared_layers_are_refcounted(store: ImageStore, busybox: str, busybox_tar: bytes) -> None:
-    other = store.import_tarball(io.BytesIO(busybox_tar), "bb2", ['CMD ["true"]'])
+    other = image_transfer.import_tarball(store, io.BytesIO(busybox_tar), "bb2", ['CMD ["true"]'])
     assert other != busybox
     layer = store.layer_dirs(busybox)[0]
     assert store.layer_dirs(other) == [layer]
@@ -317,7 +300,7 @@ def test_hold_keeps_layers_of_removed_image(store: ImageStore, busybox: str) -> 
 
 def test_save_load_round_trip(store: ImageStore, busybox: str, tmp_path: str) -> None:
     buf = io.BytesIO()
-    store.save(["busybox"], buf)
+    image_transfer.save(store, ["busybox"], buf)
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
@@ -327,31 +310,31 @@ def test_save_load_round_trip(store: ImageStore, busybox: str, tmp_path: str) ->
     assert "repositories" in names and manifest[0]["Layers"][0] in names
     second = ImageStore(os.path.join(tmp_path, "second"))
     buf.seek(0)
-    assert second.load(buf) == ["Loaded image: busybox:latest"]
+    assert image_transfer.load(second, buf) == ["Loaded image: busybox:latest"]
     assert second.resolve("busybox") == busybox
-    assert second.inspect("busybox")["Config"]["Cmd"] == ["sh"]
+    assert image_views.inspect(second, "busybox")["Config"]["Cmd"] == ["sh"]
     layer = second.layer_dirs(busybox)[0]
     before = os.stat(layer).st_ino
     buf.seek(0)
-    assert second.load(buf) == ["Loaded image: busybox:latest"]
+    assert image_transfer.load(second, buf) == ["Loaded image: busybox:latest"]
     assert os.stat(layer).st_ino == before  # not unpacked twice
     by_id = io.BytesIO()
-    store.save([busybox[7:19]], by_id)
+    image_transfer.save(store, [busybox[7:19]], by_id)
     by_id.seek(0)
     third = ImageStore(os.path.join(tmp_path, "third"))
-    assert third.load(by_id) == [f"Loaded image ID: {busybox}"]
+    assert image_transfer.load(third, by_id) == [f"Loaded image ID: {busybox}"]
     with pytest.raises(NotFound, match="reference does not exist"):
-        store.save(["nosuch:1"], io.BytesIO())
+        image_transfer.save(store, ["nosuch:1"], io.BytesIO())
 
 
 def test_load_bad_archives(store: ImageStore) -> None:
     with pytest.raises(InvalidParameter):
-        store.load(io.BytesIO(b"\x00garbage" * 300))
+        image_transfer.load(store, io.BytesIO(b"\x00garbage" * 300))
     with pytest.raises(InvalidParameter) as err:
-        store.load(_archive({"hello.txt": b"hi"}))
+        image_transfer.load(store, _archive({"hello.txt": b"hi"}))
     assert err.value.message.startswith("open ")
     assert err.value.message.endswith("/repositories: no such file or directory")
-    layer = _tar({"f": b"x"})
+    layer = tar_of({"f": b"x"})
     config = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}})
     manifest = [{"Config": "c.json", "RepoTags": None, "Layers": ["l/layer.tar"]}]
     bad = _archive(
@@ -362,12 +345,12 @@ def test_load_bad_archives(store: ImageStore) -> None:
         }
     )
     with pytest.raises(InvalidParameter, match="invalid diffID for layer 0"):
-        store.load(bad)
+        image_transfer.load(store, bad)
     assert os.listdir(store.paths.layers) == [] and os.listdir(store._tmp) == []
 
 
 def test_load_oci_layout(store: ImageStore) -> None:
-    layer = _tar({"hello": b"world"})
+    layer = tar_of({"hello": b"world"})
     layer_gz = gzip.compress(layer)
     config = json.dumps(
         {
@@ -415,7 +398,7 @@ def test_load_oci_layout(store: ImageStore) -> None:
             f"blobs/sha256/{_sha(layer_gz)}": layer_gz,
         }
     )
-    assert store.load(archive) == ["Loaded image: hello:oci"]
+    assert image_transfer.load(store, archive) == ["Loaded image: hello:oci"]
     image = store.resolve("hello:oci")
     assert image == "sha256:" + _sha(config)
     with open(os.path.join(store.layer_dirs(image)[0], "hello")) as f:
@@ -426,7 +409,7 @@ def test_load_oci_layout(store: ImageStore) -> None:
 
 
 def test_multi_layer_whiteouts_on_real_overlay(store: ImageStore, tmp_path: str) -> None:
-    assert store.load(_two_layer_archive()) == ["Loaded image: multi:1"]
+    assert image_transfer.load(store, _two_layer_archive()) == ["Loaded image: multi:1"]
     lower = store.layer_dirs("multi:1")
     assert len(lower) == 2
     mnt, upper, work = (os.path.join(tmp_path, n) for n in ("mnt", "upper", "work"))
@@ -454,7 +437,7 @@ def test_commit_from_upper(store: ImageStore, busybox: str, tmp_path: str) -> No
     os.mknod(os.path.join(upper, "etc/group"), stat.S_IFCHR, os.makedev(0, 0))
     config = {"Cmd": None, "Env": ["X=1"], "Image": "busybox", "Labels": {"k": "v"}}
     child = store.commit(upper, busybox, config, "my comment", "me", "snap:v1", "sh -c touch")
-    info = store.inspect("snap:v1")
+    info = image_views.inspect(store, "snap:v1")
     assert info["Id"] == child and info["Parent"] == busybox
     assert info["Comment"] == "my comment" and info["Author"] == "me"
     assert info["Config"]["Cmd"] == ["sh"]  # inherited from the parent image
@@ -463,7 +446,7 @@ def test_commit_from_upper(store: ImageStore, busybox: str, tmp_path: str) -> No
     assert len(info["RootFS"]["Layers"]) == 2 and "LowerDir" in info["GraphDriver"]["Data"]
     top = store.layer_dirs(child)[0]
     assert os.lstat(os.path.join(top, "etc/group")).st_rdev == 0
-    history = store.history(child)
+    history = image_views.history(store, child)
     assert [h["Id"] for h in history] == [child, busybox]
     assert history[0]["CreatedBy"] == "sh -c touch" and history[0]["Tags"] == ["snap:v1"]
     short = busybox.removeprefix("sha256:")[:12]

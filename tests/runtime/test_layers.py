@@ -12,19 +12,11 @@ import pytest
 
 from proto.docker.errors import InvalidParameter
 from runtime import layers
+from tests.tarballs import Entry, tar_of_entries
 
 
-def _tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], gz: bool = False) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in entries:
-            if isinstance(entry, tuple):
-                info, data = entry
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(entry)
-    data = buf.getvalue()
+def _tar(entries: list[Entry], gz: bool = False) -> bytes:
+    data = tar_of_entries(entries)
     return gzip.compress(data) if gz else data
 
 

@@ -1,4 +1,8 @@
-"""Registered nodes, read straight from etcd (`flotilla list`, the dev cluster)."""
+"""Registered nodes, read straight from etcd: the node records agents keep under their lease.
+
+What `flotilla list` and the dev cluster read; it imports only the etcd client and the records,
+so that listing nodes does not load the agent's or the manager's stack.
+"""
 
 from __future__ import annotations
 

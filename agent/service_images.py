@@ -1,0 +1,118 @@
+"""The node's images: import and load (client streams), save (server stream), list, inspect,
+history, tag and remove; each change publishes its Docker image event. Image tars are read and
+written in worker threads (agent/worker_streams.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+
+from agent.service_base import ServiceBase, data_chunks, dumps, first_options, loads, rpc
+from agent.worker_streams import feed_in, stream_out
+from proto import agent_pb2 as pb
+from proto.docker.errors import DockerError
+from runtime import image_transfer, image_views
+
+
+class ImagesMixin(ServiceBase):
+    """Image transfer, views, tag and remove."""
+
+    @rpc
+    async def ImageImport(
+        self, request_iterator: AsyncIterator[pb.ImageImportInput], context: Any
+    ) -> pb.ImageImportReply:
+        opts = await first_options(request_iterator, "image import")
+        images = self.rt.images
+
+        async def consume(src: BinaryIO) -> str:
+            return await asyncio.to_thread(
+                image_transfer.import_tarball,
+                images,
+                src,
+                opts.reference or None,
+                list(opts.changes),
+                opts.message,
+                opts.platform_os or "linux",
+            )
+
+        image_id = await feed_in(data_chunks(request_iterator), consume)
+        self.events.publish("image", "import", image_id, {"name": image_id})
+        return pb.ImageImportReply(image_id=image_id, progress=[json.dumps({"status": image_id})])
+
+    @rpc
+    async def ImageLoad(
+        self, request_iterator: AsyncIterator[pb.DataChunk], context: Any
+    ) -> pb.ImageLoadReply:
+        images = self.rt.images
+
+        async def consume(src: BinaryIO) -> list[str]:
+            return await asyncio.to_thread(image_transfer.load, images, src)
+
+        lines = await feed_in(data_chunks(request_iterator), consume)
+        for line in lines:
+            name = line.split(": ", 1)[1] if ": " in line else ""
+            if name:
+                with contextlib.suppress(DockerError):
+                    self.events.publish("image", "load", images.resolve(name), {"name": name})
+        return pb.ImageLoadReply(lines=lines)
+
+    @rpc
+    async def ImageSave(
+        self, request: pb.ImageSaveRequest, context: Any
+    ) -> AsyncIterator[pb.DataChunk]:
+        refs = list(request.refs)
+        images = self.rt.images
+        ids = {ref: images.resolve(ref) for ref in refs}  # missing images fail up front
+
+        async def produce(out: BinaryIO) -> None:
+            await asyncio.to_thread(image_transfer.save, images, refs, out)
+
+        async for data in stream_out(produce):
+            yield pb.DataChunk(data=data)
+        for ref, image_id in ids.items():
+            self.events.publish("image", "save", image_id, {"name": ref})
+
+    @rpc
+    async def ImageList(self, request: pb.ImageListRequest, context: Any) -> pb.JsonReply:
+        filters = loads(request.filters, None)
+        rows = await asyncio.to_thread(
+            image_views.list_images, self.rt.images, request.all, filters
+        )
+        return pb.JsonReply(json=dumps(rows))
+
+    @rpc
+    async def ImageInspect(self, request: pb.ImageRef, context: Any) -> pb.JsonReply:
+        return pb.JsonReply(
+            json=dumps(await asyncio.to_thread(image_views.inspect, self.rt.images, request.ref))
+        )
+
+    @rpc
+    async def ImageHistory(self, request: pb.ImageRef, context: Any) -> pb.JsonReply:
+        return pb.JsonReply(
+            json=dumps(await asyncio.to_thread(image_views.history, self.rt.images, request.ref))
+        )
+
+    @rpc
+    async def ImageTag(self, request: pb.ImageTagRequest, context: Any) -> pb.ImageTagReply:
+        images = self.rt.images
+        name = await asyncio.to_thread(images.tag, request.ref, request.repo, request.tag)
+        self.events.publish("image", "tag", images.resolve(name), {"name": name})
+        return pb.ImageTagReply(name=name)
+
+    @rpc
+    async def ImageRemove(self, request: pb.ImageRemoveRequest, context: Any) -> pb.JsonReply:
+        images = self.rt.images
+        image_id = images.resolve(request.ref)
+        records = await asyncio.to_thread(
+            self.rt.remove_image, request.ref, request.force, request.noprune
+        )
+        for record in records:
+            if "Untagged" in record:
+                self.events.publish("image", "untag", image_id, {"name": record["Untagged"]})
+            elif "Deleted" in record:
+                deleted = record["Deleted"]
+                self.events.publish("image", "delete", deleted, {"name": deleted})
+        return pb.JsonReply(json=dumps(records))

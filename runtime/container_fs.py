@@ -1,0 +1,130 @@
+"""A container's filesystem from outside: `docker cp` (archive stat/get/put), `export`,
+`diff` (changes against the image) and `commit`.
+
+A running container is read through `/proc/<pid>/root` (its mounts included); a stopped one, and
+`export` always, through a temporary overlay of its layers (runtime/mounts.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from proto.docker.errors import DockerError
+from runtime import archive, layers, mounts
+from runtime.record import ContainerRecord
+
+if TYPE_CHECKING:
+    from runtime.containers import Runtime
+
+
+@contextlib.asynccontextmanager
+async def _root_view(rt: Runtime, rec: ContainerRecord, writable: bool) -> AsyncIterator[str]:
+    """A host path showing the container's root: its live root, or a temporary overlay."""
+    if rec.running and rec.pid:
+        yield f"/proc/{rec.pid}/root"
+        return
+    async with _overlay_view(rt, rec, writable) as root:
+        yield root
+
+
+@contextlib.asynccontextmanager
+async def _overlay_view(rt: Runtime, rec: ContainerRecord, writable: bool) -> AsyncIterator[str]:
+    """The container's layers mounted on a temporary directory: its files without the
+    mounts a running container has (/proc, volumes, ...)."""
+    bundle = rt.paths.container(rec.id)
+    mnt = os.path.join(bundle, f"mnt-{secrets.token_hex(4)}")
+    os.mkdir(mnt)
+    lowers = [os.path.join(bundle, "upper")] + rt.lowerdirs(rec)
+    if writable:
+        work = os.path.join(bundle, "work")
+        opts = f"lowerdir={':'.join(lowers[1:])},upperdir={lowers[0]},workdir={work}"
+    else:
+        opts = f"lowerdir={':'.join(lowers)}"
+    try:
+        await asyncio.to_thread(mounts.mount, "overlay", mnt, "overlay", 0, opts)
+        try:
+            yield mnt
+        finally:
+            await asyncio.to_thread(mounts.unmount, mnt)
+    finally:
+        os.rmdir(mnt)
+
+
+async def archive_stat(rt: Runtime, ref: str, path: str) -> dict[str, Any]:
+    rec = rt.get(ref)
+    async with _root_view(rt, rec, writable=False) as root:
+        return await asyncio.to_thread(archive.stat_path, root, path)
+
+
+async def archive_get(rt: Runtime, ref: str, path: str, out: BinaryIO) -> dict[str, Any]:
+    rec = rt.get(ref)
+    async with _root_view(rt, rec, writable=False) as root:
+        return await asyncio.to_thread(archive.get_archive, root, path, out)
+
+
+async def archive_put(
+    rt: Runtime, ref: str, path: str, src: BinaryIO, no_overwrite_dir_non_dir: bool = False
+) -> None:
+    rec = rt.get(ref)
+    if rt.spec(rec).host_config.readonly_rootfs:
+        raise DockerError("container rootfs is marked read-only", 403)
+    async with _root_view(rt, rec, writable=True) as root:
+        await asyncio.to_thread(archive.put_archive, root, path, src, no_overwrite_dir_non_dir)
+
+
+async def export(rt: Runtime, ref: str, out: BinaryIO) -> None:
+    rec = rt.get(ref)
+    async with _overlay_view(rt, rec, writable=False) as root:
+        await asyncio.to_thread(archive.export_tree, root, out)
+    rt.emit("export", rec)
+
+
+async def changes(rt: Runtime, ref: str) -> list[dict[str, Any]]:
+    rec = rt.get(ref)
+    upper = os.path.join(rt.paths.container(rec.id), "upper")
+    return await asyncio.to_thread(layers.changes, upper, rt.lowerdirs(rec))
+
+
+async def commit(
+    rt: Runtime,
+    ref: str,
+    config: dict[str, Any] | None = None,
+    comment: str = "",
+    author: str = "",
+    reference: str | None = None,
+    changes: list[str] | None = None,
+    pause: bool = True,
+) -> str:
+    rec = rt.get(ref)
+    paused_here = False
+    if pause and rec.status == "running":
+        await asyncio.to_thread(rt.cgroups.freeze, rec.id)
+        paused_here = True
+    try:
+        merged = dict(rec.body)
+        merged.pop("HostConfig", None)
+        merged.pop("NetworkingConfig", None)
+        merged.update(config or {})
+        upper = os.path.join(rt.paths.container(rec.id), "upper")
+        args = rt.spec(rec).args
+        image_id = await asyncio.to_thread(
+            rt.images.commit,
+            upper,
+            rec.image_id,
+            merged,
+            comment,
+            author,
+            reference,
+            " ".join(args),
+            changes or [],
+        )
+    finally:
+        if paused_here:
+            await asyncio.to_thread(rt.cgroups.thaw, rec.id)
+    rt.emit("commit", rec)
+    return image_id
