@@ -1,6 +1,7 @@
 """`flotilla join`: one node's agent. Opens the runtime (re-adopting running containers), serves
 the manager over gRPC, registers the node in etcd under a lease and reports container state.
-On SIGTERM it deregisters and exits; containers keep running (they belong to their shims)."""
+On SIGTERM it fences its reschedulable containers (they may be started elsewhere now), then
+deregisters and exits; other containers keep running (they belong to their shims)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import signal
 import socket
@@ -16,21 +18,32 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import nodeid
+from agent import identity, nodeid
 from agent.events import EventBus
+from agent.fencing import FENCE_FILE, Fence, FenceFile, PeerClient
 from agent.metrics import AgentMetrics
 from agent.registration import Counts, Registration, describe_host
 from agent.server import start_grpc_server
+from agent.service_drills import DrillSettings
 from agent.status import StatusReporter
+from proto.docker.errors import DockerError
 from proto.keys import DEFAULT_PREFIX, Keys
-from proto.kv import KV, parse_discovery
+from proto.kv import KV, KVError, parse_discovery
 from proto.rpc import TlsConfig
+from runtime import fence as fence_policy
 from runtime.containers import Runtime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_ROOT = "/var/lib/flotilla"
 DEFAULT_PORT = 4243
+# Failover defaults (docs/failover.md "Agent side"): a node is declared down within TTL + 0.5 s
+# (etcd's lessor checks every 500 ms); its reschedulable containers are dead by TTL - guard +
+# 0.1 s; a keep-alive blip of 2 s is survived (last success + 2 s + heartbeat < TTL - guard).
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_TTL_S = 3.0  # etcd leases are whole seconds
+DEFAULT_FENCE_GUARD_S = 0.25
+STOP_FENCE_WAIT_S = 10.0  # SIGTERM: how long to wait for fenced containers to die
 
 
 @dataclass
@@ -42,12 +55,14 @@ class AgentConfig:
     name: str = field(default_factory=socket.gethostname)
     labels: dict[str, str] = field(default_factory=dict)
     data_root: str = DEFAULT_DATA_ROOT
-    heartbeat_s: float = 5.0
-    ttl_s: float = 15.0
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    ttl_s: float = DEFAULT_TTL_S
+    fence_guard_s: float = DEFAULT_FENCE_GUARD_S
     cgroup_parent: str = ""  # default: flotilla/<name>
     metrics_listen: str = ""  # "ip:port"; empty: no metrics endpoint
     bridge_subnet: str = "172.17.0.0/16"
     tls: TlsConfig | None = None
+    allow_drills: bool = False  # the Drill RPC may inject faults on this host
 
     def __post_init__(self) -> None:
         self.listen = self.listen or self.advertise
@@ -55,6 +70,11 @@ class AgentConfig:
         if not 0 < self.heartbeat_s < self.ttl_s:
             raise ValueError(
                 f"heartbeat ({self.heartbeat_s}s) must be shorter than ttl ({self.ttl_s}s)"
+            )
+        if not 0 <= self.fence_guard_s < math.ceil(self.ttl_s) - self.heartbeat_s:
+            raise ValueError(
+                f"fence guard ({self.fence_guard_s}s) must be at least 0 and leave more than one "
+                f"heartbeat of the ttl ({math.ceil(self.ttl_s)}s)"
             )
 
 
@@ -109,14 +129,36 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
         "--label", action="append", default=[], type=_label, metavar="KEY=VALUE", help="repeatable"
     )
     parser.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
-    parser.add_argument("--heartbeat", type=_duration, default=5.0, help="e.g. 5s")
-    parser.add_argument("--ttl", type=_duration, default=15.0, help="node record TTL, e.g. 15s")
+    parser.add_argument(
+        "--heartbeat",
+        type=_duration,
+        default=DEFAULT_HEARTBEAT_S,
+        help=f"lease keep-alive period (default {DEFAULT_HEARTBEAT_S}s)",
+    )
+    parser.add_argument(
+        "--ttl",
+        type=_duration,
+        default=DEFAULT_TTL_S,
+        help=f"node lease TTL, rounded up to whole seconds (default {DEFAULT_TTL_S:g}s)",
+    )
+    parser.add_argument(
+        "--fence-guard",
+        type=_duration,
+        default=DEFAULT_FENCE_GUARD_S,
+        help="reschedulable containers are killed this long before the lease can expire "
+        f"(default {DEFAULT_FENCE_GUARD_S}s)",
+    )
     parser.add_argument("--metrics", default="", metavar="IP:PORT", help="serve /metrics here")
     parser.add_argument("--cgroup-parent", default="", help="default: flotilla/<name>")
     parser.add_argument("--bridge-subnet", default="172.17.0.0/16")
     parser.add_argument("--tlscacert", default="", help="CA the manager's certificate is from")
     parser.add_argument("--tlscert", default="", help="this agent's certificate")
     parser.add_argument("--tlskey", default="", help="this agent's key")
+    parser.add_argument(
+        "--allow-drills",
+        action="store_true",
+        help="let `flotilla drill` inject faults on this host (always undone within 300s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -142,10 +184,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         data_root=args.data_root,
         heartbeat_s=args.heartbeat,
         ttl_s=args.ttl,
+        fence_guard_s=args.fence_guard,
         cgroup_parent=args.cgroup_parent,
         metrics_listen=args.metrics,
         bridge_subnet=args.bridge_subnet,
         tls=TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None,
+        allow_drills=args.allow_drills,
     )
 
 
@@ -178,54 +222,82 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         if reporter is not None:
             reporter.notify(type, action, id, attrs)
 
+    fence_path = os.path.join(config.data_root, FENCE_FILE)
     runtime = Runtime(
         config.data_root,
         node_name=config.name,
         cgroup_parent=config.cgroup_parent,
         bridge_subnet=config.bridge_subnet,
         events=sink,
+        fence_path=fence_path,
     )
+    ttl_s = math.ceil(config.ttl_s)
+    peers = PeerClient(node_id, timeout_s=config.heartbeat_s, tls=config.tls)
+    fence = Fence(
+        FenceFile(fence_path),
+        ttl_s=ttl_s,
+        guard_s=config.fence_guard_s,
+        heartbeat_s=config.heartbeat_s,
+        metrics=metrics,
+        ask=peers.ask,
+    )
+    fence_task: asyncio.Task[None] | None = None
     kv: KV | None = None
+    lease_kv: KV | None = None  # the registration's own: it redials after a failure
     server: Any = None
     registration: Registration | None = None
     metrics_runner: Any = None
     try:
+        fence.start()
         await runtime.open()  # re-adopts containers that kept running while we were away
         metrics.attach_runtime(runtime)
         kv = await KV.connect(config.etcd_endpoints)
+        lease_kv = await KV.connect(config.etcd_endpoints)
         keys = Keys(config.prefix)
         record = await asyncio.to_thread(
             describe_host, node_id, config.name, config.advertise, config.labels, started_ns
         )
         reporter = StatusReporter(kv, keys, node_id, runtime, metrics)
 
-        async def resync() -> None:
-            assert reporter is not None
+        async def on_registered() -> None:
+            assert reporter is not None and kv is not None
+            await _after_registration(runtime, kv, keys, node_id)
             reporter.request_resync()
 
         registration = Registration(
-            kv,
+            lease_kv,
             keys,
             record,
-            ttl_s=math.ceil(config.ttl_s),
+            ttl_s=ttl_s,
             heartbeat_s=config.heartbeat_s,
             metrics=metrics,
             counts=lambda: container_counts(runtime),
-            on_registered=resync,
+            on_registered=on_registered,
+            fence=fence,
         )
         reporter.on_change = registration.touch
-        server = await _serve(runtime, bus, config, node_id, metrics)
+        server = await _serve(runtime, bus, config, node_id, metrics, fence)
         if config.metrics_listen:
             metrics_runner = await metrics.serve(config.metrics_listen)
         await reporter.start()
         await registration.start()
+        fence_task = asyncio.create_task(fence.run(), name="fence")
         log.info("agent %s (%s) serving on %s", config.name, node_id, config.listen)
         await stop.wait()
-        log.info("agent %s stopping; containers keep running", config.name)
+        log.info("agent %s stopping; reschedulable containers are fenced", config.name)
+        # Leaving the cluster: the manager reschedules once the lease is gone, so the copies
+        # here must be dead before that.
+        fence.fence_now()
+        await _wait_fenced(runtime, STOP_FENCE_WAIT_S)
     finally:
+        if fence_task is not None:
+            fence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fence_task
         # Deregister first so the manager stops sending work, then stop serving.
         if registration is not None:
             await registration.stop(deregister=True)
+        await peers.close()
         if server is not None:
             await server.stop(grace=2)
         if reporter is not None:
@@ -233,14 +305,55 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await runtime.close()
-        if kv is not None:
-            await kv.close()
+        for client in (kv, lease_kv):
+            if client is not None:
+                await client.close()
         for signum in handled:
             loop.remove_signal_handler(signum)
 
 
+async def _after_registration(runtime: Runtime, kv: KV, keys: Keys, node_id: str) -> None:
+    """Before anything starts: remove the stale copies etcd says were replaced, then start the
+    reschedulable containers whose restart-on-boot waited for that check. etcd unreadable:
+    retried while registered (this runs beside the keep-alives and is cancelled with them)."""
+    while True:
+        try:
+            await identity.remove_stale_copies(runtime, kv, keys, node_id)
+            break
+        except KVError as e:
+            log.warning("stale-copy check failed, retrying: %s", e)
+            await asyncio.sleep(1.0)
+    deferred, runtime.deferred_boot = runtime.deferred_boot, []
+    for cid in deferred:
+        with contextlib.suppress(DockerError):  # removed as stale, or cannot start
+            if not runtime.get(cid).running:
+                await runtime.start(cid)
+
+
+async def _wait_fenced(runtime: Runtime, timeout_s: float) -> None:
+    """Until no reschedulable container runs here (their shims fence them), at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [
+            r.id
+            for r in runtime.list()
+            if r.running and fence_policy.is_reschedulable(identity.labels_of(r))
+        ]
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            log.error("reschedulable containers still running after the fence: %s", alive)
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _serve(
-    runtime: Runtime, bus: EventBus, config: AgentConfig, node_id: str, metrics: AgentMetrics
+    runtime: Runtime,
+    bus: EventBus,
+    config: AgentConfig,
+    node_id: str,
+    metrics: AgentMetrics,
+    fence: Fence,
 ) -> Any:
     labels = [f"{k}={v}" for k, v in sorted(config.labels.items())]
     return await start_grpc_server(
@@ -250,4 +363,6 @@ async def _serve(
         tls=config.tls,
         info_extra={"ID": node_id, "Name": config.name, "Labels": labels},
         interceptors=[metrics.interceptor()],  # operation counts and latency
+        drills=DrillSettings(config.allow_drills, list(config.etcd_endpoints)),
+        fence=fence,
     )

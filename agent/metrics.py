@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -69,6 +69,30 @@ class AgentMetrics:
         self.registrations = Counter(
             "flotilla_registrations",
             "Node registrations (first and after an outage or a lost lease)",
+            registry=self.registry,
+        )
+        self.fence_actions = Counter(
+            "flotilla_fence_actions",
+            "Times this node's reschedulable containers were fenced, by reason "
+            "(lease: the deadline passed unrenewed; stop: the agent left)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.fence_deadline = Gauge(
+            "flotilla_fence_deadline_seconds",
+            "The fence deadline (CLOCK_BOOTTIME seconds; 0: none yet)",
+            registry=self.registry,
+        )
+        self.fence_remaining = Gauge(
+            "flotilla_fence_remaining_seconds",
+            "Seconds until the fence deadline (negative once passed)",
+            registry=self.registry,
+        )
+        self.peer_checks = Counter(
+            "flotilla_peer_checks",
+            "PeerEtcdStatus questions to other nodes while etcd was unreachable, by answer "
+            "(reachable, unreachable, no_answer)",
+            ["outcome"],
             registry=self.registry,
         )
         self.status_writes = Counter(

@@ -1,5 +1,7 @@
 """The node record under an etcd lease: registered at start, renewed every heartbeat, and
-re-registered by itself after an etcd outage or a lost lease. Never touches containers."""
+re-registered by itself after an etcd outage or a lost lease. Never touches containers; tells
+the node fence (agent/fencing.py) when each keep-alive was sent and whether it succeeded, and
+which other nodes it last saw. Also writes `members/<id>` (no lease) at every registration."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from importlib import metadata
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from agent import fencing
+from agent.fencing import Fence
 from agent.metrics import AgentMetrics
 from proto.keys import Keys
 from proto.kv import KV, KVError
@@ -23,6 +27,7 @@ from proto.records_pb2 import NodeRecord
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 2.0  # outage recovery is at most this long after etcd is back
+PEERS_REFRESH_S = 5.0  # how stale the list of peers asked during an etcd outage may be
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ def _version() -> str:
 
 
 class Registration:
-    """Keeps `nodes/<id>` alive. `start()` returns at once; `registered` is set while it holds."""
+    """Keeps `nodes/<id>` alive. `start()` returns at once; `registered` is set while it holds.
+    Give it a KV of its own: after a failure it redials (`KV.reconnect`)."""
 
     def __init__(
         self,
@@ -91,21 +97,31 @@ class Registration:
         metrics: AgentMetrics | None = None,
         counts: Callable[[], Counts] | None = None,
         on_registered: Callable[[], Awaitable[None]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         if heartbeat_s >= ttl_s:
             raise ValueError(f"heartbeat ({heartbeat_s}s) must be shorter than the TTL ({ttl_s}s)")
         self.kv = kv
         self.key = keys.node(record.id)
+        self.member_key = keys.member(record.id)
+        self.nodes_prefix = keys.nodes_prefix()
         self.record = record
         self.ttl_s = ttl_s
         self.heartbeat_s = heartbeat_s
         self.metrics = metrics or AgentMetrics()
         self.counts = counts
         self.on_registered = on_registered
+        self.fence = fence
+        # A keep-alive must fail fast: the fence deadline leaves TTL - guard after it was sent.
+        self.call_timeout_s = max(2 * heartbeat_s, 0.5)
+        self.retry_max_s = min(RETRY_MAX_S, heartbeat_s)
         self.lease_id = 0
         self.registered = asyncio.Event()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._hook: asyncio.Task[None] | None = None
+        self._peers: asyncio.Task[None] | None = None
+        self._redial = False  # the last etcd call failed: use a new connection
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="registration")
@@ -117,11 +133,12 @@ class Registration:
     async def stop(self, deregister: bool = True) -> None:
         """Stop renewing. With `deregister` the lease is revoked and the record goes at once;
         without it the record expires after the TTL, as when the agent dies."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._hook, self._peers):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._hook = self._peers = None
         self.registered.clear()
         if deregister and self.lease_id:
             try:
@@ -134,37 +151,63 @@ class Registration:
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(KVError),
-                wait=wait_exponential(multiplier=0.1, max=RETRY_MAX_S),
+                wait=wait_exponential(multiplier=0.1, max=self.retry_max_s),
                 before_sleep=self._failed,
             ):
                 with attempt:
                     await self._register()
             self.registered.set()
             if self.on_registered is not None:
-                try:
-                    await self.on_registered()
-                except Exception:
-                    log.exception("on_registered hook failed")
+                # Beside the keep-alives, never before them: the hook reads etcd per container.
+                if self._hook is not None:
+                    self._hook.cancel()
+                self._hook = asyncio.create_task(self._run_hook(self.on_registered))
             try:
                 await self._keep_alive()
             except KVError as e:
                 log.warning("lost etcd while renewing the lease: %s", e)
                 self.metrics.lease_failures.inc()
+                if self.fence is not None:
+                    self.fence.failed()
+                self._redial = True
             self.registered.clear()
+
+    @staticmethod
+    async def _run_hook(hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception:
+            log.exception("on_registered hook failed")
 
     def _failed(self, state: object) -> None:
         self.metrics.lease_failures.inc()
+        self._redial = True
+        if self.fence is not None:
+            self.fence.failed()
         outcome = getattr(state, "outcome", None)
         log.info("registration failed, retrying: %s", outcome.exception() if outcome else "?")
 
     async def _register(self) -> None:
+        if self._redial:
+            # Not the old connection: it may sit in TCP retransmission back-off for seconds
+            # after a blip, longer than the fence deadline leaves.
+            await self.kv.reconnect()
+            self._redial = False
         # After a short blip the lease may still be alive: keep it rather than orphan it.
-        if self.lease_id and await self.kv.lease_keepalive_once(self.lease_id) <= 0:
-            self.lease_id = 0
+        sent_ns = fencing.now_ns()
+        if self.lease_id:
+            ttl = await self.kv.lease_keepalive_once(self.lease_id, self.call_timeout_s)
+            if ttl <= 0:
+                self.lease_id = 0
         if not self.lease_id:
+            sent_ns = fencing.now_ns()
             self.lease_id = await self.kv.lease_grant(self.ttl_s)
         self._dirty.clear()
         await self._put()
+        await self.kv.put(self.member_key, self.record.SerializeToString())
+        if self.fence is not None:
+            self.fence.renewed(sent_ns)
+        await self._refresh_peers()
         self.metrics.registrations.inc()
         log.info(
             "registered node %s (%s) under lease %x", self.record.name, self.key, self.lease_id
@@ -178,12 +221,39 @@ class Registration:
             self.record.containers_paused = c.paused
             self.record.containers_stopped = c.stopped
         self.record.updated_at_ns = time.time_ns()
-        await self.kv.put(self.key, self.record.SerializeToString(), lease=self.lease_id)
+        await self.kv.put(
+            self.key,
+            self.record.SerializeToString(),
+            lease=self.lease_id,
+            timeout=self.call_timeout_s,
+        )
+
+    async def _refresh_peers(self) -> None:
+        """Cache the other live nodes: the ones the fence asks when etcd is unreachable."""
+        if self.fence is None:
+            return
+        peers: dict[str, str] = {}
+        for entry in await self.kv.get_prefix(self.nodes_prefix):
+            rec = NodeRecord()
+            try:
+                rec.ParseFromString(entry.value)
+            except Exception:
+                continue
+            if rec.id and rec.id != self.record.id and rec.addr:
+                peers[rec.id] = rec.addr
+        self.fence.peers = peers
+
+    async def _refresh_peers_quietly(self) -> None:
+        try:
+            await self._refresh_peers()
+        except KVError as e:
+            log.info("could not refresh the list of peers: %s", e)
 
     async def _keep_alive(self) -> None:
         """Returns when the lease is lost; raises KVError when etcd is unreachable."""
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.heartbeat_s
+        next_peers = loop.time() + PEERS_REFRESH_S
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(next_beat):
@@ -194,10 +264,19 @@ class Registration:
             if loop.time() < next_beat:
                 continue
             next_beat = loop.time() + self.heartbeat_s
-            ttl = await self.kv.lease_keepalive_once(self.lease_id)
+            sent_ns = fencing.now_ns()
+            ttl = await self.kv.lease_keepalive_once(self.lease_id, self.call_timeout_s)
             if ttl <= 0:
                 log.warning("lease %x expired; registering again", self.lease_id)
                 self.metrics.lease_failures.inc()
+                if self.fence is not None:
+                    self.fence.failed()
                 self.lease_id = 0
                 return
+            if self.fence is not None:
+                self.fence.renewed(sent_ns)
             self.metrics.lease_renewals.inc()
+            if loop.time() >= next_peers and (self._peers is None or self._peers.done()):
+                # Beside the keep-alives: a slow range read must not delay the next one.
+                next_peers = loop.time() + PEERS_REFRESH_S
+                self._peers = asyncio.create_task(self._refresh_peers_quietly())

@@ -8,7 +8,9 @@ from typing import Any
 import grpc
 
 from agent.events import EventBus
+from agent.fencing import Fence
 from agent.service import AgentService
+from agent.service_drills import DrillSettings
 from proto import agent_pb2_grpc
 from proto.rpc import CHANNEL_OPTIONS, TlsConfig
 from runtime.containers import Runtime
@@ -21,14 +23,21 @@ async def start_grpc_server(
     tls: TlsConfig | None = None,
     info_extra: dict[str, Any] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    drills: DrillSettings | None = None,
+    fence: Fence | None = None,
 ) -> grpc.aio.Server:
     """Serve the Agent service on `listen` (host:port; port 0 picks one, see `bound_port`).
 
     With `tls`, only clients presenting a certificate signed by `tls.ca` (the manager) get in.
     `interceptors` see every call (the agent's metrics count operations and latency there).
+    `drills`: whether (and how) the Drill RPC may inject faults on this host (default: refused).
+    `fence`: the node fence PeerEtcdStatus answers from (agent/fencing.py).
     """
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=list(interceptors))
     service = AgentService(runtime, events, info_extra)
+    if drills is not None:
+        service.drill_settings = drills
+    service.fence = fence
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     if tls is None:
         port = server.add_insecure_port(listen)

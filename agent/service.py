@@ -9,6 +9,8 @@ in one mixin per area:
   agent/service_filesystem.py  archive stat/get/put, export, changes, commit
   agent/service_images.py      image import/load/save, list, inspect, history, tag, remove
   agent/service_volumes.py     volumes
+  agent/service_drills.py      Drill (fault injection, only with `flotilla join --allow-drills`)
+  agent/service_failover.py    PeerEtcdStatus (asked by a peer that cannot reach etcd)
 
 What they share is in agent/service_base.py (the `rpc` decorator: every runtime DockerError ends
 the RPC with its HTTP status and exact message, see proto/rpc_errors.py; JSON in and out; the
@@ -22,6 +24,8 @@ from typing import Any
 
 from agent.events import EventBus
 from agent.service_containers import ContainersMixin
+from agent.service_drills import DrillsMixin
+from agent.service_failover import FailoverMixin
 from agent.service_filesystem import FilesystemMixin
 from agent.service_images import ImagesMixin
 from agent.service_node import NodeMixin
@@ -38,6 +42,8 @@ class AgentService(
     FilesystemMixin,
     ImagesMixin,
     VolumesMixin,
+    DrillsMixin,
+    FailoverMixin,
     # Last, so each mixin's call comes before the generated UNIMPLEMENTED stub.
     agent_pb2_grpc.AgentServicer,
 ):
@@ -49,3 +55,4 @@ class AgentService(
         self.rt = runtime
         self.events = events
         self.info_extra = dict(info_extra or {})
+        self.fence = None  # set by start_grpc_server when the agent keeps a fence

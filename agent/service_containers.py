@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent import identity
 from agent.service_base import ServiceBase, dumps, loads, rpc
 from proto import agent_pb2 as pb
 from proto.docker.errors import InvalidParameter
@@ -21,6 +22,10 @@ class ContainersMixin(ServiceBase):
         body = loads(request.json, {})
         if not isinstance(body, dict):
             raise InvalidParameter("container create body must be a JSON object")
+        # A manager that crashed after this create and before recording it repeats it.
+        existing = identity.same_generation(self.rt, body)
+        if existing is not None:
+            return pb.ContainerCreateReply(id=existing, warnings=[])
         rec = await self.rt.create(body, request.name or None)
         return pb.ContainerCreateReply(id=rec.id, warnings=[])
 

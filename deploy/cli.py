@@ -3,7 +3,8 @@
 flotilla join [flags]            run an agent on this host
 flotilla manage [discovery-url]  run the manager (Docker Engine API for the whole cluster)
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
-flotilla dev up|down|status|kill|stop|freeze|partition|heal|start …   the dev cluster
+flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
+flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
 """
 
 from __future__ import annotations
@@ -106,7 +107,61 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for action, (_, text) in DRILLS.items():
         p = dsub.add_parser(action, help=text)
         p.add_argument("node", metavar="NODE", help="node-N")
+    add_drill_parser(sub)
     return parser
+
+
+def add_drill_parser(sub: argparse._SubParsersAction) -> None:
+    from deploy.drill import KINDS  # the standard library only: `--help` stays light
+
+    drill = sub.add_parser(
+        "drill", help="inject a fault into a node, measure the failover, print a report, heal"
+    )
+    drill.add_argument("kind", choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
+    drill.add_argument("node", metavar="NODE", help="the node's name")
+    drill.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="heal after S seconds (default: once every container moved, or --timeout)",
+    )
+    drill.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="stop watching S seconds after the fault (default 30)",
+    )
+    drill.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    drill.add_argument(
+        "--containers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first start N reschedulable containers on NODE (removed at the end)",
+    )
+    drill.add_argument(
+        "--image", default="busybox:latest", help="their image (default busybox:latest)"
+    )
+    drill.add_argument(
+        "--rpc",
+        action="store_true",
+        help="inject through the node agent's Drill RPC (needs `join --allow-drills`), "
+        "also on a dev node",
+    )
+    drill.add_argument(
+        "--discovery",
+        default="",
+        metavar="URL",
+        help=f"etcd://host:port/prefix (default: the dev cluster, {DEV_DISCOVERY})",
+    )
+    drill.add_argument(
+        "-H",
+        "--host",
+        default="",
+        help="the manager (default: $DOCKER_HOST, else the dev cluster's)",
+    )
 
 
 def cmd_join(args: argparse.Namespace) -> int:
@@ -222,10 +277,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from deploy.drill import main as drill_main
+
+    return drill_main(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(command_of(argv)).parse_args(argv)
-    handler = {"join": cmd_join, "manage": cmd_manage, "list": cmd_list, "dev": cmd_dev}
+    handler = {
+        "join": cmd_join,
+        "manage": cmd_manage,
+        "list": cmd_list,
+        "dev": cmd_dev,
+        "drill": cmd_drill,
+    }
     return handler[args.command](args)
 
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import signal
 import time
 
 from deploy.dev_layout import NODE_RE, ROOT
-from deploy.dev_processes import cmdline, send_signal
+from deploy.dev_processes import cmdline, pids
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MNT_DETACH = 2
+
+
+def node_shims(name: str) -> list[int]:
+    """The shims of node `name`'s containers (their bundles are under its data root)."""
+    root = os.path.join(ROOT, name) + "/"
+    return [p for p in pids() if is_dev_shim(p) and any(a.startswith(root) for a in cmdline(p))]
 
 
 def is_dev_shim(pid: int) -> bool:
@@ -67,34 +72,26 @@ def _cgroup_roots() -> list[str]:
     return sorted(set(v1_mounts().values()))
 
 
-def node_cgroups() -> list[str]:
-    """The flotilla/node-N cgroup of every dev node, in every hierarchy."""
+def node_cgroups(name: str = "") -> list[str]:
+    """The flotilla/node-N cgroup of every dev node (or only of `name`), in every hierarchy."""
     out: list[str] = []
     for root in _cgroup_roots():
         base = os.path.join(root, "flotilla")
         with contextlib.suppress(OSError):
-            out += [os.path.join(base, n) for n in os.listdir(base) if NODE_RE.match(n)]
+            out += [
+                os.path.join(base, n)
+                for n in os.listdir(base)
+                if NODE_RE.match(n) and n == (name or n)
+            ]
     return out
 
 
 def remove_cgroup_tree(top: str) -> None:
     """Kill what is left in a cgroup subtree (thawing it first), then rmdir bottom-up."""
+    from agent.drill_faults import kill_cgroup_tree  # late: `flotilla --help` loads no agent
+
     dirs = [d for d, _, _ in os.walk(top)]
-    for d in dirs:
-        with contextlib.suppress(OSError), open(os.path.join(d, "freezer.state"), "w") as f:
-            f.write("THAWED")
-        with contextlib.suppress(OSError), open(os.path.join(d, "cgroup.freeze"), "w") as f:
-            f.write("0")
-    for _ in range(50):
-        pids: set[int] = set()
-        for d in dirs:
-            with contextlib.suppress(OSError), open(os.path.join(d, "cgroup.procs")) as f:
-                pids |= {int(x) for x in f.read().split()}
-        if not pids:
-            break
-        for p in pids:
-            send_signal(p, signal.SIGKILL)
-        time.sleep(0.05)
+    kill_cgroup_tree(top)
     for d in sorted(dirs, key=len, reverse=True):
         for _ in range(20):
             try:

@@ -1,5 +1,5 @@
 """Failure drills on a running dev cluster, one node at a time: kill, stop, freeze, partition,
-heal and start again.
+etcd-outage, crash (the whole host), heal (back to healthy from any of them) and start again.
 
 Each drill takes a node name (node-N) of the cluster in state.json and raises DevError when it
 cannot be done. `DRILLS` is what `flotilla dev <drill> NODE` offers: a new drill is a function
@@ -11,12 +11,24 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from types import ModuleType
 
-from deploy.dev_layout import DevError, load_state, node_index, save_state, veth_name
-from deploy.dev_network import set_link
+from deploy.dev_cleanup import node_cgroups, node_shims
+from deploy.dev_layout import (
+    ETCD_PORT,
+    HOST_IP,
+    NETNS_DIR,
+    DevError,
+    load_state,
+    node_index,
+    save_state,
+    veth_name,
+)
+from deploy.dev_network import link_up, set_link
 from deploy.dev_processes import (
     agent_command,
     agent_pid,
+    proc_state,
     send_signal,
     spawn_agent,
     wait_gone,
@@ -68,13 +80,58 @@ def partition(name: str) -> None:
     set_link(veth_name(node_index(name)), up=False)
 
 
-def heal(name: str) -> None:
-    """Undo partition and freeze."""
+def _faults() -> ModuleType:
+    # Imported late: `flotilla --help` builds its parser from DRILLS and loads no agent code.
+    from agent import drill_faults
+
+    return drill_faults
+
+
+def _in_netns(name: str) -> list[str]:
+    return ["nsenter", f"--net={NETNS_DIR}/{name}"]
+
+
+def etcd_outage(name: str) -> None:
+    """This host alone loses etcd: its connections to etcd's client port are dropped (iptables
+    in its netns); the other hosts, the manager and its peers still reach it and etcd."""
+    _known(name)
+    rules = _faults().etcd_rules([f"{HOST_IP}:{ETCD_PORT}"])
+    try:
+        _faults().add_rules(rules, _in_netns(name))
+    except OSError as e:
+        raise DevError(f"{name}: {e}") from e
+
+
+def crash(name: str) -> None:
+    """The whole host goes down: its agent, every shim and every process of its containers
+    (cgroup flotilla/node-N) are SIGKILLed, and its link is cut so nothing of it answers."""
+    _known(name)
+    set_link(veth_name(node_index(name)), up=False)
+    pid = agent_pid(name)
+    if pid is not None:
+        send_signal(pid, signal.SIGKILL)
+    # Shims before their containers: a shim that saw its container die would record an exit.
+    _faults().kill_pids(node_shims(name))
+    for top in node_cgroups(name):
+        _faults().kill_cgroup_tree(top)
+    if pid is not None:
+        wait_gone(pid)
+
+
+def heal(name: str, timeout: float = 30.0) -> None:
+    """Back to healthy from any drill: link up, drill firewall rules gone, the agent thawed, or
+    started again when it is not running (then wait until it is registered)."""
     state = _known(name)
-    set_link(veth_name(node_index(name)), up=True)
+    veth = veth_name(node_index(name))
+    if link_up(veth) is False:
+        set_link(veth, up=True)
+    _faults().remove_rules(_faults().drill_rules(_in_netns(name)), _in_netns(name))
     pid = agent_pid(name, state)
     if pid is not None:
-        send_signal(pid, signal.SIGCONT)
+        if proc_state(pid) == "T":
+            send_signal(pid, signal.SIGCONT)
+        return
+    start(name, timeout=timeout)
 
 
 def start(name: str, wait: bool = True, timeout: float = 30.0) -> object | None:
@@ -101,6 +158,8 @@ DRILLS: dict[str, tuple[Callable[[str], object], str]] = {
     "stop": (stop, "SIGTERM the node's agent"),
     "freeze": (freeze, "SIGSTOP the node's agent"),
     "partition": (partition, "cut the node off the underlay (link down)"),
-    "heal": (heal, "undo partition and freeze"),
+    "etcd-outage": (etcd_outage, "drop the node's connections to etcd (iptables in its netns)"),
+    "crash": (crash, "the whole host goes down: agent, shims and containers killed, link cut"),
+    "heal": (heal, "back to healthy from any drill: link up, thaw, start a dead agent"),
     "start": (start, "start the node's agent again"),
 }

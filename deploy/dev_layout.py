@@ -18,11 +18,14 @@ PREFIX = "/flotilla"
 ETCD_PORT = 2379
 AGENT_PORT = 4243
 METRICS_PORT = 9323  # dockerd's customary metrics port
-HEARTBEAT = "1s"
-TTL = "5s"
+# The agents' failover timings: `flotilla join`'s defaults (agent/main.py, docs/failover.md).
+HEARTBEAT = "500ms"
+TTL = "3s"
+FENCE_GUARD = "250ms"
 NETNS_DIR = "/run/netns"
 NODE_RE = re.compile(r"^node-(\d+)$")
 MANAGER_ADDR = "127.0.0.1:2375"
+MANAGER_METRICS = "127.0.0.1:9324"  # the manager's Prometheus endpoint
 # The manager also serves a unix socket: over TCP the docker CLI cannot detach (ctrl-p ctrl-q)
 # from `run -it`/`attach` (its escape check misses the error TCPConn.ReadFrom wraps).
 MANAGER_SOCKET = os.path.join(ROOT, "docker.sock")

@@ -19,9 +19,11 @@ from deploy import etcd
 from deploy.dev_layout import (
     AGENT_PORT,
     ETCD_PORT,
+    FENCE_GUARD,
     HEARTBEAT,
     HOST_IP,
     MANAGER_ADDR,
+    MANAGER_METRICS,
     MANAGER_SOCKET,
     METRICS_PORT,
     NETNS_DIR,
@@ -146,8 +148,11 @@ def agent_command(i: int, labels: dict[str, str]) -> list[str]:
         HEARTBEAT,
         "--ttl",
         TTL,
+        "--fence-guard",
+        FENCE_GUARD,
         "--metrics",
         f"{node_ip(i)}:{METRICS_PORT}",
+        "--allow-drills",  # `flotilla drill --rpc` exercises the agent's own Drill RPC here
     ]
     for k, v in sorted(labels.items()):
         cmd += ["--label", f"{k}={v}"]
@@ -252,7 +257,8 @@ def manager_command(manager_args: Sequence[str] = ()) -> list[str]:
 
     `sys.executable`: the interpreter flotilla runs in (its venv's, see deploy/setup.sh)."""
     cli = [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
-    return [*cli, "-H", f"unix://{MANAGER_SOCKET}", *manager_args]
+    metrics = [] if "--metrics" in manager_args else ["--metrics", MANAGER_METRICS]
+    return [*cli, "-H", f"unix://{MANAGER_SOCKET}", *metrics, *manager_args]
 
 
 def _is_manager(pid: int) -> bool:
@@ -313,7 +319,7 @@ def is_dev_etcd(pid: int) -> bool:
     return bool(args) and os.path.basename(args[0]) == "etcd" and os.path.join(ROOT, "etcd") in args
 
 
-def _etcd_pids() -> set[int]:
+def etcd_pids() -> set[int]:
     found = {p for p in pids() if is_dev_etcd(p)}
     pid = load_state().get("etcd", {}).get("pid")
     if isinstance(pid, int) and is_dev_etcd(pid):
@@ -323,7 +329,7 @@ def _etcd_pids() -> set[int]:
 
 def start_etcd(timeout: float = 20.0) -> None:
     """Start the dev etcd (its data dir survives stop_etcd, so registrations can recover)."""
-    if _etcd_pids():
+    if etcd_pids():
         return
     url = f"http://{etcd_endpoint()}"
     if etcd.healthy(url):
@@ -345,4 +351,4 @@ def start_etcd(timeout: float = 20.0) -> None:
 
 def stop_etcd() -> None:
     """Stop the dev etcd, for outage drills (the agents keep running and must re-register)."""
-    kill_all(_etcd_pids())
+    kill_all(etcd_pids())

@@ -6,7 +6,8 @@ and the names callers use, which live in the dev_* modules beside it:
     deploy/dev_network.py    the underlay bridge, the hosts' netns and veths
     deploy/dev_processes.py  agents, manager, etcd: find, signal, start, wait for registration
     deploy/dev_cleanup.py    container leftovers: shims, mounts, cgroups
-    deploy/dev_drills.py     kill, stop, freeze, partition, heal, start (one node at a time)
+    deploy/dev_drills.py     kill, stop, freeze, partition, etcd_outage, crash, heal, start
+                             (one node at a time)
 
 Layout (root netns of whoever runs `up`):
 
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 
 from deploy import etcd
 from deploy.dev_cleanup import is_dev_shim, node_cgroups, remove_cgroup_tree, unmount_under
-from deploy.dev_drills import freeze, heal, kill, partition, start, stop
+from deploy.dev_drills import crash, etcd_outage, freeze, heal, kill, partition, start, stop
 from deploy.dev_layout import (
     BRIDGE,
     MANAGER_ADDR,
@@ -71,6 +72,7 @@ from deploy.dev_processes import (
     agent_command,
     agent_pid,
     any_agent_pids,
+    etcd_pids,
     kill_all,
     manager_command,
     manager_healthy,
@@ -101,10 +103,12 @@ __all__ = [
     "DevError",
     "NodeStatus",
     "agent_command",
+    "crash",
     "discovery_url",
     "docker_host",
     "down",
     "etcd_endpoint",
+    "etcd_outage",
     "freeze",
     "heal",
     "import_busybox",
@@ -115,6 +119,7 @@ __all__ = [
     "node_index",
     "node_ip",
     "node_name",
+    "only_leftovers",
     "partition",
     "proc_state",
     "registered",
@@ -315,6 +320,14 @@ def down() -> None:
     # 5. Files.
     unmount_under(ROOT)
     shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def only_leftovers() -> bool:
+    """Whether what is here of a dev cluster is only remains (state file, netns, mounts) whose
+    processes are all gone — a run killed half-way — so `down()` may clear it without taking
+    a live cluster from anyone."""
+    state = load_state()
+    return not (manager_pids(state) or any_agent_pids() or etcd_pids())
 
 
 def status() -> ClusterStatus:

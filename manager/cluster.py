@@ -14,18 +14,20 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
+from manager.cluster_records import ClusterRecords
+from manager.logical import LogicalStore
+from manager.manager_events import ManagerEvents, node_event
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
-from proto.docker.errors import Conflict, DockerError, NotFound
+from proto.docker.errors import DockerError, NotFound
 from proto.keys import Keys
-from proto.kv import KV, KVError, WatchEvent
+from proto.kv import KV, WatchEvent
 from proto.records_pb2 import ContainerDesired, ContainerStatus, NodeRecord
 from proto.rpc import TlsConfig, agent_client
 from proto.rpc_errors import raise_for_rpc_error
@@ -36,6 +38,11 @@ T = TypeVar("T")
 ID_LEN = 64
 SHORT_ID_LEN = 12
 FANOUT_TIMEOUT_S = 10.0
+# Deadline of one unary manager->agent call: a hung agent must never hold a request (or the
+# rescheduler) for longer. Streams (attach, logs -f, events, image transfer) pass None and rely
+# on gRPC keepalive (proto/rpc.py) instead.
+CALL_TIMEOUT_S = 30.0
+NodeListener = Callable[[str, str], None]  # (kind "put"|"delete", node id)
 # Classic Swarm's own container ID, a label on every container it creates; a valid reference.
 SWARM_ID_LABEL = "com.docker.swarm.id"
 
@@ -55,14 +62,6 @@ class Placement:
     host_ports: list[tuple[str, int, str]] = field(default_factory=list)  # (ip, port, proto)
     network_mode: str = "default"
     seq: int = 0  # creation order through this manager (Docker's Created is in whole seconds)
-
-
-def conflict_message(name: str, cid: str) -> str:
-    """dockerd's wording for a name already taken."""
-    return (
-        f'Conflict. The container name "/{name}" is already in use by container "{cid}". '
-        "You have to remove (or rename) that container to be able to reuse that name."
-    )
 
 
 def placement_from_body(node_id: str, name: str, body: dict[str, Any]) -> Placement:
@@ -98,12 +97,20 @@ def _exposed_ports(exposed: object) -> list[tuple[str, int, str]]:
     return ports
 
 
-class Cluster:
+class Cluster(ClusterRecords):
     def __init__(self, kv: KV, keys: Keys, tls: TlsConfig | None = None) -> None:
         self.kv = kv
         self.keys = keys
         self.tls = tls
         self.nodes: dict[str, NodeRecord] = {}
+        # members/: every node that joined, also while its lease is gone (Unhealthy in info).
+        self.members: dict[str, NodeRecord] = {}
+        self.validated: set[str] = set()  # nodes that answered since they (re)registered
+        self.node_listeners: list[NodeListener] = []
+        self.logical = LogicalStore(kv, keys)
+        self.events = ManagerEvents()
+        # swarm id -> state of logical containers not `placed` (kept by the rescheduler).
+        self.unsettled: dict[str, str] = {}
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
         self.statuses: dict[str, ContainerStatus] = {}
         self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
@@ -131,6 +138,9 @@ class Cluster:
             )
         node_entries, node_rev = await self.kv.snapshot(self.keys.nodes_prefix())
         status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
+        member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
+        for e in member_entries:
+            self._apply_member(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in node_entries:
             self._apply_node(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in status_entries:
@@ -147,6 +157,10 @@ class Cluster:
             asyncio.create_task(
                 self._watch(self.keys.status_prefix(), status_rev + 1, self._apply_status),
                 name="watch-status",
+            ),
+            asyncio.create_task(
+                self._watch(self.keys.members_prefix(), member_rev + 1, self._apply_member),
+                name="watch-members",
             ),
         ]
         self.ready.set()
@@ -173,16 +187,56 @@ class Cluster:
     def _apply_node(self, event: WatchEvent) -> None:
         node_id = self.keys.node_id(event.key)
         if event.kind == "delete":
-            self.nodes.pop(node_id, None)
+            gone = self.nodes.pop(node_id, None)
+            self.validated.discard(node_id)
             self._drop_stub(node_id)
+            if gone is not None and self.ready.is_set():
+                self.events.publish(node_event(gone, "engine_disconnect"))
+            self._notify("delete", node_id)
             return
         rec = NodeRecord()
         rec.ParseFromString(event.value)
+        previous = self.nodes.get(node_id)
         self.nodes[node_id] = rec
         self.node_names[node_id] = rec.name
         old = self._stubs.get(node_id)
         if old is not None and old[0] != rec.addr:
             self._drop_stub(node_id)
+        if previous is None and self.ready.is_set():
+            self.events.publish(node_event(rec, "engine_connect"))
+        if previous is None or previous.started_at_ns != rec.started_at_ns:
+            self.validated.discard(node_id)
+            self._spawn(self._validate(node_id))
+            self._notify("put", node_id)
+
+    def _notify(self, kind: str, node_id: str) -> None:
+        for listener in self.node_listeners:
+            try:
+                listener(kind, node_id)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the view
+                log.exception("node listener failed on %s %s", kind, node_id)
+
+    async def _validate(self, node_id: str) -> None:
+        """Pending until the node's agent first answers (classic Swarm validates a new engine
+        with /info before it counts it Healthy)."""
+        while node_id in self.nodes:
+            try:
+                await self.call(node_id, lambda s: s.Ping(pb.PingRequest()), timeout=2.0)
+            except DockerError:
+                await asyncio.sleep(0.5)
+                continue
+            self.validated.add(node_id)
+            return
+
+    def _apply_member(self, event: WatchEvent) -> None:
+        node_id = self.keys.member_id(event.key)
+        if event.kind == "delete":
+            self.members.pop(node_id, None)
+            return
+        rec = NodeRecord()
+        rec.ParseFromString(event.value)
+        self.members[node_id] = rec
+        self.node_names.setdefault(node_id, rec.name)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -194,77 +248,8 @@ class Cluster:
         if old is not None:
             asyncio.get_running_loop().create_task(old[1].channel.close())  # type: ignore[attr-defined]
 
-    # ----------------------------------------------------------------- etcd records
-    async def claim_name(self, name: str) -> None:
-        """Take `names/<name>` for a create in flight; Conflict if a live container holds it."""
-        key = self.keys.name(name)
-        try:
-            if await self.kv.create(key, b""):
-                return
-            entry = await self.kv.get(key)
-            holder = entry.value.decode() if entry is not None else ""
-            if entry is not None and holder and self._exists(holder):
-                raise Conflict(conflict_message(name, holder))
-            # A claim left by a crashed manager or a container removed behind our back.
-            stale = entry.mod_revision if entry is not None else 0
-            if await self.kv.compare_and_swap(key, b"", stale):
-                return
-        except KVError as e:
-            raise DockerError(f"cannot claim the name {name}: {e}", 500) from None
-        raise Conflict(conflict_message(name, holder or "(being created)"))
-
-    def _exists(self, cid: str) -> bool:
+    def is_known(self, cid: str) -> bool:
         return cid in self.statuses or cid in self.placements
-
-    async def release_name(self, name: str, holder: str | None = None) -> None:
-        """Drop the claim on `name` (only if `holder` still holds it, when given)."""
-        if not name:
-            return
-        with contextlib.suppress(KVError, ValueError):
-            key = self.keys.name(name)
-            if holder is None:
-                await self.kv.delete(key)
-                return
-            entry = await self.kv.get(key)
-            if entry is not None and entry.value.decode() == holder:
-                await self.kv.compare_and_delete(key, entry.mod_revision)
-
-    async def record_created(self, cid: str, name: str, node_id: str, body: dict[str, Any]) -> None:
-        desired = ContainerDesired(
-            id=cid,
-            name=name,
-            node_id=node_id,
-            spec_json=json.dumps(body).encode(),
-            desired_state="created",
-            created_at_ns=time.time_ns(),
-        )
-        try:
-            if name:
-                await self.kv.put(self.keys.name(name), cid.encode())
-            await self.kv.put(self.keys.container(cid), desired.SerializeToString())
-        except KVError as e:
-            log.warning("cannot record container %s in etcd: %s", cid, e)
-
-    async def record_removed(self, cid: str, name: str) -> None:
-        with contextlib.suppress(KVError):
-            await self.kv.delete(self.keys.container(cid))
-        await self.release_name(name, cid)
-
-    async def record_renamed(self, cid: str, old: str, new: str) -> None:
-        try:
-            await self.kv.put(self.keys.name(new), cid.encode())
-        except KVError as e:
-            log.warning("cannot record the new name of %s: %s", cid, e)
-        await self.release_name(old, cid)
-        entry = None
-        with contextlib.suppress(KVError):
-            entry = await self.kv.get(self.keys.container(cid))
-        if entry is not None:
-            desired = ContainerDesired()
-            desired.ParseFromString(entry.value)
-            desired.name = new
-            with contextlib.suppress(KVError):
-                await self.kv.put(self.keys.container(cid), desired.SerializeToString())
 
     def name_of(self, cid: str) -> str:
         st = self.statuses.get(cid)
@@ -277,11 +262,13 @@ class Cluster:
         _, cid = self.keys.status_ids(event.key)
         if event.kind == "delete":
             name = self.name_of(cid)
+            swarm_id = self.swarm_id_of(cid)
             self.statuses.pop(cid, None)
             self.placements.pop(cid, None)
             if self.ready.is_set():
-                # Removed on the node (`--rm`, or behind our back): its records go too.
-                self._spawn(self.record_removed(cid, name))
+                # Removed on the node (`--rm`, or behind our back): its records go too (the
+                # logical one only while it still names this container, not a replacement).
+                self._spawn(self.record_removed(cid, name, swarm_id))
             return
         st = ContainerStatus()
         st.ParseFromString(event.value)
@@ -307,7 +294,7 @@ class Cluster:
 
     # ----------------------------------------------------------------- nodes and agents
     def sorted_nodes(self) -> list[NodeRecord]:
-        return sorted(self.nodes.values(), key=lambda n: (_natural(n.name), n.id))
+        return sorted(self.nodes.values(), key=lambda n: (natural_key(n.name), n.id))
 
     def node_by_name(self, name: str) -> NodeRecord | None:
         for rec in self.nodes.values():
@@ -326,22 +313,36 @@ class Cluster:
         self._stubs[node_id] = (rec.addr, stub)
         return stub
 
-    async def call(self, node_id: str, fn: Callable[[AgentStub], Awaitable[T]]) -> T:
-        """One agent RPC; its failure becomes the DockerError the agent meant."""
+    async def call(
+        self,
+        node_id: str,
+        fn: Callable[[AgentStub], Awaitable[T]],
+        timeout: float | None = CALL_TIMEOUT_S,
+    ) -> T:
+        """One agent RPC; its failure becomes the DockerError the agent meant. `timeout`: its
+        deadline (None only for calls that last by nature: wait, image transfers)."""
         try:
-            return await fn(self.stub(node_id))
+            async with asyncio.timeout(timeout):
+                return await fn(self.stub(node_id))
         except grpc.RpcError as e:
             raise raise_for_rpc_error(e) from None
+        except TimeoutError:
+            name = self.node_names.get(node_id, node_id)
+            raise DockerError(f"node {name} did not answer within {timeout:g}s", 504) from None
 
     async def fan_out(
-        self, fn: Callable[[AgentStub], Awaitable[T]], node_ids: list[str] | None = None
+        self,
+        fn: Callable[[AgentStub], Awaitable[T]],
+        node_ids: list[str] | None = None,
+        timeout: float = FANOUT_TIMEOUT_S,
     ) -> list[tuple[NodeRecord, T | BaseException]]:
-        """`fn` on every (or the given) node concurrently; results or errors per node."""
+        """`fn` on every (or the given) node concurrently; results or errors per node, each
+        node bounded by `timeout`."""
         recs = [self.nodes[n] for n in node_ids or [] if n in self.nodes] if node_ids else None
         recs = recs if recs is not None else self.sorted_nodes()
 
         async def one(rec: NodeRecord) -> T:
-            async with asyncio.timeout(FANOUT_TIMEOUT_S):
+            async with asyncio.timeout(timeout):
                 return await self.call(rec.id, fn)
 
         results = await asyncio.gather(*(one(r) for r in recs), return_exceptions=True)
@@ -388,6 +389,9 @@ class Cluster:
             return dict(st.labels)
         placed = self.placements.get(cid)
         return placed.labels if placed is not None else {}
+
+    def swarm_id_of(self, cid: str) -> str:
+        return self._labels_of(cid).get(SWARM_ID_LABEL, "")
 
     def by_swarm_id(self, ref: str) -> str | None:
         """The container whose `com.docker.swarm.id` is `ref` or starts with a 12-character
@@ -441,7 +445,7 @@ class Cluster:
         in_flight = {p.labels.get(SWARM_ID_LABEL) for p in self.pending.values()}
         while True:
             sid = secrets.token_hex(ID_LEN // 2)
-            if not self._exists(sid) and self.by_swarm_id(sid) is None and sid not in in_flight:
+            if not self.is_known(sid) and self.by_swarm_id(sid) is None and sid not in in_flight:
                 break
         labels[SWARM_ID_LABEL] = sid
         return {**body, "Labels": labels}
@@ -531,6 +535,6 @@ class Cluster:
         return out
 
 
-def _natural(name: str) -> tuple[Any, ...]:
+def natural_key(name: str) -> tuple[Any, ...]:
     """node-2 before node-10, as classic Swarm sorts engines."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

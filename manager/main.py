@@ -10,12 +10,16 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from manager.app import make_app
 from manager.cluster import Cluster
+from manager.metrics import Metrics, metrics_app
+from manager.placing import scheduler_for
+from manager.rescheduler import DEFAULT_MARGIN_S, Rescheduler
 from proto.keys import Keys
 from proto.kv import KV, parse_discovery
 from proto.rpc import TlsConfig
@@ -44,6 +48,8 @@ class ManagerConfig:
     strategy: str = "spread"
     filters: list[str] = field(default_factory=lambda: list(FILTERS))
     tls: TlsConfig | None = None
+    reschedule_margin_s: float = DEFAULT_MARGIN_S
+    metrics: str = ""  # HOST:PORT of the Prometheus endpoint, "" for none
 
 
 def add_manage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +80,16 @@ def add_manage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tlscert", default="")
     parser.add_argument("--tlskey", default="")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--reschedule-margin",
+        type=float,
+        default=DEFAULT_MARGIN_S,
+        help="seconds to wait after a node's lease is gone before its containers are "
+        f"rescheduled (covers the fence of their old copies; default {DEFAULT_MARGIN_S})",
+    )
+    parser.add_argument(
+        "--metrics", default="", help="serve Prometheus metrics on HOST:PORT (/metrics)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ManagerConfig:
@@ -98,7 +114,13 @@ def config_from_args(args: argparse.Namespace) -> ManagerConfig:
         raise ValueError(
             "--tlscert, --tlskey and --tlscacert require the use of either --tls or --tlsverify"
         )
+    if args.reschedule_margin < 0:
+        raise ValueError("--reschedule-margin must not be negative")
+    if args.metrics:
+        _host_port(args.metrics)
     return ManagerConfig(
+        reschedule_margin_s=args.reschedule_margin,
+        metrics=args.metrics,
         etcd=endpoints,
         prefix=prefix,
         hosts=hosts,
@@ -106,6 +128,13 @@ def config_from_args(args: argparse.Namespace) -> ManagerConfig:
         filters=filters,
         tls=tls,
     )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid --metrics {text!r}: want HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _site(runner: web.AppRunner, host: str) -> web.BaseSite:
@@ -128,13 +157,26 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
     kv = await KV.connect(config.etcd)
     cluster = Cluster(kv, Keys(config.prefix), config.tls)
     runner: web.AppRunner | None = None
+    metrics_runner: web.AppRunner | None = None
+    rescheduler: Rescheduler | None = None
     try:
         await _start_cluster(cluster, stop)
-        settings = {
+        settings: dict[str, Any] = {
             "strategy": config.strategy,
             "filters": list(config.filters),
             "id": uuid.uuid4().hex,
         }
+        metrics = Metrics() if config.metrics else None
+        if metrics is not None:
+            metrics_runner = web.AppRunner(metrics_app(metrics, cluster), access_log=None)
+            await metrics_runner.setup()
+            host, port = _host_port(config.metrics)
+            await web.TCPSite(metrics_runner, host, port).start()
+            log.info("metrics on http://%s/metrics", config.metrics)
+        rescheduler = Rescheduler(
+            cluster, lambda: scheduler_for(settings), config.reschedule_margin_s, metrics
+        )
+        rescheduler.start()
         # handler_cancellation: a client that walks away (the CLI abandons its `wait` after
         # `docker run -d`) cancels the handler, and with it the agent RPC it waits on.
         runner = web.AppRunner(
@@ -146,8 +188,12 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
             log.info("listening on %s", host)
         await stop.wait()
     finally:
+        if rescheduler is not None:
+            await rescheduler.close()
         if runner is not None:
             await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await cluster.close()
         await kv.close()
 

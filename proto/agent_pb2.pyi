@@ -467,3 +467,37 @@ class NetworkListRequest(_message.Message):
     VERBOSE_FIELD_NUMBER: _ClassVar[int]
     verbose: bool
     def __init__(self, verbose: _Optional[bool] = ...) -> None: ...
+
+class PeerEtcdStatusRequest(_message.Message):
+    __slots__ = ("asking_node_id",)
+    ASKING_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    asking_node_id: str
+    def __init__(self, asking_node_id: _Optional[str] = ...) -> None: ...
+
+class PeerEtcdStatusReply(_message.Message):
+    __slots__ = ("node_id", "etcd_reachable", "last_keepalive_age_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ETCD_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_KEEPALIVE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    etcd_reachable: bool
+    last_keepalive_age_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., etcd_reachable: _Optional[bool] = ..., last_keepalive_age_ms: _Optional[int] = ...) -> None: ...
+
+class DrillRequest(_message.Message):
+    __slots__ = ("kind", "duration_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    duration_ms: int
+    def __init__(self, kind: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class DrillReply(_message.Message):
+    __slots__ = ("kind", "started_at_ns", "undo_at_ns")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    UNDO_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    started_at_ns: int
+    undo_at_ns: int
+    def __init__(self, kind: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., undo_at_ns: _Optional[int] = ...) -> None: ...

@@ -254,6 +254,16 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.PeerEtcdStatus = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/PeerEtcdStatus',
+                request_serializer=proto_dot_agent__pb2.PeerEtcdStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.PeerEtcdStatusReply.FromString,
+                _registered_method=True)
+        self.Drill = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/Drill',
+                request_serializer=proto_dot_agent__pb2.DrillRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.DrillReply.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -538,6 +548,23 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PeerEtcdStatus(self, request, context):
+        """Failover (docs/failover.md).
+        Asked by a peer agent that cannot reach etcd: can this node? Tells "I am cut off" from
+        "etcd is down for everyone" before the asking node fences its containers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drill(self, request, context):
+        """Inject one fault on this host for a bounded time, then undo it (only on agents started
+        with --allow-drills; refused otherwise). Answers before the fault starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -760,6 +787,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.NetworkList,
                     request_deserializer=proto_dot_agent__pb2.NetworkListRequest.FromString,
                     response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
+            ),
+            'PeerEtcdStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.PeerEtcdStatus,
+                    request_deserializer=proto_dot_agent__pb2.PeerEtcdStatusRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.PeerEtcdStatusReply.SerializeToString,
+            ),
+            'Drill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drill,
+                    request_deserializer=proto_dot_agent__pb2.DrillRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.DrillReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1950,6 +1987,60 @@ class Agent:
             '/flotilla.agent.v1.Agent/NetworkList',
             proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
             proto_dot_agent__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PeerEtcdStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/PeerEtcdStatus',
+            proto_dot_agent__pb2.PeerEtcdStatusRequest.SerializeToString,
+            proto_dot_agent__pb2.PeerEtcdStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/Drill',
+            proto_dot_agent__pb2.DrillRequest.SerializeToString,
+            proto_dot_agent__pb2.DrillReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,9 @@
 """The etcd key layout, in one place: every other module asks `Keys` for keys and prefixes.
 
 <prefix>/nodes/<node-id>              NodeRecord, under the node's lease
+<prefix>/members/<node-id>            NodeRecord, no lease: every node that joined (Unhealthy when
+                                      its nodes/ key is gone)
+<prefix>/logical/<swarm-id>           LogicalContainer: placement and generation (manager)
 <prefix>/containers/<id>              ContainerDesired (manager)
 <prefix>/names/<name>                 cluster-wide name claim, value = container id
 <prefix>/status/<node-id>/<id>        ContainerStatus (agent)
@@ -32,6 +35,12 @@ class Keys:
     def node(self, node_id: str) -> str:
         return self._join("nodes", node_id)
 
+    def member(self, node_id: str) -> str:
+        return self._join("members", node_id)
+
+    def logical(self, swarm_id: str) -> str:
+        return self._join("logical", swarm_id)
+
     def container(self, cid: str) -> str:
         return self._join("containers", cid)
 
@@ -53,6 +62,12 @@ class Keys:
     # ------------------------------------------------------------- prefixes (end in "/")
     def nodes_prefix(self) -> str:
         return self._dir("nodes")
+
+    def members_prefix(self) -> str:
+        return self._dir("members")
+
+    def logical_prefix(self) -> str:
+        return self._dir("logical")
 
     def containers_prefix(self) -> str:
         return self._dir("containers")
@@ -93,6 +108,12 @@ class Keys:
 
     def node_id(self, key: str | bytes) -> str:
         return self._one(key, self.nodes_prefix())
+
+    def member_id(self, key: str | bytes) -> str:
+        return self._one(key, self.members_prefix())
+
+    def swarm_id(self, key: str | bytes) -> str:
+        return self._one(key, self.logical_prefix())
 
     def container_id(self, key: str | bytes) -> str:
         return self._one(key, self.containers_prefix())

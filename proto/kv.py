@@ -88,6 +88,17 @@ async def _resolve(endpoints: list[str]) -> list[str]:
     return out
 
 
+async def _unary_client(endpoints: list[str]) -> Etcd3Client:
+    client = Etcd3Client(endpoints, rpc_max_attempts=2)
+    # gRPC's default reconnect backoff grows to minutes; capped here so the agent is back
+    # within ~2 s of etcd (etcd3aio has no parameter for it, hence its private manager). A
+    # local subchannel pool: a new client gets new connections, not a shared stuck one.
+    client._manager.grpc_options.extend(RECONNECT_OPTIONS)
+    client._manager.grpc_options.append(("grpc.use_local_subchannel_pool", 1))
+    await client.connect()
+    return client
+
+
 class KV:
     def __init__(self, client: Etcd3Client, endpoints: list[str], timeout: float) -> None:
         self._client = client
@@ -104,12 +115,18 @@ class KV:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         resolved = await _resolve(endpoints)
-        client = Etcd3Client(resolved, rpc_max_attempts=2)
-        # gRPC's default reconnect backoff grows to minutes; capped here so the agent is back
-        # within ~2 s of etcd (etcd3aio has no parameter for it, hence its private manager).
-        client._manager.grpc_options.extend(RECONNECT_OPTIONS)
-        await client.connect()
-        return cls(client, resolved, timeout)
+        return cls(await _unary_client(resolved), resolved, timeout)
+
+    async def reconnect(self) -> None:
+        """Dial etcd afresh for unary calls. After a network blip the old TCP connection may
+        wait seconds for its next retransmission (exponential RTO back-off); a new one is
+        answered at once. Calls in flight on the old connection fail (KVError)."""
+        old = self._client
+        self._client = await _unary_client(self.endpoints)
+        try:
+            await old.close()
+        except Exception as e:  # a broken channel may fail to close; it is dropped anyway
+            log.debug("closing the old etcd channel: %s", e)
 
     async def close(self) -> None:
         await self._client.close()
@@ -121,9 +138,9 @@ class KV:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, aw: Awaitable[T]) -> T:
+    async def _call(self, aw: Awaitable[T], timeout: float | None = None) -> T:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout or self.timeout):
                 return await aw
         except (etcd3aio.EtcdError, grpc.aio.AioRpcError, TimeoutError) as e:
             raise KVError(f"etcd: {e or type(e).__name__}") from e
@@ -155,9 +172,13 @@ class KV:
         return [_entry(kv) for kv in resp.kvs], resp.header.revision
 
     # ------------------------------------------------------------- writes
-    async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+    async def put(
+        self, key: str, value: bytes, lease: int | None = None, timeout: float | None = None
+    ) -> int:
         """Returns the revision of the write."""
-        resp = await self._call(self._kv.put(key, value, lease=lease or 0, timeout=self.timeout))
+        resp = await self._call(
+            self._kv.put(key, value, lease=lease or 0, timeout=timeout or self.timeout), timeout
+        )
         return resp.header.revision
 
     async def delete(self, key: str) -> bool:
@@ -214,8 +235,9 @@ class KV:
         resp = await self._call(self._lease.grant(ttl, timeout=self.timeout))
         return resp.ID
 
-    async def lease_keepalive_once(self, lease_id: int) -> int:
-        """Renew the lease once; returns its remaining TTL, 0 when etcd no longer knows it."""
+    async def lease_keepalive_once(self, lease_id: int, timeout: float | None = None) -> int:
+        """Renew the lease once; returns its remaining TTL, 0 when etcd no longer knows it.
+        `timeout` (default: the client's) is shorter for a heartbeat that must not wait long."""
 
         async def once() -> int:
             call = self._lease.keep_alive(lease_id)
@@ -226,7 +248,7 @@ class KV:
             finally:
                 call.cancel()
 
-        return await self._call(once())
+        return await self._call(once(), timeout)
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:

@@ -108,6 +108,36 @@ class ContainerDesired(_message.Message):
     created_at_ns: int
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., spec_json: _Optional[bytes] = ..., desired_state: _Optional[str] = ..., created_at_ns: _Optional[int] = ...) -> None: ...
 
+class LogicalContainer(_message.Message):
+    __slots__ = ("swarm_id", "generation", "state", "node_id", "container_id", "name", "create_json", "reschedule", "start", "previous_node_id", "previous_container_id", "node_failed_at_ns", "updated_at_ns")
+    SWARM_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FAILED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    swarm_id: str
+    generation: int
+    state: str
+    node_id: str
+    container_id: str
+    name: str
+    create_json: bytes
+    reschedule: bool
+    start: bool
+    previous_node_id: str
+    previous_container_id: str
+    node_failed_at_ns: int
+    updated_at_ns: int
+    def __init__(self, swarm_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., container_id: _Optional[str] = ..., name: _Optional[str] = ..., create_json: _Optional[bytes] = ..., reschedule: _Optional[bool] = ..., start: _Optional[bool] = ..., previous_node_id: _Optional[str] = ..., previous_container_id: _Optional[str] = ..., node_failed_at_ns: _Optional[int] = ..., updated_at_ns: _Optional[int] = ...) -> None: ...
+
 class NetworkRecord(_message.Message):
     __slots__ = ("id", "name", "driver", "vni", "subnet", "options")
     class OptionsEntry(_message.Message):

@@ -4,8 +4,9 @@ Every record is loaded; a container whose shim is still alive is adopted (a new 
 health monitor re-attached), one whose shim is gone is marked exited with the code in
 `exit.json` (or 255) and torn down. Then the leftovers of a crash between two steps go (bundles
 without a record, cgroups and network state of containers not running), and containers whose
-restart policy asks for it are started. This is the start-up half of `Runtime` and works on its
-internals (records, shim watching, teardown).
+restart policy asks for it are started (never fenced ones; reschedulable ones, when the runtime
+has a fence file, only by the agent after its stale-copy check). This is the start-up half of
+`Runtime` and works on its internals (records, shim watching, teardown).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from proto.docker.errors import DockerError, NotFound
-from runtime import restart, shim
+from runtime import fence, restart, shim
 from runtime.record import ContainerRecord
 from runtime.timefmt import now_ns
 
@@ -50,13 +51,20 @@ async def reopen(rt: Runtime) -> None:
     for cid in live_cgroups:
         await asyncio.to_thread(rt.cgroups.remove, cid)
     await asyncio.to_thread(rt._prep.remove_stale_network)
+    rt.deferred_boot = []
     for rec in list(rt._records.values()):
         was_running = rec.status in ("running", "paused", "restarting")
         if (
             not rec.running
+            and not rec.fenced
             and rec.has_been_started
             and restart.restart_on_boot(rt._policy(rec)[0], rec.manually_stopped, was_running)
         ):
+            if rt.fence_path and fence.is_reschedulable(rec.body.get("Labels") or {}):
+                # It may have been started elsewhere meanwhile: the agent starts it only once
+                # etcd says this is still its copy (agent/stale.py).
+                rt.deferred_boot.append(rec.id)
+                continue
             with contextlib.suppress(DockerError):
                 await rt.start(rec.id)
 
@@ -71,6 +79,7 @@ async def _reconcile(rt: Runtime, rec: ContainerRecord) -> None:
     if rec.running or rec.status == "restarting":
         exit_info = shim.read_exit(os.path.join(bundle, "exit.json"))
         rec.exit_code = int(exit_info["exit_code"]) if exit_info else 255
+        fence.apply_exit(rec, exit_info)
         rec.finished_ns = now_ns()
         rec.status = "exited"
         rec.pid = rec.shim_pid = 0

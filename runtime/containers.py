@@ -31,6 +31,7 @@ from runtime import (
     config_values,
     container_mounts,
     etcfiles,
+    fence,
     health,
     launch,
     logs,
@@ -77,8 +78,15 @@ class Runtime:
         bridge_name: str = "flotilla0",
         bridge_subnet: str = "172.17.0.0/16",
         events: EventSink | None = None,
+        fence_path: str = "",
     ) -> None:
         self.paths = DataRoot(root)
+        # The agent's fence deadline file: shims of reschedulable containers watch it. Empty
+        # (a runtime used without an agent): nothing is fenced.
+        self.fence_path = fence_path
+        # Reschedulable containers restart-on-boot left to the agent (only after it checked
+        # they are not stale copies): filled by `open` when there is a fence file.
+        self.deferred_boot: list[str] = []
         self.paths.ensure()
         self.node_name = node_name
         self.images = ImageStore(self.paths)
@@ -284,7 +292,10 @@ class Runtime:
         try:
             inputs = await self._prep.prepare(rec, spec)
             inputs.hold_output = hold_output
-            shim.write_spec(os.path.join(bundle, "spec"), launch.spec_records(spec, inputs))
+            records = launch.spec_records(spec, inputs)
+            if self.fence_path and fence.is_reschedulable(rec.body.get("Labels") or {}):
+                records.append(("fence_path", self.fence_path))
+            shim.write_spec(os.path.join(bundle, "spec"), records)
             rec.shim_pid = await shim.start_shim(bundle)
         except shim.ShimStartError as err:
             await self._prep.teardown(rec)
@@ -305,6 +316,7 @@ class Runtime:
         rec.exit_code = 0
         rec.error = ""
         rec.oom_killed = False
+        rec.fenced = False
         rec.manually_stopped = False
         rec.has_been_started = True
         self._health.watch(rec, fresh=True)
@@ -344,6 +356,7 @@ class Runtime:
         bundle = self.paths.container(cid)
         info = shim.read_exit(os.path.join(bundle, "exit.json"))
         rec.exit_code = int(info["exit_code"]) if info else 255
+        fence.apply_exit(rec, info)
         rec.oom_killed = bool(await asyncio.to_thread(self.cgroups.oom_killed, cid))
         ran_for = (now_ns() - rec.started_ns) / 1e9
         rec.finished_ns = now_ns()
@@ -361,6 +374,8 @@ class Runtime:
             ran_for,
             rec.last_delay_s,
         )
+        if rec.fenced:
+            decision = restart.RestartDecision(False, 0.0)  # only the manager starts it again
         if decision.restart:
             rec.status = "restarting"
             rec.last_delay_s = decision.delay_s

@@ -40,6 +40,8 @@ class ContainerRecord:
     exit_code: int = 0
     error: str = ""
     oom_killed: bool = False
+    # Killed by its shim's node fence (runtime/fence.py): never restarted by this runtime.
+    fenced: bool = False
     started_ns: int = 0
     finished_ns: int = 0
     restart_count: int = 0

@@ -90,7 +90,9 @@ def dev_cluster_skip_reason(need_docker: bool = True) -> str | None:
     if need_docker and not os.path.exists(DOCKER):
         return "docker CLI not installed (deploy/setup.sh installs Debian's docker.io)"
     if devcluster.is_up() or dev_network.netns_list():
-        return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
+        if not devcluster.only_leftovers():
+            return "a dev cluster is already up on this machine (flotilla dev down to remove it)"
+        devcluster.down()  # the remains of a run killed half-way: nobody is using them
     return None
 
 

@@ -20,6 +20,7 @@ from proto.rpc_errors import raise_for_rpc_error
 
 CHUNK = 1 << 16
 STAT_HEADER = "X-Docker-Container-Path-Stat"
+COMMIT_TIMEOUT_S = 600.0  # a commit copies the container's whole upper layer
 
 
 async def _first(stream: AsyncIterator[Any]) -> Any | None:
@@ -156,7 +157,7 @@ async def archive_put(request: web.Request) -> web.Response:
         async for data in request.content.iter_chunked(CHUNK):
             yield pb.ArchivePutInput(data=data)
 
-    await cluster.call(node_id, lambda s: s.ArchivePut(inputs()))
+    await cluster.call(node_id, lambda s: s.ArchivePut(inputs()), timeout=None)  # a stream
     return web.Response(status=200)
 
 
@@ -178,7 +179,7 @@ async def commit(request: web.Request) -> web.Response:
         changes=request.query.getall("changes", []),
         pause=bool_param(request, "pause", default=True),
     )
-    reply = await cluster.call(node_id, lambda s: s.ContainerCommit(req))
+    reply = await cluster.call(node_id, lambda s: s.ContainerCommit(req), timeout=COMMIT_TIMEOUT_S)
     return web.json_response({"Id": reply.image_id}, status=201)
 
 

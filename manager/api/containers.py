@@ -15,25 +15,24 @@ from aiohttp import web
 from manager.api.filters import request_filters
 from manager.api.node_ports import inspect_ports, list_row_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
-from manager.cluster import Cluster, conflict_message, placement_from_body
+from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
+from manager.cluster_records import conflict_message
 from manager.errors import bool_param, int_param, read_json
+from manager.logical import FIRST_GENERATION, PENDING, SWARM_ID_LABEL, with_generation
+from manager.placing import choose_node, scheduler_for, survey
 from manager.scheduler import (
-    ContainerInfo,
-    NodeInfo,
-    Scheduler,
     SchedulingError,
-    build_request,
     parse_placement,
-    with_image_affinity,
 )
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
-from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFound
+from proto.docker.errors import Conflict, DockerError, InvalidParameter
 from proto.records_pb2 import NodeRecord
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
 HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
+PENDING_STATUS = "Pending reschedule"
 
 
 def _check_name(cluster: Cluster, name: str) -> None:
@@ -48,88 +47,6 @@ def _check_name(cluster: Cluster, name: str) -> None:
         raise Conflict(conflict_message(name, "(being created)"))
 
 
-def scheduler_for(settings: dict[str, Any]) -> Scheduler:
-    scheduler = settings.get("scheduler")
-    if not isinstance(scheduler, Scheduler):
-        scheduler = Scheduler(settings.get("strategy", "spread"), settings.get("filters"))
-        settings["scheduler"] = scheduler
-    return scheduler
-
-
-async def _choose_node(
-    request: web.Request, cluster: Cluster, body: dict[str, Any]
-) -> tuple[NodeRecord, dict[str, Any]]:
-    """Classic Swarm's placement; the body comes back with its hints moved into labels."""
-    scheduler = scheduler_for(request.app[SETTINGS_KEY])
-    try:
-        body = parse_placement(body)
-        pins = await _pin_dependencies(cluster, build_request(body).dependencies())
-        infos = await node_infos(cluster)
-        chosen = scheduler.select(infos, with_image_affinity(body, infos), pins)
-    except SchedulingError as e:
-        raise DockerError(e.message, e.status) from None
-    return cluster.nodes[chosen.id], body
-
-
-async def _pin_dependencies(cluster: Cluster, refs: list[str]) -> dict[str, str]:
-    """Each dependency reference resolved cluster-wide as every other reference is (dockerd's
-    order: ID, name, ID prefix); unknown ones are left to the scheduler's error."""
-    pins = {}
-    for ref in refs:
-        with contextlib.suppress(NotFound):
-            pins[ref] = (await cluster.resolve(ref))[1]
-    return pins
-
-
-async def node_infos(cluster: Cluster) -> list[NodeInfo]:
-    """The scheduler's view: every node with its containers, pending creates included."""
-    images: dict[str, set[str]] = {}
-    for rec, result in await cluster.fan_out(lambda s: s.ImageList(pb.ImageListRequest())):
-        names: set[str] = set()
-        if not isinstance(result, BaseException):
-            for img in json.loads(result.json) or []:
-                names.add(str(img.get("Id", "")))
-                names.update(img.get("RepoTags") or [])
-        images[rec.id] = names
-    infos = []
-    for rec in cluster.sorted_nodes():
-        containers = []
-        for cid, st, placed in cluster.containers_on(rec.id):
-            containers.append(
-                ContainerInfo(
-                    id=cid,
-                    name=(st.name if st else placed.name if placed else ""),
-                    image=(st.image if st else placed.image if placed else ""),
-                    image_id=st.image_id if st else "",
-                    labels=dict(st.labels) if st else dict(placed.labels if placed else {}),
-                    running=(st.state in ("running", "paused", "restarting")) if st else True,
-                    cpu_shares=placed.cpu_shares if placed else 0,
-                    nano_cpus=placed.nano_cpus if placed else 0,
-                    memory=placed.memory if placed else 0,
-                    host_ports=list(placed.host_ports) if placed else [],
-                    network_mode=placed.network_mode if placed else "default",
-                )
-            )
-        infos.append(
-            NodeInfo(
-                id=rec.id,
-                name=rec.name,
-                addr=rec.addr,
-                labels=dict(rec.labels),
-                healthy=True,  # a node key exists only while its agent keeps the lease
-                ncpu=rec.ncpu,
-                memory=rec.memory_bytes,
-                kernel_version=rec.kernel_version,
-                operating_system=rec.operating_system,
-                os_type=rec.os_type or "linux",
-                storage_driver=rec.storage_driver,
-                images=images.get(rec.id, set()),
-                containers=containers,
-            )
-        )
-    return infos
-
-
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     name = request.query.get("name", "").lstrip("/")
@@ -137,11 +54,19 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not body:
         raise InvalidParameter("config cannot be empty in order to create a container")
     body = _network_on_node(cluster, body)
+    try:
+        body = parse_placement(body)  # Swarm's hints into labels; its policy errors
+    except SchedulingError as e:
+        raise DockerError(e.message, e.status) from None
+    # The agents are asked before the lock; under it only the choice and its reservation, so
+    # a hung agent never holds up the creates of the whole cluster.
+    seen = await survey(cluster, body)
     async with cluster.schedule_lock:
         if name:
             _check_name(cluster, name)
-        rec, body = await _choose_node(request, cluster, body)
+        rec = choose_node(cluster, scheduler_for(request.app[SETTINGS_KEY]), body, seen)
         body = cluster.with_swarm_id(cluster.dependencies_by_id(body))
+        body = with_generation(body, FIRST_GENERATION)
         token = cluster.add_pending(placement_from_body(rec.id, name, body))
     # Shielded: a client that hangs up mid-create must not leave a container without records.
     try:
@@ -209,6 +134,7 @@ async def _create_on(
     assert placement is not None
     cluster.created(placement, reply.id)
     await cluster.record_created(reply.id, name, rec.id, body)
+    await cluster.logical.record_create(reply.id, name, rec.id, body, cluster.is_known)
     return reply.id, list(reply.warnings)
 
 
@@ -220,6 +146,7 @@ async def start(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     node_id, cid = await cluster.resolve(request.match_info["ref"])
     await cluster.call(node_id, lambda s: s.ContainerStart(pb.ContainerStartRequest(id=cid)))
+    await cluster.logical.set_start(cluster.swarm_id_of(cid), cid, True)
     return web.Response(status=204)
 
 
@@ -230,7 +157,10 @@ async def _stop_or_restart(request: web.Request, rpc: str, message: type) -> web
     t = _timeout(request)
     if t is not None:
         req.timeout = t
-    await cluster.call(node_id, lambda s: getattr(s, rpc)(req))
+    # The node waits up to `t` seconds (default 10) before it kills: the deadline allows that.
+    deadline = max(t if t is not None else 10, 0) + CALL_TIMEOUT_S
+    await cluster.call(node_id, lambda s: getattr(s, rpc)(req), timeout=deadline)
+    await cluster.logical.set_start(cluster.swarm_id_of(cid), cid, rpc == "ContainerRestart")
     return web.Response(status=204)
 
 
@@ -250,6 +180,8 @@ async def kill(request: web.Request) -> web.Response:
     await cluster.call(
         node_id, lambda s: s.ContainerKill(pb.ContainerKillRequest(id=cid, signal=sig))
     )
+    if sig in ("", "KILL", "SIGKILL", "9"):
+        await cluster.logical.set_start(cluster.swarm_id_of(cid), cid, False)
     return web.Response(status=204)
 
 
@@ -278,7 +210,9 @@ async def wait(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         reply = await cluster.call(
-            node_id, lambda s: s.ContainerWait(pb.ContainerWaitRequest(id=cid, condition=condition))
+            node_id,
+            lambda s: s.ContainerWait(pb.ContainerWaitRequest(id=cid, condition=condition)),
+            timeout=None,  # waits for the container, however long it runs
         )
         doc: dict[str, Any] = {
             "Error": {"Message": reply.error} if reply.error else None,
@@ -305,6 +239,7 @@ async def rename(request: web.Request) -> web.Response:
             node_id, lambda s: s.ContainerRename(pb.ContainerRenameRequest(id=cid, name=new))
         )
         await cluster.record_renamed(cid, old, new)
+        await cluster.logical.set_name(cluster.swarm_id_of(cid), cid, new)
         placed = cluster.placements.get(cid)
         if placed is not None:
             placed.name = new
@@ -321,9 +256,10 @@ async def remove(request: web.Request) -> web.Response:
         id=cid, force=bool_param(request, "force"), volumes=bool_param(request, "v")
     )
     name = cluster.name_of(cid)
+    swarm_id = cluster.swarm_id_of(cid)
     await cluster.call(node_id, lambda s: s.ContainerRemove(req))
     cluster.forget(cid)
-    await cluster.record_removed(cid, name)
+    await cluster.record_removed(cid, name, swarm_id)
     return web.Response(status=204)
 
 
@@ -449,13 +385,19 @@ def _departed_rows(cluster: Cluster) -> list[tuple[dict[str, Any], NodeRecord]]:
             "Ports": [],
             "Labels": dict(st.labels),
             "State": st.state,
-            "Status": "Host Down",
+            "Status": _down_status(cluster, st.labels.get(SWARM_ID_LABEL, "")),
             "HostConfig": {},
             "NetworkSettings": {"Networks": {}},
             "Mounts": [],
         }
         rows.append((row, rec))
     return rows
+
+
+def _down_status(cluster: Cluster, swarm_id: str) -> str:
+    """Swarm's `Host Down`; a reschedulable container that fits on no node now says so
+    (docs/failover.md)."""
+    return PENDING_STATUS if cluster.unsettled.get(swarm_id) == PENDING else "Host Down"
 
 
 def _is_task_filter(values: list[str] | None) -> bool | None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
+from manager.manager_events import mark
 from manager.versioning import versioned
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter
@@ -93,39 +94,6 @@ def matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     )
 
 
-def _node_doc(rec: NodeRecord) -> dict[str, str]:
-    ip = rec.addr.rpartition(":")[0].strip("[]") if ":" in rec.addr else rec.addr
-    return {"Name": rec.name, "Id": rec.id, "Addr": rec.addr, "Ip": ip}
-
-
-def mark(event: dict[str, Any], rec: NodeRecord) -> dict[str, Any]:
-    node = _node_doc(rec)
-    if "from" in event:
-        event["from"] = f"{event['from']} node:{rec.name}"
-    actor = event.setdefault("Actor", {"ID": "", "Attributes": {}})
-    attrs = actor.get("Attributes") or {}
-    attrs.update({f"node.{k.lower()}": v for k, v in node.items()})
-    actor["Attributes"] = attrs
-    event["node"] = node
-    return event
-
-
-def node_event(rec: NodeRecord, action: str) -> dict[str, Any]:
-    ns = time.time_ns()
-    event: dict[str, Any] = {
-        "status": action,
-        "id": rec.id,
-        "from": "swarm",
-        "Type": "swarm",
-        "Action": action,
-        "Actor": {"ID": rec.id, "Attributes": {"name": rec.name}},
-        "scope": "swarm",
-        "time": ns // 1_000_000_000,
-        "timeNano": ns,
-    }
-    return mark(event, rec)
-
-
 class Merger:
     """One task per node feeding a shared queue; nodes come and go with the cluster view."""
 
@@ -138,6 +106,11 @@ class Merger:
         self.known: dict[str, NodeRecord] = {}
 
     def start(self) -> None:
+        # The manager's own events (reschedules): its history for `since`, then live.
+        if self.since_ns:
+            for event in self.cluster.events.since(self.since_ns, self.until_ns):
+                self.queue.put_nowait(event)
+        self.cluster.events.listeners.add(self.queue)
         for rec in self.cluster.sorted_nodes():
             self.known[rec.id] = rec
             self.tasks[rec.id] = asyncio.create_task(self._follow(rec, self.since_ns))
@@ -160,23 +133,23 @@ class Merger:
                 req = pb.EventsRequest(since_ns=last + 1 if last else 0, until_ns=self.until_ns)
 
     async def watch_nodes(self) -> None:
-        """engine_connect / engine_disconnect as the cluster view changes."""
+        """Follow nodes as they join and leave (their engine_connect / engine_disconnect come
+        from the cluster view through the manager's own events)."""
         while True:
             await asyncio.sleep(POLL_S)
             now = dict(self.cluster.nodes)
             for node_id, rec in now.items():
                 if node_id not in self.known:
                     self.known[node_id] = rec
-                    await self.queue.put(node_event(rec, "engine_connect"))
                     self.tasks[node_id] = asyncio.create_task(self._follow(rec, time.time_ns()))
             for node_id in [n for n in self.known if n not in now]:
-                rec = self.known.pop(node_id)
+                self.known.pop(node_id)
                 task = self.tasks.pop(node_id, None)
                 if task is not None:
                     task.cancel()
-                await self.queue.put(node_event(rec, "engine_disconnect"))
 
     async def close(self) -> None:
+        self.cluster.events.listeners.discard(self.queue)
         for task in self.tasks.values():
             task.cancel()
         for task in self.tasks.values():

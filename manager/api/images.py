@@ -210,7 +210,7 @@ async def _tee(
 
     async def one(node_id: str) -> T:
         try:
-            return await cluster.call(node_id, lambda s: rpc(s, feed(node_id)))
+            return await cluster.call(node_id, lambda s: rpc(s, feed(node_id)), timeout=None)
         finally:
             # A node that failed early must not block the others: drop what it would get.
             done.add(node_id)
@@ -335,7 +335,7 @@ async def _import(request: web.Request) -> web.StreamResponse:
 
         return await stub.ImageImport(messages())
 
-    reply = await cluster.call(first, import_rpc)
+    reply = await cluster.call(first, import_rpc, timeout=None)  # a client stream
     lines = [line.encode() + b"\n" for line in reply.progress] or [
         _json_line({"status": reply.image_id})
     ]

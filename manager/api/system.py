@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.cluster import Cluster
+from manager.cluster import Cluster, natural_key
 from manager.versioning import API_VERSION, MIN_API_VERSION, server_version, versioned
 from proto import agent_pb2 as pb
 from proto.records_pb2 import NodeRecord
@@ -90,12 +90,37 @@ def _reserved(cluster: Cluster, rec: NodeRecord) -> tuple[float, int]:
     return cpus, memory
 
 
+def _containers(cluster: Cluster, rec: NodeRecord, state: str) -> str:
+    if state != "Healthy":  # Swarm prints the bare count for an engine it cannot ask
+        return str(sum(1 for st in cluster.statuses.values() if st.node_id == rec.id))
+    return (
+        f"{rec.containers} ({rec.containers_running} Running, "
+        f"{rec.containers_paused} Paused, {rec.containers_stopped} Stopped)"
+    )
+
+
 def _cpus(n: float) -> str:
     return str(int(n)) if n == int(n) else f"{n:g}"
 
 
+def node_state(cluster: Cluster, node_id: str) -> str:
+    """Classic Swarm's engine states: a live lease whose agent answered is Healthy; a live
+    lease not yet answered is Pending (Swarm validates a new engine first); a member without
+    a live lease is Unhealthy."""
+    if node_id not in cluster.nodes:
+        return "Unhealthy"
+    return "Healthy" if node_id in cluster.validated else "Pending"
+
+
+def listed_nodes(cluster: Cluster) -> list[NodeRecord]:
+    """Every live node and every member without a live lease, sorted as Swarm sorts."""
+    recs = {rec.id: rec for rec in cluster.members.values()}
+    recs.update(cluster.nodes)
+    return sorted(recs.values(), key=lambda n: (natural_key(n.name), n.id))
+
+
 def system_status(cluster: Cluster, settings: dict[str, Any]) -> list[list[str]]:
-    nodes = cluster.sorted_nodes()
+    nodes = listed_nodes(cluster)
     rows = [
         ["Role", "primary"],
         ["Strategy", settings.get("strategy", "spread")],
@@ -103,6 +128,7 @@ def system_status(cluster: Cluster, settings: dict[str, Any]) -> list[list[str]]
         ["Nodes", str(len(nodes))],
     ]
     for rec in nodes:
+        state = node_state(cluster, rec.id)
         cpus, memory = _reserved(cluster, rec)
         labels = dict(rec.labels)
         labels.update(
@@ -117,12 +143,8 @@ def system_status(cluster: Cluster, settings: dict[str, Any]) -> list[list[str]]
         rows += [
             [" " + rec.name, rec.addr],
             ["  └ ID", f"{rec.id}|{rec.addr}"],
-            ["  └ Status", "Healthy"],
-            [
-                "  └ Containers",
-                f"{rec.containers} ({rec.containers_running} Running, "
-                f"{rec.containers_paused} Paused, {rec.containers_stopped} Stopped)",
-            ],
+            ["  └ Status", state],
+            ["  └ Containers", _containers(cluster, rec, state)],
             ["  └ Reserved CPUs", f"{_cpus(cpus)} / {rec.ncpu}"],
             ["  └ Reserved Memory", f"{bytes_size(memory)} / {bytes_size(rec.memory_bytes)}"],
             ["  └ Labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))],

@@ -14,11 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api.containers import node_infos, scheduler_for
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
+from manager.placing import node_infos, scheduler_for
 from manager.scheduler import SchedulingError
 from manager.scheduler.placement import HINT_LABELS
 from manager.versioning import add_versioned_routes

@@ -364,6 +364,7 @@ static struct {
     int late_code;
     struct buf held; /* output kept for the first attach client (hold_output) */
     int held_done;
+    struct fence fence;
 } st;
 
 /* `docker run` attaches before it starts; the agent can only connect once the shim exists, so
@@ -678,8 +679,9 @@ static void write_exit(void)
     char ts[64], json[256];
     format_time(ts, sizeof ts);
     int n = snprintf(json, sizeof json,
-                     "{\"exit_code\": %d, \"signal\": %d, \"finished_at\": \"%s\", \"oom\": %s}\n",
-                     code, sig, ts, oom ? "true" : "false");
+                     "{\"exit_code\": %d, \"signal\": %d, \"finished_at\": \"%s\", \"oom\": %s, "
+                     "\"fenced\": %s}\n",
+                     code, sig, ts, oom ? "true" : "false", st.fence.fenced ? "true" : "false");
     if (S.exit_path)
         write_atomic(S.exit_path, json, (size_t)n);
 }
@@ -723,6 +725,8 @@ static void supervise(void)
             if ((drained && !awaiting) || since >= limit)
                 finish();
             timeout = (int)(limit - since);
+        } else {
+            timeout = fence_timeout(&st.fence, timeout);
         }
         int n = 0;
         int i_sig = n;
@@ -750,6 +754,8 @@ static void supervise(void)
         int r = poll(pfd, (nfds_t)n, timeout);
         if (r < 0 && errno != EINTR)
             finish();
+        if (!st.exited && fence_due(&st.fence))
+            fence_kill(&st.fence, st.pid, &S.cgroups);
         if (r <= 0)
             continue;
         if (pfd[i_out].revents)
@@ -978,6 +984,7 @@ int main(int argc, char **argv)
     log_open(&st.log, S.exec_mode ? NULL : S.log_path, S.log_max_size, S.log_max_file);
     if (!S.exec_mode && S.log_path && st.log.fd < 0)
         shim_fail(128, "failed to open log file %s: %s", S.log_path, go_strerror(errno));
+    st.fence.path = S.exec_mode ? NULL : S.fence_path;
     start_process();
     report('0');
     supervise();

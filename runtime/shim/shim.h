@@ -24,6 +24,7 @@ struct spec {
     long long log_max_size;
     int log_max_file;
     const char *exit_path, *pid_path, *attach_sock;
+    const char *fence_path; /* container mode: node fence deadline file (docs/shim-protocol.md) */
     int target_pid;
     int exec_mode;
 };
@@ -59,6 +60,18 @@ int process_cgroup_dirs(int pid, struct strlist *out);
 
 /* child.c */
 void child_main(struct child_ctx *c) __attribute__((noreturn));
+
+/* fence.c */
+#define FENCE_CHECK_MS 100
+struct fence {
+    const char *path;       /* NULL: never fenced */
+    long long deadline_ns;  /* CLOCK_BOOTTIME; the last one read from path */
+    long long next_check_ns;
+    int fenced;             /* the container was killed by the fence */
+};
+int fence_due(struct fence *f);
+int fence_timeout(const struct fence *f, int timeout);
+void fence_kill(struct fence *f, pid_t pid, const struct strlist *cgroups);
 
 /* logfile.c */
 struct logfile {

@@ -148,6 +148,7 @@ static void set_key(struct spec *s, const char *k, char *v)
         {"pidns", &s->pidns},       {"oom_score_adj", &s->oom_score_adj},
         {"log_path", &s->log_path}, {"exit_path", &s->exit_path},
         {"pid_path", &s->pid_path}, {"attach_sock", &s->attach_sock},
+        {"fence_path", &s->fence_path},
     };
     struct {
         const char *key;

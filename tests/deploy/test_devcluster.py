@@ -18,9 +18,10 @@ import pytest
 
 from deploy import dev_cleanup, dev_network, dev_processes
 from deploy import devcluster as dc
+from deploy.dev_drills import DRILLS
 from tests.fixtures import dev_cluster, dev_cluster_skip_reason
 
-TTL_S = 5.0  # the dev cluster's agents run with --ttl 5s
+TTL_S = 3.0  # the dev cluster's agents run with --ttl 3s (deploy/dev_layout.py)
 MARGIN_S = 4.0
 LABELS = {"node-1": {"region": "eu", "disk": "ssd"}}
 
@@ -273,6 +274,154 @@ def test_etcd_outage_recovers(cluster: dict[str, object], busybox_tar: str) -> N
         asyncio.run(_agent_call(addr, remove))
 
 
+def _run_sleeper(addr: str, busybox_tar: str, name: str) -> tuple[str, int]:
+    """Start a `sleep 1000` container on the agent at `addr`; its ID and pid."""
+    from proto import agent_pb2
+
+    async def run(stub) -> tuple[str, int]:  # noqa: ANN001
+        async def image():  # noqa: ANN202
+            yield agent_pb2.ImageImportInput(
+                options=agent_pb2.ImageImportOptions(reference="busybox:latest")
+            )
+            with open(busybox_tar, "rb") as f:
+                yield agent_pb2.ImageImportInput(data=f.read())
+
+        await stub.ImageImport(image())
+        body = {"Image": "busybox:latest", "Cmd": ["sleep", "1000"]}
+        req = agent_pb2.ContainerCreateRequest(json=json.dumps(body).encode(), name=name)
+        cid = (await stub.ContainerCreate(req)).id
+        await stub.ContainerStart(agent_pb2.ContainerStartRequest(id=cid))
+        info = json.loads((await stub.ContainerInspect(agent_pb2.ContainerRef(id=cid))).json)
+        return cid, info["State"]["Pid"]
+
+    return asyncio.run(_agent_call(addr, run))
+
+
+def _remove(addr: str, name: str) -> None:
+    from proto import agent_pb2
+
+    async def remove(stub) -> None:  # noqa: ANN001
+        await stub.ContainerRemove(agent_pb2.ContainerRemoveRequest(id=name, force=True))
+
+    asyncio.run(_agent_call(addr, remove))
+
+
+def _cgroup_procs(top: str) -> list[int]:
+    out: list[int] = []
+    for d, _, _ in os.walk(top):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def test_crash_then_heal(cluster: dict[str, object], busybox_tar: str) -> None:
+    """The whole host goes down: agent, shims and container processes die, nothing answers;
+    heal brings the node back with its identity."""
+    addr, node_id = cluster["node-1"].addr, cluster["node-1"].id
+    cid, pid = _run_sleeper(addr, busybox_tar, "crashme")
+    try:
+        assert dev_cleanup.node_shims("node-1") and dc.proc_state(pid) not in (None, "Z")
+        dc.crash("node-1")
+        st = dc.status().nodes[1]
+        assert (st.agent, st.link) == ("stopped", "down")
+        assert dc.proc_state(pid) in (None, "Z")
+        assert dev_cleanup.node_shims("node-1") == []
+        assert dev_cleanup.node_cgroups("node-1")
+        assert all(_cgroup_procs(top) == [] for top in dev_cleanup.node_cgroups("node-1"))
+        assert not reachable_from("node-0", "10.99.0.11", 4243)
+        wait_for(lambda: "node-1" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+        assert "node-0" in dc.registered()
+        dc.heal("node-1")
+        st = dc.status().nodes[1]
+        assert (st.agent, st.link) == ("running", "up")
+        assert dc.registered()["node-1"].id == node_id
+        assert reachable_from("node-0", "10.99.0.11", 4243)
+    finally:
+        dc.heal("node-1")
+        _remove(addr, "crashme")
+
+
+@pytest.mark.parametrize("drill", ["kill", "stop", "freeze", "partition", "etcd-outage"])
+def test_heal_from_any_drill(cluster: dict[str, object], drill: str) -> None:
+    node_id = cluster["node-0"].id
+    DRILLS[drill][0]("node-0")
+    try:
+        if drill == "etcd-outage":
+            assert not reachable_from("node-0", "10.99.0.1", 2379)
+            assert reachable_from("node-0", "10.99.0.11", 4243)  # only etcd is cut off
+        wait_for(lambda: "node-0" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
+    finally:
+        dc.heal("node-0")
+    st = dc.status().nodes[0]
+    assert (st.agent, st.link) == ("running", "up")
+    assert reachable_from("node-0", "10.99.0.1", 2379)
+    wait_for(lambda: "node-0" in dc.registered(), 30, "node-0 registered after heal")
+    assert dc.registered()["node-0"].id == node_id
+
+
+def test_drill_rpc_freeze_is_undone_by_the_agents_watchdog(cluster: dict[str, object]) -> None:
+    """The agent (started with --allow-drills) freezes itself; its watchdog thaws it: no heal."""
+    from proto import agent_pb2
+
+    async def drill(stub):  # noqa: ANN001, ANN202
+        return await stub.Drill(agent_pb2.DrillRequest(kind="freeze", duration_ms=2000))
+
+    reply = asyncio.run(_agent_call(cluster["node-1"].addr, drill))
+    assert reply.kind == "freeze" and reply.undo_at_ns - reply.started_at_ns == 2_000_000_000
+    try:
+        wait_for(lambda: dc.status().nodes[1].agent == "frozen", 5, "agent frozen")
+        wait_for(lambda: dc.status().nodes[1].agent == "running", 15, "agent thawed")
+    finally:
+        dc.heal("node-1")
+    wait_for(lambda: "node-1" in dc.registered(), 30, "node-1 registered")
+
+
+def test_flotilla_drill_reports_and_heals(cluster: dict[str, object]) -> None:
+    """`flotilla drill crash NODE --containers 3 --json`: the host goes down, its reschedulable
+    containers run on the other node, none twice, none lost; the node is healed, the drill's
+    containers removed."""
+    import docker
+
+    res = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "drill", "crash", "node-1", "--json"]
+        + ["--containers", "3", "--timeout", "30"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["kind"] == "crash" and report["node"] == "node-1" and report["via"] == "dev"
+    assert report["detection_s"] is not None
+    moved = [(c["name"][-2:], c["from_node"], c["to_node"]) for c in report["containers"]]
+    assert moved == [(f"-{i}", "node-1", "node-0") for i in range(3)]
+    assert all(c["name"].startswith("drill-node-1-") for c in report["containers"])
+    assert all(c["after_s"] is not None for c in report["containers"])
+    assert report["healed"] and report["duplicates"] == 0 and report["lost"] == 0
+    assert dc.status().nodes[1].agent == "running"
+    wait_for(lambda: "node-1" in dc.registered(), 30, "node-1 registered")
+    client = docker.APIClient(base_url=dc.docker_host())
+    try:
+        names = [n for r in client.containers(all=True) for n in r.get("Names") or []]
+    finally:
+        client.close()
+    assert [n for n in names if "drill-node-1" in n] == []
+    bad = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "drill", "kill", "node-9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip()
+        == "flotilla drill: node-9 is not registered (no healthy node of that name)"
+    )
+
+
 def test_dev_errors(cluster: dict[str, object]) -> None:
     with pytest.raises(dc.DevError):
         dc.kill("node-7")
@@ -344,6 +493,26 @@ def test_down_after_crash(busybox_tar: str) -> None:
         assert any(dev_cleanup.is_dev_shim(p) for p in dev_processes.pids())
         assert dev_cleanup.node_cgroups() and dev_cleanup.mounts_under(dc.ROOT)
         os.unlink(dc.STATE)
+    finally:
+        dc.down()
+    assert _leftovers() == []
+
+
+def test_remains_of_a_killed_run_do_not_block_the_next() -> None:
+    """A cluster whose processes were all killed (a test run stopped half-way) is only remains:
+    the next dev-cluster test clears them instead of refusing to run; a live one is kept."""
+    reason = dev_cluster_skip_reason(need_docker=False)
+    if reason:
+        pytest.skip(reason)
+    try:
+        dc.up(1, timeout=60)
+        assert not dc.only_leftovers()
+        assert dev_cluster_skip_reason(need_docker=False) is not None  # live: kept
+        victims = dev_processes.manager_pids() | dev_processes.any_agent_pids()
+        dev_processes.kill_all(victims | dev_processes.etcd_pids())
+        assert dc.is_up() and dc.only_leftovers()
+        assert dev_cluster_skip_reason(need_docker=False) is None  # cleared
+        assert not dc.is_up()
     finally:
         dc.down()
     assert _leftovers() == []

@@ -1,0 +1,107 @@
+"""The manager's own etcd records of containers: cluster-wide name claims (`names/`), desired
+records (`containers/`) and, through LogicalStore, the logical ones (`logical/`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from manager.logical import LogicalStore
+from proto.docker.errors import Conflict, DockerError
+from proto.keys import Keys
+from proto.kv import KV, KVError
+from proto.records_pb2 import ContainerDesired
+
+log = logging.getLogger(__name__)
+
+
+def conflict_message(name: str, cid: str) -> str:
+    """dockerd's wording for a name already taken."""
+    return (
+        f'Conflict. The container name "/{name}" is already in use by container "{cid}". '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
+
+
+class ClusterRecords:
+    """Mixed into Cluster, which provides the etcd client, the key layout and `is_known`."""
+
+    kv: KV
+    keys: Keys
+    logical: LogicalStore
+
+    def is_known(self, cid: str) -> bool:
+        raise NotImplementedError
+
+    async def claim_name(self, name: str) -> None:
+        """Take `names/<name>` for a create in flight; Conflict if a live container holds it."""
+        key = self.keys.name(name)
+        try:
+            if await self.kv.create(key, b""):
+                return
+            entry = await self.kv.get(key)
+            holder = entry.value.decode() if entry is not None else ""
+            if entry is not None and holder and self.is_known(holder):
+                raise Conflict(conflict_message(name, holder))
+            # A claim left by a crashed manager or a container removed behind our back.
+            stale = entry.mod_revision if entry is not None else 0
+            if await self.kv.compare_and_swap(key, b"", stale):
+                return
+        except KVError as e:
+            raise DockerError(f"cannot claim the name {name}: {e}", 500) from None
+        raise Conflict(conflict_message(name, holder or "(being created)"))
+
+    async def release_name(self, name: str, holder: str | None = None) -> None:
+        """Drop the claim on `name` (only if `holder` still holds it, when given)."""
+        if not name:
+            return
+        with contextlib.suppress(KVError, ValueError):
+            key = self.keys.name(name)
+            if holder is None:
+                await self.kv.delete(key)
+                return
+            entry = await self.kv.get(key)
+            if entry is not None and entry.value.decode() == holder:
+                await self.kv.compare_and_delete(key, entry.mod_revision)
+
+    async def record_created(self, cid: str, name: str, node_id: str, body: dict[str, Any]) -> None:
+        desired = ContainerDesired(
+            id=cid,
+            name=name,
+            node_id=node_id,
+            spec_json=json.dumps(body).encode(),
+            desired_state="created",
+            created_at_ns=time.time_ns(),
+        )
+        try:
+            if name:
+                await self.kv.put(self.keys.name(name), cid.encode())
+            await self.kv.put(self.keys.container(cid), desired.SerializeToString())
+        except KVError as e:
+            log.warning("cannot record container %s in etcd: %s", cid, e)
+
+    async def record_removed(self, cid: str, name: str, swarm_id: str = "") -> None:
+        with contextlib.suppress(KVError):
+            await self.kv.delete(self.keys.container(cid))
+        await self.release_name(name, cid)
+        if swarm_id:
+            await self.logical.forget(swarm_id, cid)
+
+    async def record_renamed(self, cid: str, old: str, new: str) -> None:
+        try:
+            await self.kv.put(self.keys.name(new), cid.encode())
+        except KVError as e:
+            log.warning("cannot record the new name of %s: %s", cid, e)
+        await self.release_name(old, cid)
+        entry = None
+        with contextlib.suppress(KVError):
+            entry = await self.kv.get(self.keys.container(cid))
+        if entry is not None:
+            desired = ContainerDesired()
+            desired.ParseFromString(entry.value)
+            desired.name = new
+            with contextlib.suppress(KVError):
+                await self.kv.put(self.keys.container(cid), desired.SerializeToString())

@@ -1,0 +1,185 @@
+"""Logical containers in etcd (`logical/<swarm-id>`, LogicalContainer): one per container made
+through the manager, whatever its reschedule policy, so agents can always tell a stale copy from
+the live one. Written only by the manager, each change a compare-and-swap on the key's mod
+revision (docs/failover.md, "Manager side")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proto.keys import Keys
+from proto.kv import KV, KVError
+from proto.records_pb2 import LogicalContainer
+
+log = logging.getLogger(__name__)
+
+SWARM_ID_LABEL = "com.docker.swarm.id"
+GENERATION_LABEL = "com.docker.swarm.generation"
+POLICY_LABEL = "com.docker.swarm.reschedule-policies"
+ON_NODE_FAILURE = "on-node-failure"
+FIRST_GENERATION = 1
+CAS_ATTEMPTS = 20
+
+PLACED = "placed"
+FAILED = "failed"
+PLACING = "placing"
+PENDING = "pending"
+UNSETTLED = (FAILED, PLACING, PENDING)
+
+
+def is_reschedulable(labels: dict[str, str]) -> bool:
+    """Swarm's HasReschedulePolicy("on-node-failure"), read from the stored label (the env form
+    was moved there at create, as Swarm does)."""
+    try:
+        policies = json.loads(labels.get(POLICY_LABEL) or "[]")
+    except ValueError:
+        return False
+    return isinstance(policies, list) and ON_NODE_FAILURE in policies
+
+
+def with_generation(body: dict[str, Any], generation: int) -> dict[str, Any]:
+    labels = dict(body.get("Labels") or {})
+    labels[GENERATION_LABEL] = str(generation)
+    return {**body, "Labels": labels}
+
+
+def body_of(rec: LogicalContainer) -> dict[str, Any]:
+    try:
+        body = json.loads(rec.create_json or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+class LogicalStore:
+    """CRUD over `logical/` with optimistic concurrency; KVError propagates to the caller."""
+
+    def __init__(self, kv: KV, keys: Keys) -> None:
+        self.kv = kv
+        self.keys = keys
+
+    async def get(self, swarm_id: str) -> tuple[LogicalContainer, int] | None:
+        entry = await self.kv.get(self.keys.logical(swarm_id))
+        if entry is None:
+            return None
+        rec = LogicalContainer()
+        rec.ParseFromString(entry.value)
+        return rec, entry.mod_revision
+
+    async def all(self) -> list[tuple[LogicalContainer, int]]:
+        out = []
+        for entry in await self.kv.get_prefix(self.keys.logical_prefix()):
+            rec = LogicalContainer()
+            try:
+                rec.ParseFromString(entry.value)
+            except Exception:  # noqa: BLE001 - a corrupt record must not hide the others
+                log.warning("unreadable logical record %s", entry.key)
+                continue
+            out.append((rec, entry.mod_revision))
+        return out
+
+    async def create(self, rec: LogicalContainer) -> bool:
+        rec.updated_at_ns = time.time_ns()
+        return await self.kv.create(self.keys.logical(rec.swarm_id), rec.SerializeToString())
+
+    async def swap(self, rec: LogicalContainer, mod_revision: int) -> bool:
+        """Write `rec` if its key is still at `mod_revision` (0: only if absent)."""
+        rec.updated_at_ns = time.time_ns()
+        key = self.keys.logical(rec.swarm_id)
+        return await self.kv.compare_and_swap(key, rec.SerializeToString(), mod_revision)
+
+    async def update(
+        self, swarm_id: str, change: Callable[[LogicalContainer], bool]
+    ) -> LogicalContainer | None:
+        """Apply `change` (returns False: nothing to write) until the swap wins; the record
+        written, or None when there is none or nothing changed."""
+        for _ in range(CAS_ATTEMPTS):
+            found = await self.get(swarm_id)
+            if found is None:
+                return None
+            rec, rev = found
+            if not change(rec):
+                return None
+            if await self.swap(rec, rev):
+                return rec
+        raise KVError(f"logical/{swarm_id}: too much contention")
+
+    async def delete(self, swarm_id: str, container_id: str = "") -> None:
+        """Drop the record (only while it still names `container_id`, when given)."""
+        found = await self.get(swarm_id)
+        if found is None:
+            return
+        rec, rev = found
+        if container_id and rec.container_id != container_id:
+            return  # already replaced by a reschedule: that copy is the live one
+        await self.kv.compare_and_delete(self.keys.logical(swarm_id), rev)
+
+    async def record_create(
+        self, cid: str, name: str, node_id: str, body: dict[str, Any], live: Callable[[str], bool]
+    ) -> None:
+        """The logical record of a container just created through the manager. A swarm id the
+        client set that already names another live container keeps that record (the older
+        container stays the one identity); a record of a container gone is taken over."""
+        labels = body.get("Labels") or {}
+        swarm_id = str(labels.get(SWARM_ID_LABEL) or "")
+        if not swarm_id:
+            return
+        rec = LogicalContainer(
+            swarm_id=swarm_id,
+            generation=int(labels.get(GENERATION_LABEL) or FIRST_GENERATION),
+            state=PLACED,
+            node_id=node_id,
+            container_id=cid,
+            name=name,
+            create_json=json.dumps(body).encode(),
+            reschedule=is_reschedulable(labels),
+            start=False,  # `docker start` sets it: a create alone is not meant to run
+        )
+        try:
+            if await self.create(rec):
+                return
+            found = await self.get(swarm_id)
+            if found is not None and found[0].container_id and live(found[0].container_id):
+                log.warning(
+                    "swarm id %s of %s already names %s", swarm_id, cid, found[0].container_id
+                )
+                return
+            await self.swap(rec, found[1] if found is not None else 0)
+        except KVError as e:
+            log.warning("cannot record logical container %s: %s", swarm_id, e)
+
+    async def set_start(self, swarm_id: str, cid: str, start: bool) -> None:
+        """Whether the container is meant to run (docker start/stop/kill/restart)."""
+
+        def change(rec: LogicalContainer) -> bool:
+            if rec.container_id != cid or rec.start == start:
+                return False
+            rec.start = start
+            return True
+
+        try:
+            await self.update(swarm_id, change)
+        except KVError as e:
+            log.warning("cannot record the run state of %s: %s", swarm_id, e)
+
+    async def set_name(self, swarm_id: str, cid: str, name: str) -> None:
+        def change(rec: LogicalContainer) -> bool:
+            if rec.container_id != cid or rec.name == name:
+                return False
+            rec.name = name
+            return True
+
+        try:
+            await self.update(swarm_id, change)
+        except KVError as e:
+            log.warning("cannot record the new name of %s: %s", swarm_id, e)
+
+    async def forget(self, swarm_id: str, cid: str) -> None:
+        try:
+            await self.delete(swarm_id, cid)
+        except KVError as e:
+            log.warning("cannot delete logical container %s: %s", swarm_id, e)
