@@ -34,6 +34,9 @@ class Preparer:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._bridge_ready = False
+        # Concurrent first starts (a reschedule lands several at once) must not race to create
+        # the bridge: the loser's link add fails with EEXIST.
+        self._bridge_lock = asyncio.Lock()
 
     async def prepare(self, rec: ContainerRecord, spec: ContainerSpec) -> launch.ShimInputs:
         hc = spec.host_config
@@ -115,9 +118,10 @@ class Preparer:
         return spec.hostname, spec.domainname
 
     async def _ensure_bridge(self) -> None:
-        if not self._bridge_ready:
-            await asyncio.to_thread(self._rt.bridge.ensure)
-            self._bridge_ready = True
+        async with self._bridge_lock:
+            if not self._bridge_ready:
+                await asyncio.to_thread(self._rt.bridge.ensure)
+                self._bridge_ready = True
 
     def _etc_mounts(
         self,

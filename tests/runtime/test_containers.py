@@ -516,3 +516,11 @@ async def test_image_removal_rules_and_save_load(rt: Runtime) -> None:
     buf.seek(0)
     assert image_transfer.load(rt.images, buf) == ["Loaded image: busybox:latest"]
     assert (await run(rt, ["true"]))[0] == 0
+
+
+async def test_concurrent_first_starts_share_one_bridge_setup(rt: Runtime) -> None:
+    """Several containers started at once on a fresh node (a reschedule lands them together):
+    every start succeeds, none loses a race to create the bridge (EEXIST)."""
+    recs = [await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"]}) for _ in range(5)]
+    await asyncio.gather(*(rt.start(rec.id) for rec in recs))
+    assert all(rt.get(rec.id).running for rec in recs)
