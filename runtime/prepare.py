@@ -187,7 +187,14 @@ class Preparer:
         return out
 
     async def teardown(self, rec: ContainerRecord) -> None:
-        """Undo everything `prepare` made outside the container's own namespaces."""
+        """Undo everything `prepare` made outside the container's own namespaces; the cgroups
+        go even when undoing the network fails (the error is raised after)."""
+        try:
+            await self._teardown_network(rec)
+        finally:
+            await asyncio.to_thread(self._rt.cgroups.remove, rec.id)
+
+    async def _teardown_network(self, rec: ContainerRecord) -> None:
         net = rec.net
         if net.ports:
             await asyncio.to_thread(self._rt.ports.unpublish, rec.id)
@@ -204,7 +211,6 @@ class Preparer:
             await asyncio.to_thread(self._rt.bridge.release, rec.id)
         net.ip = net.gateway = net.mac = ""
         net.prefix = 0
-        await asyncio.to_thread(self._rt.cgroups.remove, rec.id)
 
     def remove_stale_network(self) -> None:
         """Undo network state a crash left between two steps of a start or a teardown."""

@@ -35,25 +35,38 @@ async def runtime_for_tests(
     try:
         yield runtime
     finally:
-        await remove_runtime(runtime)
-        with open("/proc/self/mountinfo") as f:
-            assert root not in f.read()
-        assert runtime.cgroups.list_ids() == []
-        assert os.listdir(runtime.paths.netns) == []
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            leaked = await remove_runtime(runtime)
+            with open("/proc/self/mountinfo") as f:
+                assert root not in f.read()
+            assert leaked == []
+            assert os.listdir(runtime.paths.netns) == []
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
-async def remove_runtime(runtime: Runtime) -> None:
+async def remove_runtime(runtime: Runtime) -> list[str]:
     """Remove every container of `runtime` (forced), close it, and remove its bridge and
-    cgroup parent; its data root is left to the caller."""
-    for rec in runtime.list():
-        if not os.path.isdir(runtime.paths.container(rec.id)):
-            continue  # removed by a second Runtime on the same root
-        with contextlib.suppress(DockerError):
-            await runtime.remove(rec.id, force=True)
-    await runtime.close()
-    await asyncio.to_thread(runtime.bridge.teardown)
-    runtime.cgroups.remove_parent()
+    cgroup parent; its data root is left to the caller. Returns the container cgroups that the
+    removals left behind (a leak the caller asserts on); they are deleted here all the same, also
+    when a removal raised, so a failing test leaves nothing on the machine."""
+    try:
+        for rec in runtime.list():
+            if not os.path.isdir(runtime.paths.container(rec.id)):
+                continue  # removed by a second Runtime on the same root
+            with contextlib.suppress(DockerError):
+                await runtime.remove(rec.id, force=True)
+    finally:
+        leaked = runtime.cgroups.list_ids()
+        for cid in leaked:
+            with contextlib.suppress(OSError):
+                runtime.cgroups.remove(cid)
+        try:
+            await runtime.close()
+            await asyncio.to_thread(runtime.bridge.teardown)
+        finally:
+            runtime.cgroups.remove_parent()
+    return leaked
 
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
