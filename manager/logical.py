@@ -154,29 +154,26 @@ class LogicalStore:
 
     async def set_start(self, swarm_id: str, cid: str, start: bool) -> None:
         """Whether the container is meant to run (docker start/stop/kill/restart)."""
-
-        def change(rec: LogicalContainer) -> bool:
-            if rec.container_id != cid or rec.start == start:
-                return False
-            rec.start = start
-            return True
-
-        try:
-            await self.update(swarm_id, change)
-        except KVError as e:
-            log.warning("cannot record the run state of %s: %s", swarm_id, e)
+        await self._set_field(swarm_id, cid, "start", start, "run state")
 
     async def set_name(self, swarm_id: str, cid: str, name: str) -> None:
+        await self._set_field(swarm_id, cid, "name", name, "new name")
+
+    async def _set_field(
+        self, swarm_id: str, cid: str, field: str, value: object, what: str
+    ) -> None:
+        """Set one field of the record while it still names container `cid`."""
+
         def change(rec: LogicalContainer) -> bool:
-            if rec.container_id != cid or rec.name == name:
+            if rec.container_id != cid or getattr(rec, field) == value:
                 return False
-            rec.name = name
+            setattr(rec, field, value)
             return True
 
         try:
             await self.update(swarm_id, change)
         except KVError as e:
-            log.warning("cannot record the new name of %s: %s", swarm_id, e)
+            log.warning("cannot record the %s of %s: %s", what, swarm_id, e)
 
     async def forget(self, swarm_id: str, cid: str) -> None:
         try:
