@@ -63,7 +63,7 @@ def unmount_under(root: str) -> None:
 # --------------------------------------------------------------------------- cgroups
 
 
-def _cgroup_roots() -> list[str]:
+def cgroup_roots() -> list[str]:
     """Every cgroup hierarchy flotilla may have used: v2's root, or each mounted v1 controller."""
     from runtime.cgroups import CGROUP_ROOT, detect_version, v1_mounts
 
@@ -72,10 +72,18 @@ def _cgroup_roots() -> list[str]:
     return sorted(set(v1_mounts().values()))
 
 
+def remove_empty_parents() -> None:
+    """The `flotilla` parent cgroups the agents made, once no node (nor anything else) uses
+    them: rmdir fails on a parent still holding a child, which is then left alone."""
+    for root in cgroup_roots():
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(root, "flotilla"))
+
+
 def node_cgroups(name: str = "") -> list[str]:
     """The flotilla/node-N cgroup of every dev node (or only of `name`), in every hierarchy."""
     out: list[str] = []
-    for root in _cgroup_roots():
+    for root in cgroup_roots():
         base = os.path.join(root, "flotilla")
         with contextlib.suppress(OSError):
             out += [

@@ -36,7 +36,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from deploy import etcd
-from deploy.dev_cleanup import is_dev_shim, node_cgroups, remove_cgroup_tree, unmount_under
+from deploy.dev_cleanup import (
+    is_dev_shim,
+    node_cgroups,
+    remove_cgroup_tree,
+    remove_empty_parents,
+    unmount_under,
+)
 from deploy.dev_drills import crash, etcd_outage, freeze, heal, kill, partition, start, stop
 from deploy.dev_layout import (
     BRIDGE,
@@ -313,6 +319,7 @@ def down() -> None:
     kill_all([p for p in pids() if is_dev_shim(p)], grace=0.5)
     for cg in node_cgroups():
         remove_cgroup_tree(cg)
+    remove_empty_parents()
     # 3. etcd.
     stop_etcd()
     # 4. Network: host netns, veths, bridge.

@@ -440,6 +440,8 @@ def _leftovers() -> list[str]:
         if "deploy.cli" in args and any(a.startswith(dc.ROOT) for a in args):
             out.append(f"agent {p}")
     out += [f"cgroup {c}" for c in dev_cleanup.node_cgroups()]
+    parents = [os.path.join(r, "flotilla") for r in dev_cleanup.cgroup_roots()]
+    out += [f"cgroup {p}" for p in parents if os.path.isdir(p)]
     out += [f"mount {m}" for m in dev_cleanup.mounts_under(dc.ROOT)]
     if os.path.exists(dc.ROOT):
         out.append(f"dir {dc.ROOT}")
