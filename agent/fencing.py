@@ -111,6 +111,7 @@ class Fence:
             )
         self.file = file
         self.window_ns = int((ttl_s - guard_s) * 1e9)
+        self.ttl_ns = int(ttl_s * 1e9)
         self.heartbeat_s = heartbeat_s
         self.metrics = metrics or AgentMetrics()
         # The other nodes of the last `nodes/` range read (node id -> address), set by
@@ -120,17 +121,31 @@ class Fence:
         self.clock = clock
         self.last_ok_ns = -1  # fence-clock ns of the last successful keep-alive; -1: never
         self.last_attempt_ok = False
+        # When this node last told a peer it cannot reach etcd: that peer may have extended its
+        # own deadline on the strength of it (fence-clock ns; -1: never).
+        self.told_unreachable_ns = -1
         self.fenced = False  # fence_now was called: nothing extends the deadline any more
         self._expiry_counted = False
         self.metrics.fence_remaining.set_function(self.remaining_s)
 
     # ------------------------------------------------------------- fed by Registration
 
-    def renewed(self, sent_ns: int) -> None:
-        """A keep-alive (or lease grant) sent at `sent_ns` succeeded."""
+    def renewed(self, sent_ns: int) -> bool:
+        """A keep-alive (or lease grant) sent at `sent_ns` succeeded. True when the deadline
+        had passed before it: the shims have fenced this node's reschedulable containers."""
+        lapsed = self.lapsed()
         self.last_ok_ns = self.clock()
         self.last_attempt_ok = True
         self._extend(sent_ns + self.window_ns)
+        return lapsed
+
+    def lapsed(self) -> bool:
+        """The deadline has passed (and the agent is not leaving)."""
+        return not self.fenced and 0 < self.file.deadline_ns < self.clock()
+
+    def holding(self) -> bool:
+        """The deadline is ahead (and the agent is not leaving): containers here may run."""
+        return not self.fenced and self.file.deadline_ns > self.clock()
 
     def failed(self) -> None:
         self.last_attempt_ok = False
@@ -139,12 +154,27 @@ class Fence:
 
     def status(self) -> tuple[bool, int]:
         """(reaches etcd, ms since the last successful keep-alive or -1) for PeerEtcdStatus."""
+        now = self.clock()
         if self.last_ok_ns < 0:
+            self.told_unreachable_ns = now
             return False, -1
-        age_ms = (self.clock() - self.last_ok_ns) // 1_000_000
-        # A keep-alive hanging on a dead etcd leaves last_attempt_ok set: the age tells.
-        reachable = self.last_attempt_ok and age_ms <= 2 * self.heartbeat_s * 1000
-        return reachable, age_ms
+        age_ns = now - self.last_ok_ns
+        # "Unreachable" lets a cut-off asker extend its deadline, so it is said only on evidence:
+        # a failed keep-alive, or none succeeding for as long as this node's own fence allows
+        # (a hung one). A keep-alive that is merely late under load still says reachable.
+        reachable = self.last_attempt_ok and age_ns <= self.window_ns
+        if not reachable:
+            self.told_unreachable_ns = now
+        return reachable, age_ns // 1_000_000
+
+    def replacement_hold_s(self) -> float:
+        """How long a replacement must still wait before it starts here. A peer that asked
+        while this node could not reach etcd may have extended its deadline by up to TTL −
+        guard from then, though its lease ran out in etcd (which the manager, and only the
+        manager, still reached): its copies may run until a TTL after the answer."""
+        if self.told_unreachable_ns < 0:
+            return 0.0
+        return max(self.told_unreachable_ns + self.ttl_ns - self.clock(), 0) / 1e9
 
     def renewing(self) -> bool:
         """Keep-alives are succeeding on schedule."""
@@ -208,9 +238,7 @@ class Fence:
         return (self.file.deadline_ns - self.clock()) / 1e9
 
     def _count_expiry(self) -> None:
-        if self.fenced or self._expiry_counted or not self.file.deadline_ns:
-            return
-        if self.clock() > self.file.deadline_ns:
+        if not self._expiry_counted and self.lapsed():
             # The shims of reschedulable containers are killing them now.
             self._expiry_counted = True
             self.metrics.fence_actions.labels("lease").inc()

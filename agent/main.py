@@ -39,8 +39,8 @@ DEFAULT_DATA_ROOT = "/var/lib/flotilla"
 DEFAULT_PORT = 4243
 # Failover defaults (docs/failover.md "Agent side"): a node is declared down within TTL + 0.5 s
 # (etcd's lessor checks every 500 ms); its reschedulable containers are dead by TTL - guard +
-# 0.1 s; a keep-alive blip of 2 s is survived (last success + 2 s + heartbeat < TTL - guard).
-DEFAULT_HEARTBEAT_S = 0.5
+# 0.1 s; a blip of 2 s is survived (last success + 2 s + redial < TTL - guard - heartbeat).
+DEFAULT_HEARTBEAT_S = 0.25
 DEFAULT_TTL_S = 3.0  # etcd leases are whole seconds
 DEFAULT_FENCE_GUARD_S = 0.25
 STOP_FENCE_WAIT_S = 10.0  # SIGTERM: how long to wait for fenced containers to die
@@ -216,11 +216,21 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     bus = EventBus()
     metrics = AgentMetrics()
     reporter: StatusReporter | None = None
+    registration: Registration | None = None
 
     def sink(type: str, action: str, id: str, attrs: dict[str, str]) -> None:
         bus.publish(type, action, id, attrs)
         if reporter is not None:
             reporter.notify(type, action, id, attrs)
+        if action == "die" and registration is not None and fence.holding() and _fenced(id):
+            # The exit of a fenced container recorded after this node renewed again (a thawed
+            # agent sees its shims' kills late): the renewal's restart missed it.
+            registration.rerun_hook()
+
+    def _fenced(cid: str) -> bool:
+        with contextlib.suppress(DockerError):
+            return bool(runtime.get(cid).fenced)
+        return False
 
     fence_path = os.path.join(config.data_root, FENCE_FILE)
     runtime = Runtime(
@@ -232,7 +242,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         fence_path=fence_path,
     )
     ttl_s = math.ceil(config.ttl_s)
-    peers = PeerClient(node_id, timeout_s=config.heartbeat_s, tls=config.tls)
+    # As long as a keep-alive may take: an answer is worth waiting for (the extension counts
+    # from the ask), a first call to a peer dials it, and the peers may be busy.
+    peers = PeerClient(node_id, timeout_s=max(2 * config.heartbeat_s, 0.5), tls=config.tls)
     fence = Fence(
         FenceFile(fence_path),
         ttl_s=ttl_s,
@@ -245,7 +257,6 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     kv: KV | None = None
     lease_kv: KV | None = None  # the registration's own: it redials after a failure
     server: Any = None
-    registration: Registration | None = None
     metrics_runner: Any = None
     try:
         fence.start()
@@ -313,11 +324,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
 
 
 async def _after_registration(runtime: Runtime, kv: KV, keys: Keys, node_id: str) -> None:
-    """Before anything starts: remove the stale copies etcd says were replaced, then start the
-    reschedulable containers whose restart-on-boot waited for that check. etcd unreadable:
+    """Keep the copies a reschedule has not replaced yet (started again if fenced), then remove
+    the stale copies etcd says were replaced (also those a reschedule claimed meanwhile), then
+    start the reschedulable containers whose restart-on-boot waited for that check. etcd unreadable:
     retried while registered (this runs beside the keep-alives and is cancelled with them)."""
     while True:
         try:
+            await identity.reclaim_copies(runtime, kv, keys, node_id)
             await identity.remove_stale_copies(runtime, kv, keys, node_id)
             break
         except KVError as e:

@@ -88,6 +88,11 @@ class AgentMetrics:
             "Seconds until the fence deadline (negative once passed)",
             registry=self.registry,
         )
+        self.fence_peers = Gauge(
+            "flotilla_fence_peers",
+            "Other nodes this one asks when its keep-alives fail (from its last nodes/ read)",
+            registry=self.registry,
+        )
         self.peer_checks = Counter(
             "flotilla_peer_checks",
             "PeerEtcdStatus questions to other nodes while etcd was unreachable, by answer "

@@ -26,7 +26,6 @@ from proto.records_pb2 import NodeRecord
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX_S = 2.0  # outage recovery is at most this long after etcd is back
 PEERS_REFRESH_S = 5.0  # how stale the list of peers asked during an etcd outage may be
 
 
@@ -114,7 +113,9 @@ class Registration:
         self.fence = fence
         # A keep-alive must fail fast: the fence deadline leaves TTL - guard after it was sent.
         self.call_timeout_s = max(2 * heartbeat_s, 0.5)
-        self.retry_max_s = min(RETRY_MAX_S, heartbeat_s)
+        # After a failure, dial again every half heartbeat at most: the first keep-alive after a
+        # blip has to land before the fence deadline, which a 2 s blip leaves little short of.
+        self.retry_max_s = heartbeat_s / 2
         self.lease_id = 0
         self.registered = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -151,17 +152,13 @@ class Registration:
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(KVError),
-                wait=wait_exponential(multiplier=0.1, max=self.retry_max_s),
+                wait=wait_exponential(multiplier=0.05, max=self.retry_max_s),
                 before_sleep=self._failed,
             ):
                 with attempt:
                     await self._register()
             self.registered.set()
-            if self.on_registered is not None:
-                # Beside the keep-alives, never before them: the hook reads etcd per container.
-                if self._hook is not None:
-                    self._hook.cancel()
-                self._hook = asyncio.create_task(self._run_hook(self.on_registered))
+            self._start_hook()
             try:
                 await self._keep_alive()
             except KVError as e:
@@ -171,6 +168,19 @@ class Registration:
                     self.fence.failed()
                 self._redial = True
             self.registered.clear()
+
+    def rerun_hook(self) -> None:
+        """Run `on_registered` again now, if registered (it is idempotent)."""
+        if self.registered.is_set():
+            self._start_hook()
+
+    def _start_hook(self) -> None:
+        if self.on_registered is None:
+            return
+        # Beside the keep-alives, never before them: the hook reads etcd per container.
+        if self._hook is not None:
+            self._hook.cancel()
+        self._hook = asyncio.create_task(self._run_hook(self.on_registered))
 
     @staticmethod
     async def _run_hook(hook: Callable[[], Awaitable[None]]) -> None:
@@ -202,11 +212,13 @@ class Registration:
         if not self.lease_id:
             sent_ns = fencing.now_ns()
             self.lease_id = await self.kv.lease_grant(self.ttl_s)
+        if self.fence is not None:
+            # At once, not after the record's writes: each of them is a round trip nearer the
+            # deadline, which a blip leaves close.
+            self.fence.renewed(sent_ns)
         self._dirty.clear()
         await self._put()
         await self.kv.put(self.member_key, self.record.SerializeToString())
-        if self.fence is not None:
-            self.fence.renewed(sent_ns)
         await self._refresh_peers()
         self.metrics.registrations.inc()
         log.info(
@@ -242,6 +254,7 @@ class Registration:
             if rec.id and rec.id != self.record.id and rec.addr:
                 peers[rec.id] = rec.addr
         self.fence.peers = peers
+        self.metrics.fence_peers.set(len(peers))
 
     async def _refresh_peers_quietly(self) -> None:
         try:
@@ -273,8 +286,10 @@ class Registration:
                     self.fence.failed()
                 self.lease_id = 0
                 return
-            if self.fence is not None:
-                self.fence.renewed(sent_ns)
+            if self.fence is not None and self.fence.renewed(sent_ns):
+                # The deadline ran out before this renewal (an agent stalled longer than the
+                # fence allows) but the lease lived: the hook restarts what the shims fenced.
+                self._start_hook()
             self.metrics.lease_renewals.inc()
             if loop.time() >= next_peers and (self._peers is None or self._peers.done()):
                 # Beside the keep-alives: a slow range read must not delay the next one.

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from agent.events import EventBus
+from agent.fencing import Fence
 from proto import rpc_errors as errors
 from proto.docker.errors import DockerError, InvalidParameter
 from runtime.containers import Runtime
@@ -33,6 +34,7 @@ class ServiceBase:
     rt: Runtime
     events: EventBus
     info_extra: dict[str, Any]
+    fence: Fence | None  # None: a server without registration (tests)
 
 
 def dumps(value: Any) -> bytes:

@@ -3,6 +3,7 @@ rename, update, wait; inspect, list and top."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agent import identity
@@ -31,6 +32,10 @@ class ContainersMixin(ServiceBase):
 
     @rpc
     async def ContainerStart(self, request: pb.ContainerStartRequest, context: Any) -> pb.Empty:
+        if self.fence is not None and identity.is_replacement(self.rt.get(request.id)):
+            # Its old copy may be on a node that extended its deadline because this one said
+            # it could not reach etcd: not before that extension has run out.
+            await asyncio.sleep(self.fence.replacement_hold_s())
         await self.rt.start(request.id, hold_output=request.hold_output)
         return pb.Empty()
 

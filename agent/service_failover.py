@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.fencing import Fence
 from agent.service_base import ServiceBase, rpc
 from proto import agent_pb2 as pb
 
 
 class FailoverMixin(ServiceBase):
     """PeerEtcdStatus."""
-
-    fence: Fence | None
 
     @rpc
     async def PeerEtcdStatus(

@@ -40,11 +40,6 @@ HB_DIR = "/tmp/flt-failover-hb"
 VICTIM = "node-1"
 KINDS = ("kill", "crash", "freeze", "partition")
 PER_RUN = 10
-SCRIPT = (
-    "read me < /proc/sys/kernel/random/uuid; "
-    'while true; do read up idle < /proc/uptime; echo "$up $me" >> /hb/$SWARMID; '
-    "usleep 100000; done"
-)
 
 
 @dataclass
@@ -86,7 +81,7 @@ class Bench:
                 env.append(f"constraint:node==~{constraint}")
             self.client.containers.run(  # type: ignore[attr-defined]
                 "busybox:latest",
-                ["sh", "-c", SCRIPT],
+                ["sh", "-c", hb.SCRIPT],
                 name=name,
                 environment=env,
                 volumes={HB_DIR: {"bind": "/hb", "mode": "rw"}},

@@ -18,6 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 BEAT_S = 0.1
+# The containers' side (busybox sh): the heartbeat file is /hb/$SWARMID.
+SCRIPT = (
+    "read me < /proc/sys/kernel/random/uuid; "
+    'while true; do read up idle < /proc/uptime; echo "$up $me" >> /hb/$SWARMID; '
+    "usleep 100000; done"
+)
 GAP_S = 0.5  # a copy silent this long stopped (5 missed beats); it may start again later
 
 

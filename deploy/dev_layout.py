@@ -19,7 +19,7 @@ ETCD_PORT = 2379
 AGENT_PORT = 4243
 METRICS_PORT = 9323  # dockerd's customary metrics port
 # The agents' failover timings: `flotilla join`'s defaults (agent/main.py, docs/failover.md).
-HEARTBEAT = "500ms"
+HEARTBEAT = "250ms"
 TTL = "3s"
 FENCE_GUARD = "250ms"
 NETNS_DIR = "/run/netns"

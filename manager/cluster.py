@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,13 +22,15 @@ import grpc
 
 from manager.cluster_records import ClusterRecords
 from manager.logical import LogicalStore
+from manager.logical_view import LogicalView
 from manager.manager_events import ManagerEvents, node_event
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
 from proto.docker.errors import DockerError, NotFound
 from proto.keys import Keys
 from proto.kv import KV, WatchEvent
-from proto.records_pb2 import ContainerDesired, ContainerStatus, NodeRecord
+from proto.logical import SWARM_ID_LABEL
+from proto.records_pb2 import ContainerDesired, ContainerStatus, LogicalContainer, NodeRecord
 from proto.rpc import TlsConfig, agent_client
 from proto.rpc_errors import raise_for_rpc_error
 
@@ -44,7 +46,6 @@ FANOUT_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 30.0
 NodeListener = Callable[[str, str], None]  # (kind "put"|"delete", node id)
 # Classic Swarm's own container ID, a label on every container it creates; a valid reference.
-SWARM_ID_LABEL = "com.docker.swarm.id"
 
 
 @dataclass
@@ -97,7 +98,7 @@ def _exposed_ports(exposed: object) -> list[tuple[str, int, str]]:
     return ports
 
 
-class Cluster(ClusterRecords):
+class Cluster(ClusterRecords, LogicalView):
     def __init__(self, kv: KV, keys: Keys, tls: TlsConfig | None = None) -> None:
         self.kv = kv
         self.keys = keys
@@ -109,12 +110,15 @@ class Cluster(ClusterRecords):
         self.node_listeners: list[NodeListener] = []
         self.logical = LogicalStore(kv, keys)
         self.events = ManagerEvents()
-        # swarm id -> state of logical containers not `placed` (kept by the rescheduler).
-        self.unsettled: dict[str, str] = {}
+        self.logical_records: dict[str, LogicalContainer] = {}  # logical/, watched
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
         self.statuses: dict[str, ContainerStatus] = {}
         self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
         self.pending: dict[int, Placement] = {}  # in-flight creates, counted by the scheduler
+        # Swarm ids of the creates under way here: their `placing` intent is theirs to finish,
+        # not the rescheduler's to resolve (manager/create_intent.py), which this wakes.
+        self.creating: set[str] = set()
+        self.intent_left: Callable[[], None] = lambda: None
         self.schedule_lock = asyncio.Lock()
         self._stubs: dict[str, tuple[str, AgentStub]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,6 +143,12 @@ class Cluster(ClusterRecords):
         node_entries, node_rev = await self.kv.snapshot(self.keys.nodes_prefix())
         status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
         member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
+        logical_entries, logical_rev = await self.kv.snapshot(self.keys.logical_prefix())
+        for e in logical_entries:
+            try:
+                self._apply_logical(WatchEvent("put", e.key, e.value, e.mod_revision))
+            except Exception:  # noqa: BLE001 - a corrupt record must not hide the others
+                log.warning("unreadable logical record %s", e.key)
         for e in member_entries:
             self._apply_member(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in node_entries:
@@ -161,6 +171,10 @@ class Cluster(ClusterRecords):
             asyncio.create_task(
                 self._watch(self.keys.members_prefix(), member_rev + 1, self._apply_member),
                 name="watch-members",
+            ),
+            asyncio.create_task(
+                self._watch(self.keys.logical_prefix(), logical_rev + 1, self._apply_logical),
+                name="watch-logical",
             ),
         ]
         self.ready.set()
@@ -357,9 +371,11 @@ class Cluster(ClusterRecords):
         return placed.node_id if placed is not None else None
 
     def known_names(self) -> dict[str, str]:
-        """Container name -> id over the cluster, as far as etcd and our own creates know."""
-        names = {p.name: cid for cid, p in self.placements.items() if p.name}
-        names.update({st.name: cid for cid, st in self.statuses.items() if st.name})
+        """Container name -> id over the cluster, as far as etcd and our own creates know
+        (a container being rescheduled keeps its name also when no copy stands for it)."""
+        names = {rec.name: rid for rid, rec in self.unplaced().items() if rec.name}
+        names.update({p.name: c for c, p in self.placements.items() if p.name and self.shown(c)})
+        names.update({st.name: c for c, st in self.statuses.items() if st.name and self.shown(c)})
         return names
 
     def pending_names(self) -> set[str]:
@@ -383,10 +399,10 @@ class Cluster(ClusterRecords):
         self.placements.pop(cid, None)
         self.statuses.pop(cid, None)
 
-    def _labels_of(self, cid: str) -> dict[str, str]:
+    def _labels_of(self, cid: str) -> Mapping[str, str]:
         st = self.statuses.get(cid)
         if st is not None:
-            return dict(st.labels)
+            return st.labels  # read-only here; no copy (called per container on every lookup)
         placed = self.placements.get(cid)
         return placed.labels if placed is not None else {}
 
@@ -401,7 +417,8 @@ class Cluster(ClusterRecords):
         found = set()
         for cid in (*self.statuses, *self.placements):
             sid = self._labels_of(cid).get(SWARM_ID_LABEL, "")
-            if sid == ref or (len(ref) == SHORT_ID_LEN and sid[:SHORT_ID_LEN] == ref):
+            matches = sid == ref or (len(ref) == SHORT_ID_LEN and sid[:SHORT_ID_LEN] == ref)
+            if matches and self.shown(cid):  # a stale copy: the swarm id names the live one
                 found.add(cid)
         return found.pop() if len(found) == 1 else None
 
@@ -469,10 +486,10 @@ class Cluster(ClusterRecords):
             if rec is None or not name:
                 raise NotFound(f"No such container: {ref}")
             for cid, st in self.statuses.items():
-                if st.node_id == rec.id and st.name == name:
+                if st.node_id == rec.id and st.name == name and self.shown(cid):
                     return rec.id, cid
             return await self._ask(ref, name, [rec.id])
-        if text in self.statuses or text in self.placements:
+        if (text in self.statuses or text in self.placements) and self.shown(text):
             node_id = self.container_node(text)
             assert node_id is not None
             return node_id, text
@@ -489,6 +506,7 @@ class Cluster(ClusterRecords):
                 return node_id, cid
         if text:
             ids = {c for c in (*self.statuses, *self.placements) if c.startswith(text)}
+            ids = {c for c in ids if self.shown(c)}
             if len(ids) > 1:
                 raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
             if len(ids) == 1:
@@ -496,6 +514,9 @@ class Cluster(ClusterRecords):
                 node_id = self.container_node(cid)
                 assert node_id is not None
                 return node_id, cid
+        unplaced = self.unplaced_ref(text)
+        if unplaced is not None:
+            return unplaced
         return await self._ask(ref, text, None)
 
     async def _ask(self, ref: str, text: str, node_ids: list[str] | None) -> tuple[str, str]:
@@ -511,7 +532,10 @@ class Cluster(ClusterRecords):
                 if isinstance(result, DockerError) and "Multiple IDs" in result.message:
                     raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
                 continue
-            found.append((rec.id, str(json.loads(result.json)["Id"])))
+            body = json.loads(result.json)
+            labels = (body.get("Config") or {}).get("Labels") or {}
+            if not self.is_stale_copy(rec.id, str(body["Id"]), labels):
+                found.append((rec.id, str(body["Id"])))
         if len(found) == 1:
             return found[0]
         if len(found) > 1:

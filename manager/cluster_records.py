@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from manager.logical import LogicalStore
-from proto.docker.errors import Conflict, DockerError
 from proto.keys import Keys
 from proto.kv import KV, KVError
 from proto.records_pb2 import ContainerDesired
@@ -26,33 +25,25 @@ def conflict_message(name: str, cid: str) -> str:
     )
 
 
+def desired_record(cid: str, name: str, node_id: str, body: dict[str, Any]) -> ContainerDesired:
+    """`containers/<cid>`: what the manager created where."""
+    return ContainerDesired(
+        id=cid,
+        name=name,
+        node_id=node_id,
+        spec_json=json.dumps(body).encode(),
+        desired_state="created",
+        created_at_ns=time.time_ns(),
+    )
+
+
 class ClusterRecords:
-    """Mixed into Cluster, which provides the etcd client, the key layout and `is_known`."""
+    """Mixed into Cluster, which provides the etcd client and the key layout. A create's own
+    records are written by manager/create_intent.py."""
 
     kv: KV
     keys: Keys
     logical: LogicalStore
-
-    def is_known(self, cid: str) -> bool:
-        raise NotImplementedError
-
-    async def claim_name(self, name: str) -> None:
-        """Take `names/<name>` for a create in flight; Conflict if a live container holds it."""
-        key = self.keys.name(name)
-        try:
-            if await self.kv.create(key, b""):
-                return
-            entry = await self.kv.get(key)
-            holder = entry.value.decode() if entry is not None else ""
-            if entry is not None and holder and self.is_known(holder):
-                raise Conflict(conflict_message(name, holder))
-            # A claim left by a crashed manager or a container removed behind our back.
-            stale = entry.mod_revision if entry is not None else 0
-            if await self.kv.compare_and_swap(key, b"", stale):
-                return
-        except KVError as e:
-            raise DockerError(f"cannot claim the name {name}: {e}", 500) from None
-        raise Conflict(conflict_message(name, holder or "(being created)"))
 
     async def release_name(self, name: str, holder: str | None = None) -> None:
         """Drop the claim on `name` (only if `holder` still holds it, when given)."""
@@ -68,14 +59,7 @@ class ClusterRecords:
                 await self.kv.compare_and_delete(key, entry.mod_revision)
 
     async def record_created(self, cid: str, name: str, node_id: str, body: dict[str, Any]) -> None:
-        desired = ContainerDesired(
-            id=cid,
-            name=name,
-            node_id=node_id,
-            spec_json=json.dumps(body).encode(),
-            desired_state="created",
-            created_at_ns=time.time_ns(),
-        )
+        desired = desired_record(cid, name, node_id, body)
         try:
             if name:
                 await self.kv.put(self.keys.name(name), cid.encode())

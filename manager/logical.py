@@ -13,22 +13,14 @@ from typing import Any
 
 from proto.keys import Keys
 from proto.kv import KV, KVError
+from proto.logical import FIRST_GENERATION, GENERATION_LABEL, PLACING
 from proto.records_pb2 import LogicalContainer
 
 log = logging.getLogger(__name__)
 
-SWARM_ID_LABEL = "com.docker.swarm.id"
-GENERATION_LABEL = "com.docker.swarm.generation"
 POLICY_LABEL = "com.docker.swarm.reschedule-policies"
 ON_NODE_FAILURE = "on-node-failure"
-FIRST_GENERATION = 1
 CAS_ATTEMPTS = 20
-
-PLACED = "placed"
-FAILED = "failed"
-PLACING = "placing"
-PENDING = "pending"
-UNSETTLED = (FAILED, PLACING, PENDING)
 
 
 def is_reschedulable(labels: dict[str, str]) -> bool:
@@ -45,6 +37,27 @@ def with_generation(body: dict[str, Any], generation: int) -> dict[str, Any]:
     labels = dict(body.get("Labels") or {})
     labels[GENERATION_LABEL] = str(generation)
     return {**body, "Labels": labels}
+
+
+def is_create_intent(rec: LogicalContainer) -> bool:
+    """A `placing` record written by `docker create` before the node was asked (its intent,
+    manager/create_intent.py), not by a reschedule: a reschedule places generation 2 or later
+    and remembers the node it moves from."""
+    return (
+        rec.state == PLACING
+        and rec.generation == FIRST_GENERATION
+        and not rec.previous_node_id
+        and not rec.container_id
+    )
+
+
+def holds_identity(rec: LogicalContainer, live: Callable[[str], bool]) -> bool:
+    """Whether a create carrying this record's swarm id (set by the client) must leave it alone:
+    it names another live container (the older container stays the one identity) or a create of
+    it is under way. A record of a container gone is taken over."""
+    if rec.container_id:
+        return live(rec.container_id)
+    return rec.state == PLACING
 
 
 def body_of(rec: LogicalContainer) -> dict[str, Any]:
@@ -82,10 +95,6 @@ class LogicalStore:
             out.append((rec, entry.mod_revision))
         return out
 
-    async def create(self, rec: LogicalContainer) -> bool:
-        rec.updated_at_ns = time.time_ns()
-        return await self.kv.create(self.keys.logical(rec.swarm_id), rec.SerializeToString())
-
     async def swap(self, rec: LogicalContainer, mod_revision: int) -> bool:
         """Write `rec` if its key is still at `mod_revision` (0: only if absent)."""
         rec.updated_at_ns = time.time_ns()
@@ -117,40 +126,6 @@ class LogicalStore:
         if container_id and rec.container_id != container_id:
             return  # already replaced by a reschedule: that copy is the live one
         await self.kv.compare_and_delete(self.keys.logical(swarm_id), rev)
-
-    async def record_create(
-        self, cid: str, name: str, node_id: str, body: dict[str, Any], live: Callable[[str], bool]
-    ) -> None:
-        """The logical record of a container just created through the manager. A swarm id the
-        client set that already names another live container keeps that record (the older
-        container stays the one identity); a record of a container gone is taken over."""
-        labels = body.get("Labels") or {}
-        swarm_id = str(labels.get(SWARM_ID_LABEL) or "")
-        if not swarm_id:
-            return
-        rec = LogicalContainer(
-            swarm_id=swarm_id,
-            generation=int(labels.get(GENERATION_LABEL) or FIRST_GENERATION),
-            state=PLACED,
-            node_id=node_id,
-            container_id=cid,
-            name=name,
-            create_json=json.dumps(body).encode(),
-            reschedule=is_reschedulable(labels),
-            start=False,  # `docker start` sets it: a create alone is not meant to run
-        )
-        try:
-            if await self.create(rec):
-                return
-            found = await self.get(swarm_id)
-            if found is not None and found[0].container_id and live(found[0].container_id):
-                log.warning(
-                    "swarm id %s of %s already names %s", swarm_id, cid, found[0].container_id
-                )
-                return
-            await self.swap(rec, found[1] if found is not None else 0)
-        except KVError as e:
-            log.warning("cannot record logical container %s: %s", swarm_id, e)
 
     async def set_start(self, swarm_id: str, cid: str, start: bool) -> None:
         """Whether the container is meant to run (docker start/stop/kill/restart)."""

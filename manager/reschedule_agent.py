@@ -8,9 +8,9 @@ import logging
 from typing import Any
 
 from manager.cluster import Cluster
-from manager.logical import GENERATION_LABEL, SWARM_ID_LABEL
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError
+from proto.logical import GENERATION_LABEL, SWARM_ID_LABEL
 from proto.records_pb2 import LogicalContainer
 
 log = logging.getLogger(__name__)

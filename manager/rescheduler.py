@@ -7,6 +7,8 @@ States of `logical/<swarm-id>` (docs/failover.md, "Manager side"):
   failed  -> pending  no node fits now
   pending -> placing  a node fits (checked on every node join and every RETRY_S)
   placing -> placed   created (or found: same swarm id + generation) and started on the target
+A `docker create` left `placing` by a crashed manager (its intent: generation 1, no node it moves
+from) is never created here: adopted if its node made it, else dropped (manager/create_intent.py).
 
 One task makes every transition. Choices are made one record at a time under the schedule
 lock (and reserved as in-flight creates); the agent calls (list, create, start) of all records
@@ -24,17 +26,8 @@ import time
 from collections.abc import Callable
 
 from manager.cluster import Cluster, placement_from_body
-from manager.logical import (
-    FAILED,
-    GENERATION_LABEL,
-    PENDING,
-    PLACED,
-    PLACING,
-    SWARM_ID_LABEL,
-    UNSETTLED,
-    body_of,
-    with_generation,
-)
+from manager.create_intent import SETTLE_NS, resolve
+from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
 from manager.metrics import Metrics
 from manager.placing import choose_node, image_lists, survey
@@ -42,6 +35,15 @@ from manager.reschedule_agent import create_or_find, start_quietly
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
 from proto.kv import KVError
+from proto.logical import (
+    FAILED,
+    GENERATION_LABEL,
+    PENDING,
+    PLACED,
+    PLACING,
+    SWARM_ID_LABEL,
+    UNSETTLED,
+)
 from proto.records_pb2 import LogicalContainer
 
 log = logging.getLogger(__name__)
@@ -70,10 +72,12 @@ class Rescheduler:
         self.task: asyncio.Task[None] | None = None
         self.pause_s = float(os.environ.get(PAUSE_ENV) or 0)
         self.reserved: dict[str, int] = {}  # swarm id -> in-flight token of a `placing` record
+        self.intent_settle_ns = SETTLE_NS  # before an intent its node never acted on is dropped
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self.cluster.node_listeners.append(self._on_node)
+        self.cluster.intent_left = self.wake.set
         self.task = asyncio.create_task(self._run(), name="rescheduler")
 
     async def close(self) -> None:
@@ -113,7 +117,6 @@ class Rescheduler:
         now = time.time_ns()
         await self._mark_failed(records, now)
         records = await self.cluster.logical.all()
-        self.cluster.unsettled = {r.swarm_id: r.state for r, _ in records if r.state in UNSETTLED}
         next_due = RETRY_S
         # Choices one at a time (each sees the ones before it), then the agent calls of every
         # record being placed at once: ten containers of a failed node move in parallel.
@@ -135,10 +138,9 @@ class Rescheduler:
         records = await self.cluster.logical.all()
         await asyncio.gather(*(self._finish(r, v) for r, v in records if r.state == PLACING))
         records = await self.cluster.logical.all()
-        self.cluster.unsettled = {r.swarm_id: r.state for r, _ in records if r.state in UNSETTLED}
         if self.metrics is not None:
             self.metrics.pending.set(sum(1 for r, _ in records if r.state == PENDING))
-        return next_due if self.cluster.unsettled else None
+        return next_due if any(r.state in UNSETTLED for r, _ in records) else None
 
     async def _mark_failed(self, records: list[tuple[LogicalContainer, int]], now: int) -> None:
         """placed -> failed for every reschedulable record whose node has no live key."""
@@ -149,8 +151,9 @@ class Rescheduler:
             rec.state = FAILED
             rec.previous_node_id = rec.node_id
             rec.previous_container_id = rec.container_id
-            # The record names no copy any more: a node that comes back removes its own as
-            # stale (agent side), whether or not the replacement exists yet.
+            # The record names no copy any more, only the one it moves from: a node that comes
+            # back before the move claims that copy back (agent side, by its own swap on this
+            # record); after it, the copy there is stale and removed.
             rec.node_id = ""
             rec.container_id = ""
             rec.node_failed_at_ns = seen
@@ -159,7 +162,7 @@ class Rescheduler:
             if await self.cluster.logical.swap(rec, rev):
                 log.info(
                     "node %s failed: %s (%s) will be rescheduled",
-                    rec.node_id,
+                    rec.previous_node_id,
                     rec.name,
                     rec.swarm_id[:12],
                 )
@@ -199,6 +202,10 @@ class Rescheduler:
         """placing -> placed: the container on the target (created unless it exists)."""
         if rec.state != PLACING:
             return
+        if is_create_intent(rec):
+            # A `docker create` this manager is not finishing: adopted or dropped, never made.
+            await resolve(self.cluster, rec, rev, self.intent_settle_ns)
+            return
         if rec.node_id not in self.cluster.nodes:
             # The target died too, maybe with a copy already made there: choose again after
             # the margin counted from this failure, as for any failed node.
@@ -212,7 +219,7 @@ class Rescheduler:
             rec.previous_node_id = rec.node_id
             rec.previous_container_id = ""
             rec.node_id = ""
-            rec.node_failed_at_ns = self.failed_nodes.get(rec.node_id, time.time_ns())
+            rec.node_failed_at_ns = self.failed_nodes.get(rec.previous_node_id, time.time_ns())
             if await self.cluster.logical.swap(rec, rev):
                 self.wake.set()
             return

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import etcd3aio
@@ -55,6 +55,41 @@ class WatchEvent(NamedTuple):
     key: str
     value: bytes
     mod_revision: int
+
+
+# The compares of a transaction (`KV.txn`): all must hold for its writes to happen.
+@dataclass(frozen=True)
+class Absent:
+    """`key` does not exist."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class ModRevisionIs:
+    """`key` was last written at `revision` (0: it does not exist)."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class ValueIs:
+    """`key` exists and holds `value`."""
+
+    key: str
+    value: bytes
+
+
+Condition: TypeAlias = Absent | ModRevisionIs | ValueIs
+
+
+class Put(NamedTuple):
+    """One write of a transaction."""
+
+    key: str
+    value: bytes
+    lease: int = 0
 
 
 def parse_discovery(url: str) -> tuple[list[str], str]:
@@ -191,41 +226,33 @@ class KV:
         )
         return resp.deleted
 
+    async def txn(
+        self, compares: Sequence[Condition], puts: Sequence[Put] = (), deletes: Sequence[str] = ()
+    ) -> int:
+        """Every put and delete at once, only if every compare holds. The revision of the
+        transaction (every key put has it as its mod revision), or 0 when a compare failed and
+        nothing was written. A key may appear once among the puts and deletes."""
+        kv = self._kv
+        ops = [kv.txn_op_put(p.key, p.value, lease=p.lease) for p in puts]
+        ops += [kv.txn_op_delete(key) for key in deletes]
+        resp = await self._call(kv.txn([_compare(c) for c in compares], ops, timeout=self.timeout))
+        return resp.header.revision if resp.succeeded else 0
+
     async def create(self, key: str, value: bytes, lease: int | None = None) -> bool:
         """Put `key` only if it does not exist. True if this call created it."""
-        kv = self._kv
-        resp = await self._call(
-            kv.txn(
-                [kv.txn_compare_create_revision(key, 0)],
-                [kv.txn_op_put(key, value, lease=lease or 0)],
-                timeout=self.timeout,
-            )
-        )
-        return resp.succeeded
+        return bool(await self.txn([Absent(key)], [Put(key, value, lease or 0)]))
 
     async def compare_and_swap(
         self, key: str, value: bytes, mod_revision: int, lease: int | None = None
     ) -> bool:
         """Put `key` only if its mod revision is still `mod_revision` (0: only if absent)."""
-        if mod_revision == 0:
-            return await self.create(key, value, lease)
-        kv = self._kv
-        resp = await self._call(
-            kv.txn(
-                [_mod_equals(key, mod_revision)],
-                [kv.txn_op_put(key, value, lease=lease or 0)],
-                timeout=self.timeout,
-            )
+        return bool(
+            await self.txn([ModRevisionIs(key, mod_revision)], [Put(key, value, lease or 0)])
         )
-        return resp.succeeded
 
     async def compare_and_delete(self, key: str, mod_revision: int) -> bool:
         """Delete `key` only if its mod revision is still `mod_revision`."""
-        kv = self._kv
-        resp = await self._call(
-            kv.txn([_mod_equals(key, mod_revision)], [kv.txn_op_delete(key)], timeout=self.timeout)
-        )
-        return resp.succeeded
+        return bool(await self.txn([ModRevisionIs(key, mod_revision)], deletes=[key]))
 
     async def compact(self, revision: int) -> None:
         await self._call(self._kv.compact(revision, physical=True, timeout=self.timeout))
@@ -339,7 +366,11 @@ def _entry(kv: object) -> Entry:
     )
 
 
-def _mod_equals(key: str, mod_revision: int) -> Compare:
-    return Compare(
-        result=Compare.EQUAL, target=Compare.MOD, key=key.encode(), mod_revision=mod_revision
-    )
+def _compare(c: Condition) -> Compare:
+    key = c.key.encode()
+    if isinstance(c, Absent):
+        return Compare(result=Compare.EQUAL, target=Compare.CREATE, key=key, create_revision=0)
+    if isinstance(c, ModRevisionIs):
+        return Compare(result=Compare.EQUAL, target=Compare.MOD, key=key, mod_revision=c.revision)
+    # etcd fails a value compare on a key that does not exist, whatever the value.
+    return Compare(result=Compare.EQUAL, target=Compare.VALUE, key=key, value=c.value)

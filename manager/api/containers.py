@@ -1,24 +1,25 @@
 """Container endpoints: create is scheduled onto a node; everything else goes to the node
-that holds the container; `GET /containers/json` merges every node's list."""
+that holds the container; `GET /containers/json` (manager/api/container_list.py) merges every
+node's list."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import json
 import re
 from typing import Any
 
 from aiohttp import web
 
-from manager.api.filters import request_filters
-from manager.api.node_ports import inspect_ports, list_row_ports, node_ip
+from manager.api.container_list import list_containers
+from manager.api.node_ports import inspect_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
 from manager.cluster_records import conflict_message
+from manager.create_intent import create_on_node
 from manager.errors import bool_param, int_param, read_json
-from manager.logical import FIRST_GENERATION, PENDING, SWARM_ID_LABEL, with_generation
+from manager.logical import with_generation
 from manager.placing import choose_node, scheduler_for, survey
 from manager.scheduler import (
     SchedulingError,
@@ -27,12 +28,11 @@ from manager.scheduler import (
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.docker.errors import Conflict, DockerError, InvalidParameter
+from proto.logical import FIRST_GENERATION
 from proto.records_pb2 import NodeRecord
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
 HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
-PENDING_STATUS = "Pending reschedule"
 
 
 def _check_name(cluster: Cluster, name: str) -> None:
@@ -70,7 +70,7 @@ async def create(request: web.Request) -> web.Response:
         token = cluster.add_pending(placement_from_body(rec.id, name, body))
     # Shielded: a client that hangs up mid-create must not leave a container without records.
     try:
-        cid, warnings = await asyncio.shield(_create_on(cluster, rec, token, name, body))
+        cid, warnings = await asyncio.shield(create_on_node(cluster, rec.id, token, name, body))
     except DockerError as e:
         raise _swarm_create_error(e, str(body.get("Image") or "")) from None
     return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
@@ -111,31 +111,6 @@ def _network_on_node(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
         "Env": [*env, f"constraint:node==~{node}"],
         "HostConfig": {**host, "NetworkMode": network},
     }
-
-
-async def _create_on(
-    cluster: Cluster, rec: NodeRecord, token: int, name: str, body: dict[str, Any]
-) -> tuple[str, list[str]]:
-    try:
-        if name:
-            await cluster.claim_name(name)
-        try:
-            reply = await cluster.call(
-                rec.id,
-                lambda s: s.ContainerCreate(
-                    pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=name)
-                ),
-            )
-        except BaseException:
-            await cluster.release_name(name)
-            raise
-    finally:
-        placement = cluster.pending.pop(token, None)
-    assert placement is not None
-    cluster.created(placement, reply.id)
-    await cluster.record_created(reply.id, name, rec.id, body)
-    await cluster.logical.record_create(reply.id, name, rec.id, body, cluster.is_known)
-    return reply.id, list(reply.warnings)
 
 
 def _timeout(request: web.Request) -> int | None:
@@ -286,188 +261,6 @@ async def inspect(request: web.Request) -> web.Response:
         body["Node"] = node_view(rec)
         inspect_ports(body, node_ip(rec))
     return web.json_response(body)
-
-
-# ----------------------------------------------------------------------- list
-
-
-LIST_FILTERS = {
-    "status",
-    "id",
-    "name",
-    "label",
-    "node",
-    "ancestor",
-    "exited",
-    "before",
-    "since",
-    "network",
-    "volume",
-    "health",
-    "is-task",
-}
-TASK_LABEL = "com.docker.swarm.task"
-STATES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
-HEALTH_STATES = {"starting", "healthy", "unhealthy", "none"}
-
-
-def _names_of(row: dict[str, Any]) -> list[str]:
-    return [n.lstrip("/") for n in row.get("Names") or []]
-
-
-def label_ok(labels: dict[str, str], want: str) -> bool:
-    """Docker's `label` filter value: `key` (present) or `key=value`."""
-    key, sep, value = want.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
-
-
-def node_ok(rec: NodeRecord, want: str) -> bool:
-    """The `node` filter: a node's name, ID or a glob over names."""
-    return want in (rec.name, rec.id) or fnmatch.fnmatchcase(rec.name, want)
-
-
-def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
-    image = str(row.get("Image", ""))
-    image_id = str(row.get("ImageID", ""))
-    if image == want or image == f"{want}:latest" or image.split(":")[0] == want:
-        return True
-    bare = image_id.removeprefix("sha256:")
-    return bool(want) and (image_id == want or bare.startswith(want.removeprefix("sha256:")))
-
-
-def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[str]]) -> bool:
-    checks = {
-        "id": lambda v: str(row["Id"]).startswith(v),
-        "name": lambda v: any(re.search(v, n) for n in _names_of(row)),
-        "status": lambda v: row.get("State") == v,
-        "node": lambda v: node_ok(rec, v),
-        "ancestor": lambda v: _ancestor_ok(row, v),
-        "network": lambda v: v in ((row.get("NetworkSettings") or {}).get("Networks") or {}),
-        "health": lambda v: (row.get("Health") or {}).get("Status", "none") == v,
-        "volume": lambda v: any(
-            v in (m.get("Name"), m.get("Source"), m.get("Destination"))
-            for m in row.get("Mounts") or []
-        ),
-    }
-    for key, fn in checks.items():
-        values = filters.get(key)
-        if values and not any(fn(v) for v in values):
-            return False
-    for want in filters.get("label", []):
-        if not label_ok(row.get("Labels") or {}, want):
-            return False
-    exited = filters.get("exited")
-    if exited:
-        m = EXITED_RE.match(str(row.get("Status", "")))
-        if row.get("State") != "exited" or not m or m.group(1) not in exited:
-            return False
-    return True
-
-
-def _departed_rows(cluster: Cluster) -> list[tuple[dict[str, Any], NodeRecord]]:
-    """Containers of nodes that left the cluster (agent gone, status records kept in etcd for
-    its return), from those records: classic Swarm lists the containers of an engine it
-    cannot reach with `-a` only, their Status "Host Down"."""
-    rows: list[tuple[dict[str, Any], NodeRecord]] = []
-    for cid, st in cluster.statuses.items():
-        if st.node_id in cluster.nodes:
-            continue
-        rec = NodeRecord(id=st.node_id, name=cluster.node_names.get(st.node_id, st.node_id))
-        row = {
-            "Id": cid,
-            "Names": [f"/{st.name}"] if st.name else [],
-            "Image": st.image,
-            "ImageID": st.image_id,
-            "Command": "",
-            "Created": st.started_at_ns // 1_000_000_000,
-            "Ports": [],
-            "Labels": dict(st.labels),
-            "State": st.state,
-            "Status": _down_status(cluster, st.labels.get(SWARM_ID_LABEL, "")),
-            "HostConfig": {},
-            "NetworkSettings": {"Networks": {}},
-            "Mounts": [],
-        }
-        rows.append((row, rec))
-    return rows
-
-
-def _down_status(cluster: Cluster, swarm_id: str) -> str:
-    """Swarm's `Host Down`; a reschedulable container that fits on no node now says so
-    (docs/failover.md)."""
-    return PENDING_STATUS if cluster.unsettled.get(swarm_id) == PENDING else "Host Down"
-
-
-def _is_task_filter(values: list[str] | None) -> bool | None:
-    """dockerd's `is-task`: true wins over false when both are given; anything else is
-    refused with the values as Go prints a []string."""
-    if values is None:
-        return None
-    if not values or "true" in values:  # Go's ExactMatch holds for a key without values
-        return True
-    if "false" in values:
-        return False
-    raise InvalidParameter(f"Invalid filter 'is-task=[{' '.join(values)}]'")
-
-
-async def list_containers(request: web.Request) -> web.Response:
-    cluster = request.app[CLUSTER_KEY]
-    filters = request_filters(request, LIST_FILTERS)
-    for state in filters.get("status", []):
-        if state not in STATES:
-            raise InvalidParameter(f"Invalid filter 'status={state}'")  # dockerd's invalidFilter
-    is_task = _is_task_filter(filters.get("is-task"))
-    for value in filters.get("health", []):
-        if value not in HEALTH_STATES:
-            raise InvalidParameter(f"Unrecognised filter value for health: {value}")
-    for code in filters.get("exited", []):
-        if not code.lstrip("-").isdigit():
-            raise InvalidParameter(f"invalid filter 'exited={code}'")
-    limit = int_param(request, "limit") or 0
-    all_ = bool_param(request, "all") or limit > 0 or "before" in filters or "since" in filters
-    all_ = all_ or "status" in filters  # dockerd: a status filter implies --all
-    if "exited" in filters:
-        all_ = True
-    size = bool_param(request, "size")
-    results = await cluster.fan_out(lambda s: s.ContainerList(pb.ContainerListRequest(all=all_)))
-    rows: list[tuple[dict[str, Any], NodeRecord]] = []
-    for rec, result in results:
-        if isinstance(result, BaseException):
-            continue  # an unreachable node drops out of the list, as in classic Swarm
-        for raw in result.rows:
-            rows.append((json.loads(raw), rec))
-    if all_:
-        rows.extend(_departed_rows(cluster))
-    # Newest first; the creation sequence breaks ties within Docker's one-second Created.
-    rows.sort(
-        key=lambda r: (r[0].get("Created", 0), cluster.creation_seq(r[0]["Id"]), r[0]["Id"]),
-        reverse=True,
-    )
-    for key in ("before", "since"):
-        for ref in filters.get(key, []):
-            _, cid = await cluster.resolve(ref)
-            index = next((i for i, r in enumerate(rows) if r[0]["Id"] == cid), None)
-            if index is None:
-                continue
-            rows = rows[index + 1 :] if key == "before" else rows[:index]
-    out = []
-    for row, rec in rows:
-        if not _row_matches(row, rec, filters):
-            continue
-        if is_task is not None and (TASK_LABEL in (row.get("Labels") or {})) != is_task:
-            continue
-        row["Names"] = [f"/{rec.name}/{n}" for n in _names_of(row)]
-        row.pop("Health", None)  # the agent's API 1.52 field, for the filter only (we serve 1.41)
-        list_row_ports(row, node_ip(rec))
-        if size:
-            row.setdefault("SizeRw", 0)
-            row.setdefault("SizeRootFs", 0)
-        out.append(row)
-    if limit > 0:
-        out = out[:limit]
-    return web.json_response(out)
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api.containers import label_ok, node_ok
+from manager.api.container_list import label_ok, node_ok
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from agent.fencing import Fence, FenceFile, PeerAnswer, may_extend
-from agent.identity import GENERATION_LABEL, SWARM_ID_LABEL, is_stale, same_generation
+from agent.identity import (
+    GENERATION_LABEL,
+    SWARM_ID_LABEL,
+    is_stale,
+    reclaim_copies,
+    same_generation,
+)
 from agent.metrics import AgentMetrics
+from proto.keys import Keys
+from proto.kv import Entry
 from proto.records_pb2 import LogicalContainer
 
 S = 1_000_000_000
@@ -125,7 +134,9 @@ def test_status_answers_peers(tmp_path: Any) -> None:
     fence.renewed(clock())
     clock.advance(0.3)
     assert fence.status() == (True, 300)
-    clock.advance(2 * HB)  # renewals stopped (a hung keep-alive included)
+    clock.advance(2 * HB)  # a late keep-alive (a busy node) is no evidence etcd is down
+    assert fence.status()[0] is True
+    clock.advance(TTL - GUARD - 0.3 - 2 * HB + 0.01)  # none for longer than the fence allows
     assert fence.status()[0] is False
     fence.renewed(clock())
     fence.failed()
@@ -183,17 +194,94 @@ def test_stale_copy_decision() -> None:
 class Rec:
     id: str
     body: dict[str, Any] = field(default_factory=dict)
+    fenced: bool = False
+    running: bool = False
 
 
 class FakeRuntime:
     def __init__(self, recs: list[Rec]) -> None:
         self.recs = recs
+        self.started: list[str] = []
 
     def list(self) -> list[Rec]:
         return self.recs
 
+    async def start(self, ref: str) -> None:
+        self.started.append(ref)
+
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         raise AssertionError("not used")
+
+
+class FakeKV:
+    """etcd's mod revisions and compare-and-swap, in memory; `meanwhile` runs just before the
+    next swap (another writer between this reader's read and its write)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, int]] = {}
+        self.rev = 0
+        self.meanwhile: Callable[[], None] | None = None
+
+    def put(self, key: str, value: bytes) -> None:
+        self.rev += 1
+        self.data[key] = (value, self.rev)
+
+    async def get(self, key: str) -> Entry | None:
+        if key not in self.data:
+            return None
+        value, rev = self.data[key]
+        return Entry(key, value, rev, rev, 0)
+
+    async def compare_and_swap(self, key: str, value: bytes, mod_revision: int) -> bool:
+        if self.meanwhile is not None:
+            self.meanwhile()
+            self.meanwhile = None
+        if key not in self.data or self.data[key][1] != mod_revision:
+            return False
+        self.put(key, value)
+        return True
+
+
+async def test_copies_not_replaced_yet_are_kept_here() -> None:
+    keys = Keys("/t")
+    labels = {"Labels": {SWARM_ID_LABEL: "s1", GENERATION_LABEL: "2"}}
+    kv = FakeKV()
+
+    def record(state: str = "placed", node: str = "n1", start: bool = True) -> bytes:
+        rec = logical(node, "c1")
+        rec.state, rec.start = state, start
+        if state != "placed":  # being rescheduled away from `node`
+            rec.node_id, rec.container_id = "", ""
+            rec.previous_node_id, rec.previous_container_id = node, "c1"
+        return rec.SerializeToString()
+
+    async def kept(value: bytes, fenced: bool = False, running: bool = False) -> list[str]:
+        kv.put(keys.logical("s1"), value)
+        rt = FakeRuntime([Rec("c1", labels, fenced=fenced, running=running), Rec("c2", {})])
+        out = await reclaim_copies(rt, kv, keys, "n1")  # type: ignore[arg-type]
+        if out:  # the record names this copy again, placed here
+            now = LogicalContainer()
+            now.ParseFromString(kv.data[keys.logical("s1")][0])
+            assert (now.state, now.node_id, now.container_id) == ("placed", "n1", "c1")
+            assert not now.previous_node_id
+        return out if rt.started == out or not rt.started else ["started?"]
+
+    # Fenced while its record still names it: placed here again and started.
+    assert await kept(record(), fenced=True) == ["c1"]
+    assert await kept(record(state="failed"), fenced=True) == ["c1"]
+    assert await kept(record(state="pending"), fenced=True) == ["c1"]
+    # Running while its node's lease ran out (not fenced): placed here again, left running.
+    assert await kept(record(state="failed"), running=True) == ["c1"]
+    # Nothing to keep: fine as it is, exited on its own, stopped on purpose, or replaced.
+    assert await kept(record(), running=True) == []
+    assert await kept(record()) == []
+    assert await kept(record(start=False), fenced=True) == []
+    assert await kept(record(node="n2"), fenced=True) == []
+    assert await kept(record(state="failed", node="n2"), running=True) == []
+    assert await kept(record(state="placing", node="n1"), running=True) == []
+    # The manager places it elsewhere between this read and this write: its swap wins.
+    kv.meanwhile = lambda: kv.put(keys.logical("s1"), record(state="placing", node="n2"))
+    assert await kept(record(state="failed"), fenced=True) == []
 
 
 def test_create_is_idempotent_by_swarm_id_and_generation() -> None:
@@ -205,3 +293,17 @@ def test_create_is_idempotent_by_swarm_id_and_generation() -> None:
     assert same_generation(rt, {"Labels": {SWARM_ID_LABEL: "s1", GENERATION_LABEL: "2"}}) is None
     assert same_generation(rt, {"Labels": {SWARM_ID_LABEL: "s1"}}) is None
     assert same_generation(rt, {"Labels": None}) is None
+
+
+def test_replacements_wait_a_ttl_after_this_node_said_etcd_was_unreachable(tmp_path: Any) -> None:
+    fence, clock, _ = make(tmp_path, Peers({}))
+    fence.renewed(clock())
+    assert fence.status()[0] is True
+    assert fence.replacement_hold_s() == 0  # never said unreachable
+    fence.failed()
+    assert fence.status()[0] is False  # a peer may extend its deadline on this answer
+    assert fence.replacement_hold_s() == pytest.approx(TTL)
+    clock.advance(TTL - 1)
+    assert fence.replacement_hold_s() == pytest.approx(1)
+    clock.advance(1)
+    assert fence.replacement_hold_s() == 0

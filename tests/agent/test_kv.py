@@ -9,7 +9,16 @@ import pytest
 
 from deploy.etcd import EtcdServer, free_port
 from proto.keys import Keys
-from proto.kv import KV, KVError, WatchEvent, parse_discovery
+from proto.kv import (
+    KV,
+    Absent,
+    KVError,
+    ModRevisionIs,
+    Put,
+    ValueIs,
+    WatchEvent,
+    parse_discovery,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,6 +72,45 @@ async def test_round_trip(kv: KV) -> None:
     assert await kv.delete_prefix("/t/") == 2
     assert await kv.get_prefix("/t/") == []
     assert (await kv.get("/tx")) is not None
+
+
+async def test_txn_is_all_or_nothing(kv: KV) -> None:
+    rev = await kv.txn([Absent("/x/a"), Absent("/x/b")], [Put("/x/a", b"1"), Put("/x/b", b"2")])
+    a, b = await kv.get("/x/a"), await kv.get("/x/b")
+    assert rev > 0 and a is not None and b is not None
+    assert a.mod_revision == b.mod_revision == rev  # one write, one revision
+
+    # One compare fails: nothing is written, nothing deleted.
+    assert await kv.txn([Absent("/x/c"), Absent("/x/a")], [Put("/x/c", b"3")], ["/x/b"]) == 0
+    assert await kv.get("/x/c") is None and await kv.get("/x/b") is not None
+    assert await kv.txn([ModRevisionIs("/x/a", rev + 100)], [Put("/x/c", b"3")]) == 0
+    assert await kv.txn([ValueIs("/x/a", b"other")], [Put("/x/c", b"3")]) == 0
+    assert await kv.txn([ValueIs("/x/missing", b"")], [Put("/x/c", b"3")]) == 0
+    assert await kv.get("/x/c") is None
+
+    # Every compare holds: the puts and the deletes happen together.
+    rev2 = await kv.txn(
+        [ModRevisionIs("/x/a", rev), ValueIs("/x/b", b"2"), ModRevisionIs("/x/c", 0)],
+        [Put("/x/a", b"10"), Put("/x/c", b"30")],
+        ["/x/b"],
+    )
+    assert rev2 > rev
+    assert [(e.key, e.value) for e in await kv.get_prefix("/x/")] == [
+        ("/x/a", b"10"),
+        ("/x/c", b"30"),
+    ]
+    # Deletes alone, and a lease on a put.
+    lease = await kv.lease_grant(30)
+    assert await kv.txn([ValueIs("/x/c", b"30")], [Put("/x/l", b"v", lease)], ["/x/a", "/x/c"])
+    assert [e.key for e in await kv.get_prefix("/x/")] == ["/x/l"]
+    assert (await kv.get("/x/l")).lease == lease  # type: ignore[union-attr]
+    await kv.lease_revoke(lease)
+    assert await kv.get("/x/l") is None
+    # The one-key helpers are this transaction: create == absent, CAS 0 == absent.
+    assert await kv.compare_and_swap("/x/n", b"1", 0)
+    assert not await kv.compare_and_swap("/x/n", b"2", 0)
+    n = await kv.get("/x/n")
+    assert n is not None and await kv.compare_and_delete("/x/n", n.mod_revision)
 
 
 async def test_failover_to_a_live_endpoint(etcd: EtcdServer) -> None:

@@ -309,13 +309,11 @@ def _openssl(command: str) -> None:
     subprocess.run(["openssl", *command.split()], check=True, capture_output=True)
 
 
-async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
-    from proto.rpc import TlsConfig
-
-    d = str(tmp_path)
+def _certs(d: str, names: tuple[str, ...]) -> None:
+    """A CA and, for each name, a certificate it signed for 127.0.0.1 (server and client use)."""
     ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
     _openssl(f"req -x509 {ec} -keyout {d}/ca.key -out {d}/ca.pem -days 1 -subj /CN=test-ca")
-    for name in ("agent", "manager"):
+    for name in names:
         _openssl(f"req {ec} -keyout {d}/{name}.key -out {d}/{name}.csr -subj /CN={name}")
         with open(f"{d}/{name}.ext", "w") as f:
             f.write("subjectAltName=IP:127.0.0.1\n")
@@ -323,6 +321,13 @@ async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
             f"x509 -req -in {d}/{name}.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial"
             f" -out {d}/{name}.pem -days 1 -extfile {d}/{name}.ext"
         )
+
+
+async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
+    from proto.rpc import TlsConfig
+
+    d = str(tmp_path)
+    _certs(d, ("agent", "manager"))
     agent_tls = TlsConfig(f"{d}/agent.pem", f"{d}/agent.key", f"{d}/ca.pem")
     server = await start_grpc_server(rt, EventBus(), "127.0.0.1:0", tls=agent_tls)
     target = f"127.0.0.1:{bound_port(server)}"
@@ -340,6 +345,35 @@ async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
                 await agent_pb2_grpc.AgentStub(channel).Ping(pb.PingRequest(), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
+        await server.stop(None)
+
+
+async def test_peer_etcd_status_over_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
+    """The peer check a node makes when its keep-alives fail, agent to agent over mutual TLS:
+    each agent's own certificate serves as its client certificate."""
+    from agent.fencing import Fence, FenceFile, PeerClient
+    from proto.rpc import TlsConfig
+
+    d = str(tmp_path)
+    _certs(d, ("node-a", "node-b"))
+    tls = {
+        n: TlsConfig(f"{d}/{n}.pem", f"{d}/{n}.key", f"{d}/ca.pem") for n in ("node-a", "node-b")
+    }
+    fence = Fence(FenceFile(f"{d}/fence"), ttl_s=3, guard_s=0.25, heartbeat_s=0.25)
+    fence.renewed(fence.clock())
+    fence.failed()  # node-b's own keep-alives fail too: it answers "unreachable"
+    server = await start_grpc_server(
+        rt, EventBus(), "127.0.0.1:0", tls=tls["node-b"], info_extra={"ID": "B"}, fence=fence
+    )
+    peers = PeerClient("A", timeout_s=5, tls=tls["node-a"])
+    strangers = PeerClient("A", timeout_s=5, tls=None)  # no certificate: turned away
+    try:
+        answer = await peers.ask("B", f"127.0.0.1:{bound_port(server)}")
+        assert answer is not None and answer.node_id == "B" and not answer.etcd_reachable
+        assert await strangers.ask("B", f"127.0.0.1:{bound_port(server)}") is None
+    finally:
+        await peers.close()
+        await strangers.close()
         await server.stop(None)
 
 

@@ -95,7 +95,7 @@ def test_the_container_script_beats_with_the_same_clock(tmp_path: str) -> None:
 
     import pytest
 
-    from bench.failover import SCRIPT
+    from bench.failover_heartbeats import SCRIPT
 
     if not shutil.which("busybox"):
         pytest.skip("no busybox")

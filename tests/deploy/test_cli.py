@@ -63,8 +63,8 @@ def test_dev_join_command_parses() -> None:
     assert config.etcd_endpoints == ["10.99.0.1:2379"]
     assert config.data_root == "/var/lib/flotilla/dev/node-1"
     assert config.cgroup_parent == "flotilla/node-1"
-    # The failover defaults (docs/failover.md): heartbeat 0.5 s, TTL 3 s, guard 0.25 s.
-    assert (config.heartbeat_s, config.ttl_s, config.fence_guard_s) == (0.5, 3.0, 0.25)
+    # The failover defaults (docs/failover.md): heartbeat 0.25 s, TTL 3 s, guard 0.25 s.
+    assert (config.heartbeat_s, config.ttl_s, config.fence_guard_s) == (0.25, 3.0, 0.25)
 
 
 def test_join_needs_etcd(capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,6 +62,32 @@ def wait_for(check: Callable[[], bool], timeout: float = 20, what: str = "condit
         time.sleep(0.2)
 
 
+def healthy_nodes() -> set[str]:
+    """The nodes `docker info` shows as Healthy (none when the manager does not answer)."""
+    info = docker("info", "--format", "{{json .SystemStatus}}", check=False).stdout
+    try:
+        rows = json.loads(info) or []
+    except ValueError:
+        return set()
+    names, good = [], set()
+    for key, value in rows:
+        if key.startswith(" ") and not key.startswith("  "):
+            names.append(key.strip())
+        if key.strip() == "└ Status" and value == "Healthy" and names:
+            good.add(names[-1])
+    return good
+
+
+def heal_and_reset(cluster: dict[str, object], timeout: float = 60) -> None:
+    """After a drill, passed or not: every node healed and seen Healthy, then `reset`."""
+    from deploy import dev_drills
+
+    for name in cluster:
+        dev_drills.heal(name)
+    wait_for(lambda: healthy_nodes() == set(cluster), timeout, "every node back")
+    reset(cluster)
+
+
 def reset(records: dict[str, object]) -> None:
     """Leave the cluster as it came up: no containers, no volumes, only busybox (re-imported if
     a test removed it). Runs after every test, passed or not."""

@@ -13,12 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from deploy import dev_drills, dev_processes
+from bench import failover_heartbeats as hb
+from deploy import dev_drills, dev_layout, dev_processes
 from deploy import devcluster as dc
 from deploy.dev_layout import PREFIX, TTL, etcd_endpoint
 from deploy.dev_processes import agent_pid
@@ -26,6 +29,7 @@ from proto.keys import Keys
 from proto.kv import KV
 from proto.records_pb2 import LogicalContainer
 from tests.fixtures import dev_cluster, docker
+from tests.manager.swarm_compat import healthy_nodes
 
 RESCHEDULE = 'com.docker.swarm.reschedule-policies=["on-node-failure"]'
 TEST_LABEL = "flotilla.test=fencing"
@@ -54,7 +58,7 @@ def clean(cluster: dict[str, object]) -> Iterator[None]:
         for name in cluster:
             dev_drills.heal(name)
         wait_for(lambda: set(dc.registered()) == set(cluster), DEADLINE_S, "every node back")
-        wait_for(lambda: healthy() == set(cluster), DEADLINE_S, "the manager sees every node")
+        wait_for(lambda: healthy_nodes() == set(cluster), DEADLINE_S, "the manager sees every node")
         # Right after a fence the old lease may still be alive (the deadline comes first), so
         # "registered" and "Healthy" can hold while the fence has passed: a container started
         # then would be fenced at once. Wait until the node renews again.
@@ -83,20 +87,18 @@ def renewing_for(seconds: float, node: str = "node-1") -> bool:
     return True
 
 
-def healthy() -> set[str]:
-    """The nodes `docker info` shows as Healthy."""
-    info = docker("info", "--format", "{{json .SystemStatus}}", check=False).stdout
+def fence_peers(node: str) -> float:
+    """The node's `flotilla_fence_peers` metric (-1: not readable)."""
+    url = f"http://{dev_layout.node_ip(int(node.rsplit('-', 1)[1]))}:{dev_layout.METRICS_PORT}"
     try:
-        rows = json.loads(info) or []
-    except ValueError:
-        return set()
-    names, good = [], set()
-    for key, value in rows:
-        if key.startswith(" ") and not key.startswith("  "):
-            names.append(key.strip())
-        if key.strip() == "└ Status" and value == "Healthy" and names:
-            good.add(names[-1])
-    return good
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith("flotilla_fence_peers "):
+            return float(line.split()[1])
+    return -1
 
 
 def wait_for(check, timeout: float, what: str) -> float:  # noqa: ANN001
@@ -181,6 +183,95 @@ def test_two_second_blip_fences_nothing(cluster: dict[str, object]) -> None:
     time.sleep(2)
     dev_drills.heal("node-1")
     stays_alive([moving], TTL_S + 2)
+
+
+def _agent_with(node: str, **flags: str) -> None:
+    """Restart `node`'s agent with other `flotilla join` flags (not saved in the dev state, so
+    a later `flotilla dev start` runs the default command again)."""
+    dev_drills.kill(node)
+    i = int(node.rsplit("-", 1)[1])
+    cmd = dev_processes.agent_command(i, {})
+    for flag, value in flags.items():
+        at = cmd.index(f"--{flag.replace('_', '-')}")
+        cmd[at + 1] = value
+    since = time.time_ns()
+    dev_processes.spawn_agent(node, cmd)
+    dev_processes.wait_registered([node], 30, since)
+    wait_for(lambda: renewing_for(1.0, node), DEADLINE_S, f"{node} renewing its fence")
+
+
+def test_fenced_container_runs_again_when_the_lease_outlived_the_fence(
+    cluster: dict[str, object],
+) -> None:
+    # A fence deadline 2 s into a 6 s lease: an agent frozen between the two has its
+    # containers fenced while the manager still sees the node (it never reschedules them).
+    _agent_with("node-1", ttl="6s", fence_guard="4s")
+    try:
+        pid = run_on_node1("fence-lapse", reschedulable=True)
+        info = json.loads(docker("inspect", "fence-lapse").stdout)[0]
+        dev_drills.freeze("node-1")
+        try:
+            gone_within_ttl(pid)
+        finally:
+            dev_drills.heal("node-1")
+
+        def running_again() -> bool:
+            state = json.loads(docker("inspect", "fence-lapse").stdout)[0]["State"]
+            return bool(state["Running"]) and state["Pid"] != pid
+
+        wait_for(running_again, DEADLINE_S, "the fenced container started again")
+        again = json.loads(docker("inspect", "fence-lapse").stdout)[0]
+        assert again["Id"] == info["Id"]  # the same container, on the same node: not a copy
+        swarm_id = info["Config"]["Labels"]["com.docker.swarm.id"]
+        copies = docker("ps", "-aq", "--filter", f"label=com.docker.swarm.id={swarm_id}")
+        assert copies.stdout.split() == [info["Id"][:12]]
+    finally:
+        dev_drills.kill("node-1")
+        dev("start", "node-1")
+
+
+def test_no_duplicate_when_only_the_manager_reaches_etcd(cluster: dict[str, object]) -> None:
+    # Every agent loses etcd, the manager does not: the agents, asking each other, take it for
+    # an etcd outage and keep their containers running while their leases run out in etcd.
+    # Then node-0 alone gets etcd back and receives node-1's container at once: the old copy
+    # runs until node-1's last extension ends, and the new one must not start before that.
+    beats_dir = tempfile.mkdtemp(prefix="flt-fence-hb-")
+    name = "fence-cutoff"
+    try:
+        docker("run", "-d", "--name", name, "--label", TEST_LABEL, "--label", RESCHEDULE,
+               "-e", "constraint:node==~node-1", "-e", f"SWARMID={name}",
+               "-v", f"{beats_dir}:/hb", "busybox", "sh", "-c", hb.SCRIPT)  # fmt: skip
+        watch = hb.HeartbeatDir(beats_dir)
+
+        def beating() -> bool:
+            watch.poll()
+            return hb.beating_at(watch.of(name), hb.boottime())
+
+        wait_for(beating, DEADLINE_S, "the container beating")
+        # node-1 must know node-0 (its peer list is refreshed every few seconds): a node with
+        # no peers to ask fences at once, and the test would prove nothing.
+        wait_for(lambda: fence_peers("node-1") >= 1, DEADLINE_S, "node-1 knowing its peer")
+        cut_t = hb.boottime()
+        for node in cluster:
+            dev_drills.etcd_outage(node)
+        wait_for(lambda: not healthy_nodes(), DEADLINE_S, "the manager sees every node down")
+        # Extended, not merely not yet fenced: still beating well past its lease's end.
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            assert beating(), "stopped while only the agents lost etcd"
+            time.sleep(0.1)
+        dev_drills.heal("node-0")
+
+        def replaced() -> bool:
+            watch.poll()
+            return hb.time_to_replacement(watch.of(name), cut_t) is not None
+
+        wait_for(replaced, DEADLINE_S, "a new copy beating on node-0")
+        time.sleep(TTL_S)  # any overlap with the old copy would have happened by now
+        watch.poll()
+        assert not hb.overlaps(watch.of(name)), "two copies ran at once"
+    finally:
+        shutil.rmtree(beats_dir, ignore_errors=True)
 
 
 def test_etcd_down_for_everyone_fences_nothing(cluster: dict[str, object]) -> None:

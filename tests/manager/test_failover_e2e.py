@@ -16,13 +16,13 @@ import pytest
 
 from deploy import dev_drills, dev_processes
 from deploy.dev_layout import MANAGER_METRICS, PREFIX, etcd_endpoint
-from manager.logical import FAILED, GENERATION_LABEL, PLACING, SWARM_ID_LABEL
 from manager.rescheduler import PAUSE_ENV
 from proto.keys import Keys
 from proto.kv import KV
+from proto.logical import FAILED, GENERATION_LABEL, PLACING, SWARM_ID_LABEL
 from proto.records_pb2 import LogicalContainer
 from tests.fixtures import dev_cluster, docker
-from tests.manager.swarm_compat import inspect, reset, wait_for
+from tests.manager.swarm_compat import heal_and_reset, inspect, wait_for
 
 DEADLINE_S = 60
 POLICY = "reschedule:on-node-failure"
@@ -39,22 +39,7 @@ def clean(cluster: dict[str, object]) -> Iterator[None]:
     try:
         yield
     finally:
-        for name in cluster:
-            dev_drills.heal(name)
-        wait_for(lambda: len(_live_nodes()) == len(cluster), DEADLINE_S, "every node back")
-        reset(cluster)
-
-
-def _live_nodes() -> list[str]:
-    info = docker("info", "--format", "{{json .SystemStatus}}").stdout
-    rows = json.loads(info) or []
-    names, healthy = [], []
-    for key, value in rows:
-        if key.startswith(" ") and not key.startswith("  "):
-            names.append(key.strip())
-        if key.strip() == "└ Status" and value == "Healthy":
-            healthy.append(names[-1])
-    return healthy
+        heal_and_reset(cluster, DEADLINE_S)
 
 
 def run(name: str, *args: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from manager.api.containers import _is_task_filter, _swarm_create_error
+from manager.api.container_list import _is_task_filter
+from manager.api.containers import _swarm_create_error
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 
 HEX64 = "4e8aa3148a132f19ec560952231c4d39522043994df7d2dc239942c0f9424ebd"

@@ -14,23 +14,24 @@ from typing import Any
 
 import pytest
 
-from manager.cluster import Cluster
-from manager.logical import (
-    FAILED,
-    GENERATION_LABEL,
-    PENDING,
-    PLACED,
-    PLACING,
-    POLICY_LABEL,
-    SWARM_ID_LABEL,
-    is_reschedulable,
-)
+from manager.cluster import Cluster, placement_from_body
+from manager.create_intent import create_on_node
+from manager.logical import POLICY_LABEL, is_reschedulable, with_generation
 from manager.metrics import Metrics
 from manager.rescheduler import Rescheduler
 from manager.scheduler import Scheduler, parse_placement
 from proto import agent_pb2 as pb
 from proto.keys import Keys
 from proto.kv import KV
+from proto.logical import (
+    FAILED,
+    FIRST_GENERATION,
+    GENERATION_LABEL,
+    PENDING,
+    PLACED,
+    PLACING,
+    SWARM_ID_LABEL,
+)
 from proto.records_pb2 import ContainerStatus, LogicalContainer, NodeRecord
 
 DEADLINE_S = 20.0
@@ -122,21 +123,16 @@ async def _put_node(kv: KV, keys: Keys, node_id: str) -> None:
 async def _place_on(
     cluster: FakeCluster, node_id: str, name: str, env: list[str], state: str = "running"
 ) -> tuple[str, str]:
-    """A container as the create path leaves it: on the agent, its status and logical record."""
+    """A container as the create path leaves it (its intent, the agent's create, the commit),
+    with the status record its agent writes."""
     body = parse_placement({"Image": "busybox", "Env": env, "Labels": {}})
-    body = cluster.with_swarm_id(body)
-    body["Labels"][GENERATION_LABEL] = "1"
-    agent = cluster.agents[node_id]
-    reply = await agent.ContainerCreate(
-        pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=name)
-    )
-    cid = reply.id
+    body = with_generation(cluster.with_swarm_id(body), FIRST_GENERATION)
+    token = cluster.add_pending(placement_from_body(node_id, name, body))
+    cid, _ = await create_on_node(cluster, node_id, token, name, body)
     st = ContainerStatus(
         id=cid, node_id=node_id, name=name, image="busybox", state=state, labels=body["Labels"]
     )
     await cluster.kv.put(cluster.keys.status(node_id, cid), st.SerializeToString())
-    await cluster.record_created(cid, name, node_id, body)
-    await cluster.logical.record_create(cid, name, node_id, body, cluster.is_known)
     sid = body["Labels"][SWARM_ID_LABEL]
     await cluster.logical.set_start(sid, cid, True)
     return sid, cid
@@ -212,7 +208,8 @@ async def test_hard_constraint_pending_until_node_returns(
     await _until(pending, "pending")
 
     async def listed_pending() -> bool:  # what `docker ps -a` shows as "Pending reschedule"
-        return cluster.unsettled.get(sid) == PENDING
+        rec = cluster.logical_records.get(sid)  # the watched records the view lists from
+        return rec is not None and rec.state == PENDING
 
     await _until(listed_pending, "the pending view")
     assert cluster.agents["n2"].creates == []

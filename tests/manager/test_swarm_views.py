@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from manager.api.node_ports import inspect_ports, list_row_ports, node_ip
-from manager.cluster import SWARM_ID_LABEL, Cluster, Placement, placement_from_body
+from manager.cluster import Cluster, Placement, placement_from_body
 from proto.docker.errors import NotFound
 from proto.keys import Keys
 from proto.kv import WatchEvent
+from proto.logical import SWARM_ID_LABEL
 from proto.records_pb2 import ContainerStatus, NodeRecord
 
 

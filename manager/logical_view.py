@@ -1,0 +1,100 @@
+"""What the cluster view shows of logical containers (docs/failover.md, "What `docker` shows"),
+from the `logical/` records kept in memory (read once, then watched, like `nodes/` and
+`status/`): a copy its record says was replaced is neither listed nor resolved, and a container
+being rescheduled that no copy stands for any more (its old copy's status record is gone) is
+still listed and resolved, from the record itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from proto.keys import Keys
+from proto.kv import WatchEvent
+from proto.logical import SWARM_ID_LABEL, UNSETTLED, is_stale
+from proto.records_pb2 import ContainerStatus, LogicalContainer
+
+if TYPE_CHECKING:
+    from manager.cluster import Placement
+
+SHORT_SWARM_ID_LEN = 12  # Swarm's truncated form of its ID
+
+
+def unplaced_id(rec: LogicalContainer) -> str:
+    """The ID a container without a copy is listed under: its old copy's, else its swarm id."""
+    return rec.previous_container_id or rec.swarm_id
+
+
+class LogicalView:
+    """Mixed into Cluster, which provides the records below and the container lookups."""
+
+    keys: Keys
+    statuses: dict[str, ContainerStatus]
+    placements: dict[str, Placement]
+    logical_records: dict[str, LogicalContainer]  # swarm id -> record
+
+    def _labels_of(self, cid: str) -> Mapping[str, str]:
+        raise NotImplementedError
+
+    def _apply_logical(self, event: WatchEvent) -> None:
+        swarm_id = self.keys.swarm_id(event.key)
+        if event.kind == "delete":
+            self.logical_records.pop(swarm_id, None)
+            return
+        rec = LogicalContainer()
+        rec.ParseFromString(event.value)
+        self.logical_records[swarm_id] = rec
+
+    def is_stale_copy(self, node_id: str, cid: str, labels: Mapping[str, str]) -> bool:
+        """A copy its logical record says was replaced, by the agents' own rule (the manager
+        cannot tell a fenced copy, so a copy without a record is kept). The old copy of a
+        container being rescheduled is not: it is that container's row (`Host Down`,
+        `Pending reschedule`) until the replacement exists."""
+        swarm_id = labels.get(SWARM_ID_LABEL)
+        rec = self.logical_records.get(swarm_id) if swarm_id else None
+        if rec is None or not is_stale(rec, node_id, cid):
+            return False
+        return not (rec.state in UNSETTLED and cid == rec.previous_container_id)
+
+    def shown(self, cid: str) -> bool:
+        """Known to the view (status record, else our own create) and not a stale copy."""
+        st = self.statuses.get(cid)
+        if st is not None:
+            return not self.is_stale_copy(st.node_id, cid, st.labels)
+        placed = self.placements.get(cid)
+        return placed is not None and not self.is_stale_copy(placed.node_id, cid, placed.labels)
+
+    def unplaced(self) -> dict[str, LogicalContainer]:
+        """Row ID -> record of every container being rescheduled (failed, placing, pending:
+        it has a node it moves from, unlike a `docker create` in flight) that no shown copy
+        carries the swarm id of."""
+        moving = [
+            rec
+            for rec in self.logical_records.values()
+            if rec.state in UNSETTLED and rec.previous_node_id
+        ]
+        if not moving:
+            return {}  # the usual case: no need to look at every container
+        carried = {
+            self._labels_of(cid).get(SWARM_ID_LABEL)
+            for cid in (*self.statuses, *self.placements)
+            if self.shown(cid)
+        }
+        return {unplaced_id(rec): rec for rec in moving if rec.swarm_id not in carried}
+
+    def unplaced_ref(self, ref: str) -> tuple[str, str] | None:
+        """(old node, row ID) of the one unplaced container `ref` names: by its row ID, swarm
+        id (full or truncated), name, or a prefix of its row ID; None when none or several."""
+        rows = self.unplaced()
+        found = {
+            rid
+            for rid, rec in rows.items()
+            if ref in (rid, rec.swarm_id, rec.name)
+            or (len(ref) == SHORT_SWARM_ID_LEN and rec.swarm_id[:SHORT_SWARM_ID_LEN] == ref)
+        }
+        if not found and ref:
+            found = {rid for rid in rows if rid.startswith(ref)}
+        if len(found) != 1:
+            return None
+        rid = found.pop()
+        return rows[rid].previous_node_id, rid
