@@ -7,8 +7,10 @@
 <prefix>/containers/<id>              ContainerDesired (manager)
 <prefix>/names/<name>                 cluster-wide name claim, value = container id
 <prefix>/status/<node-id>/<id>        ContainerStatus (agent)
-<prefix>/networks/<id>                NetworkRecord
-<prefix>/endpoints/<net-id>/<ip>      overlay endpoint
+<prefix>/networks/<id>                NetworkRecord (manager)
+<prefix>/network-names/<name>         network name claim, value = network id
+<prefix>/vnis/<vni>                   VNI claim, value = network id
+<prefix>/endpoints/<net-id>/<ip>      EndpointRecord, the address claim (agent, under its lease)
 <prefix>/leader                       manager election
 """
 
@@ -53,6 +55,12 @@ class Keys:
     def network(self, net_id: str) -> str:
         return self._join("networks", net_id)
 
+    def network_name(self, name: str) -> str:
+        return self._join("network-names", name)
+
+    def vni(self, vni: int) -> str:
+        return self._join("vnis", str(vni))
+
     def endpoint(self, net_id: str, ip: str) -> str:
         return self._join("endpoints", net_id, ip)
 
@@ -83,6 +91,12 @@ class Keys:
 
     def networks_prefix(self) -> str:
         return self._dir("networks")
+
+    def network_names_prefix(self) -> str:
+        return self._dir("network-names")
+
+    def vnis_prefix(self) -> str:
+        return self._dir("vnis")
 
     def endpoints_prefix(self, net_id: str | None = None) -> str:
         return self._dir("endpoints") if net_id is None else self._dir("endpoints", net_id)

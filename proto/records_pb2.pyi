@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -139,8 +139,15 @@ class LogicalContainer(_message.Message):
     def __init__(self, swarm_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., container_id: _Optional[str] = ..., name: _Optional[str] = ..., create_json: _Optional[bytes] = ..., reschedule: _Optional[bool] = ..., start: _Optional[bool] = ..., previous_node_id: _Optional[str] = ..., previous_container_id: _Optional[str] = ..., node_failed_at_ns: _Optional[int] = ..., updated_at_ns: _Optional[int] = ...) -> None: ...
 
 class NetworkRecord(_message.Message):
-    __slots__ = ("id", "name", "driver", "vni", "subnet", "options")
+    __slots__ = ("id", "name", "driver", "vni", "subnet", "options", "gateway", "ip_range", "labels", "internal", "attachable", "created_at_ns", "ipam_user")
     class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -153,10 +160,48 @@ class NetworkRecord(_message.Message):
     VNI_FIELD_NUMBER: _ClassVar[int]
     SUBNET_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    IP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    ATTACHABLE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    IPAM_USER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     driver: str
     vni: int
     subnet: str
     options: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    gateway: str
+    ip_range: str
+    labels: _containers.ScalarMap[str, str]
+    internal: bool
+    attachable: bool
+    created_at_ns: int
+    ipam_user: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ..., gateway: _Optional[str] = ..., ip_range: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., internal: _Optional[bool] = ..., attachable: _Optional[bool] = ..., created_at_ns: _Optional[int] = ..., ipam_user: _Optional[bool] = ...) -> None: ...
+
+class EndpointRecord(_message.Message):
+    __slots__ = ("network_id", "ip", "mac", "container_id", "container_name", "aliases", "node_id", "vtep", "swarm_id", "created_at_ns")
+    NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    VTEP_FIELD_NUMBER: _ClassVar[int]
+    SWARM_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    network_id: str
+    ip: str
+    mac: str
+    container_id: str
+    container_name: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    node_id: str
+    vtep: str
+    swarm_id: str
+    created_at_ns: int
+    def __init__(self, network_id: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., node_id: _Optional[str] = ..., vtep: _Optional[str] = ..., swarm_id: _Optional[str] = ..., created_at_ns: _Optional[int] = ...) -> None: ...
