@@ -468,6 +468,22 @@ class NetworkListRequest(_message.Message):
     verbose: bool
     def __init__(self, verbose: _Optional[bool] = ...) -> None: ...
 
+class NetworkConnectRequest(_message.Message):
+    __slots__ = ("network_id", "json")
+    NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    network_id: str
+    json: bytes
+    def __init__(self, network_id: _Optional[str] = ..., json: _Optional[bytes] = ...) -> None: ...
+
+class NetworkDisconnectRequest(_message.Message):
+    __slots__ = ("network_id", "json")
+    NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    network_id: str
+    json: bytes
+    def __init__(self, network_id: _Optional[str] = ..., json: _Optional[bytes] = ...) -> None: ...
+
 class PeerEtcdStatusRequest(_message.Message):
     __slots__ = ("asking_node_id",)
     ASKING_NODE_ID_FIELD_NUMBER: _ClassVar[int]

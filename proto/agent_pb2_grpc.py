@@ -254,6 +254,16 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.NetworkConnect = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/NetworkConnect',
+                request_serializer=proto_dot_agent__pb2.NetworkConnectRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.Empty.FromString,
+                _registered_method=True)
+        self.NetworkDisconnect = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/NetworkDisconnect',
+                request_serializer=proto_dot_agent__pb2.NetworkDisconnectRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.Empty.FromString,
+                _registered_method=True)
         self.PeerEtcdStatus = channel.unary_unary(
                 '/flotilla.agent.v1.Agent/PeerEtcdStatus',
                 request_serializer=proto_dot_agent__pb2.PeerEtcdStatusRequest.SerializeToString,
@@ -548,6 +558,19 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NetworkConnect(self, request, context):
+        """Connect/disconnect a container (created, stopped or running) to/from an overlay network.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NetworkDisconnect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PeerEtcdStatus(self, request, context):
         """Failover (docs/failover.md).
         Asked by a peer agent that cannot reach etcd: can this node? Tells "I am cut off" from
@@ -787,6 +810,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.NetworkList,
                     request_deserializer=proto_dot_agent__pb2.NetworkListRequest.FromString,
                     response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
+            ),
+            'NetworkConnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.NetworkConnect,
+                    request_deserializer=proto_dot_agent__pb2.NetworkConnectRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.Empty.SerializeToString,
+            ),
+            'NetworkDisconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.NetworkDisconnect,
+                    request_deserializer=proto_dot_agent__pb2.NetworkDisconnectRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.Empty.SerializeToString,
             ),
             'PeerEtcdStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.PeerEtcdStatus,
@@ -1987,6 +2020,60 @@ class Agent:
             '/flotilla.agent.v1.Agent/NetworkList',
             proto_dot_agent__pb2.NetworkListRequest.SerializeToString,
             proto_dot_agent__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NetworkConnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/NetworkConnect',
+            proto_dot_agent__pb2.NetworkConnectRequest.SerializeToString,
+            proto_dot_agent__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NetworkDisconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/NetworkDisconnect',
+            proto_dot_agent__pb2.NetworkDisconnectRequest.SerializeToString,
+            proto_dot_agent__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
