@@ -1,0 +1,188 @@
+"""The runtime's network directory over etcd: which overlay networks exist, and the address
+claims of the containers running here.
+
+An address is claimed by creating `endpoints/<net>/<ip>` only if it is absent, under the node's
+lease: no address is ever handed out twice (however many starts race on however many nodes),
+and a dead node's addresses go with its lease, so the rescheduled copy can take its old one
+back. After every registration the claims are asserted again under the current lease (an
+expired lease took them away; a restarted agent's previous lease is about to), and claims of
+this node that no running container holds any more are deleted."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+
+from agent.dns import EmbeddedDNS
+from agent.overlay_peers import PeerSync, spec_of
+from agent.overlay_view import OverlayView
+from proto.docker.errors import DockerError, SystemError_
+from proto.keys import Keys
+from proto.kv import KV, Absent, KVError, ModRevisionIs, Put
+from proto.records_pb2 import EndpointRecord, NetworkRecord
+from runtime.net_directory import EndpointRequest
+from runtime.network import mac_for_ip
+from runtime.overlay import OverlaySpec
+
+log = logging.getLogger(__name__)
+
+
+class EtcdDirectory:
+    def __init__(
+        self,
+        kv: KV,
+        keys: Keys,
+        view: OverlayView,
+        peers: PeerSync,
+        node_id: str,
+        vtep: str,
+        lease: Callable[[], int],
+        dns: EmbeddedDNS | None = None,
+    ) -> None:
+        self.kv = kv
+        self.keys = keys
+        self.view = view
+        self.peers = peers
+        self.node_id = node_id
+        self.vtep = vtep
+        self.lease = lease
+        self.dns = dns
+
+    # ------------------------------------------------------------- lookups
+    async def lookup(self, name_or_id: str) -> OverlaySpec | None:
+        rec = self.view.network(name_or_id) if self.view.ready.is_set() else None
+        if rec is None and not self.view.ready.is_set():
+            rec = await self._read_network(name_or_id)
+        return spec_of(rec) if rec is not None else None
+
+    async def _read_network(self, ref: str) -> NetworkRecord | None:
+        try:
+            entries = await self.kv.get_prefix(self.keys.networks_prefix())
+        except KVError as e:
+            raise SystemError_(f"cannot read the cluster's networks: {e}") from None
+        found = []
+        for entry in entries:
+            rec = NetworkRecord()
+            rec.ParseFromString(entry.value)
+            found.append(rec)
+        for match in (
+            [r for r in found if r.id == ref],
+            [r for r in found if r.name == ref],
+            [r for r in found if ref and r.id.startswith(ref)],
+        ):
+            if len(match) == 1:
+                return match[0]
+        return None
+
+    # ------------------------------------------------------------- claims
+    async def claim(self, spec: OverlaySpec, req: EndpointRequest) -> str:
+        lease = self.lease()
+        if not lease:
+            raise SystemError_(
+                f"cannot allocate an address on network {spec.name}: this node is not "
+                "registered in etcd"
+            )
+        rec = self.view.networks.get(spec.id)
+        pool = ipaddress.IPv4Network((rec.ip_range if rec and rec.ip_range else spec.subnet))
+        if req.wanted_ip:
+            if not await self._create(spec, req, req.wanted_ip, lease):
+                raise DockerError("Address already in use", 403)
+            return req.wanted_ip
+        tried = self.view.taken(spec.id)
+        if req.previous_ip and req.previous_ip not in tried:
+            if ipaddress.IPv4Address(req.previous_ip) in pool:
+                if await self._create(spec, req, req.previous_ip, lease):
+                    return req.previous_ip
+                tried.add(req.previous_ip)
+        for host in pool.hosts():
+            ip = str(host)
+            if ip == spec.gateway or ip in tried:
+                continue
+            if await self._create(spec, req, ip, lease):
+                return ip
+            tried |= self.view.taken(spec.id) | {ip}
+        raise SystemError_(
+            f"no available IPv4 addresses on this network's address pools: {spec.name} "
+            f"({spec.id})"
+        )
+
+    def _record(self, spec: OverlaySpec, req: EndpointRequest, ip: str) -> EndpointRecord:
+        return EndpointRecord(
+            network_id=spec.id,
+            ip=ip,
+            mac=mac_for_ip(ip),
+            container_id=req.container_id,
+            container_name=req.container_name.lstrip("/"),
+            aliases=list(req.aliases),
+            node_id=self.node_id,
+            vtep=self.vtep,
+            created_at_ns=time.time_ns(),
+        )
+
+    async def _create(self, spec: OverlaySpec, req: EndpointRequest, ip: str, lease: int) -> bool:
+        key = self.keys.endpoint(spec.id, ip)
+        value = self._record(spec, req, ip).SerializeToString()
+        try:
+            return await self.kv.txn([Absent(key)], [Put(key, value, lease)])
+        except KVError as e:
+            raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
+
+    async def release(self, spec: OverlaySpec, ip: str) -> None:
+        """Deletes the claim if it is still this node's (a lost lease may have let another
+        container take the address meanwhile)."""
+        key = self.keys.endpoint(spec.id, ip)
+        try:
+            entry = await self.kv.get(key)
+            if entry is None:
+                return
+            rec = EndpointRecord()
+            rec.ParseFromString(entry.value)
+            if rec.node_id == self.node_id:
+                await self.kv.compare_and_delete(key, entry.mod_revision)
+        except KVError as e:
+            # The claim dies with the lease if etcd stays away; the next registration's
+            # reassert deletes it otherwise.
+            log.warning("could not release %s: %s", key, e)
+
+    # ------------------------------------------------------------- joining
+    async def joined(self, container_id: str, netns_path: str, specs: list[OverlaySpec]) -> None:
+        await self.peers.program({s.id for s in specs})
+        if self.dns is not None:
+            await self.dns.serve(container_id, netns_path)
+
+    async def left(self, container_id: str, specs: list[OverlaySpec]) -> None:
+        del specs
+        if self.dns is not None:
+            await self.dns.stop(container_id)
+
+    # ------------------------------------------------------------- after a registration
+    async def reassert(self, local: list[EndpointRecord]) -> None:
+        """Make etcd's claims of this node equal `local` (the running containers' endpoints),
+        under the current lease. Raises KVError (the registration hook retries)."""
+        lease = self.lease()
+        if not lease:
+            return
+        entries, _ = await self.kv.snapshot(self.keys.endpoints_prefix())
+        wanted = {self.keys.endpoint(e.network_id, e.ip): e for e in local}
+        for entry in entries:
+            rec = EndpointRecord()
+            rec.ParseFromString(entry.value)
+            want = wanted.pop(entry.key, None)
+            if want is not None and rec.container_id == want.container_id:
+                if entry.lease != lease:
+                    await self.kv.txn(
+                        [ModRevisionIs(entry.key, entry.mod_revision)],
+                        [Put(entry.key, entry.value, lease)],
+                    )
+            elif want is not None:
+                log.error(
+                    "address %s of container %s was taken by %s on node %s while this node "
+                    "was away", want.ip, want.container_id[:12], rec.container_id[:12],
+                    rec.node_id,
+                )
+            elif rec.node_id == self.node_id:
+                await self.kv.compare_and_delete(entry.key, entry.mod_revision)
+        for key, want in wanted.items():
+            await self.kv.txn([Absent(key)], [Put(key, want.SerializeToString(), lease)])

@@ -1,0 +1,116 @@
+"""Keeps each host's overlay data plane equal to etcd: for every overlay network with a
+container running here, the static FDB and neighbour entries of the network's REMOTE
+endpoints (runtime/overlay.py programs them). Changes arrive from the endpoint watch
+(agent/overlay_view.py) and are coalesced: a burst of starts elsewhere is one reconcile per
+network, each a full desired-vs-kernel pass, so a missed or repeated event cannot leave a
+stale or missing entry. Devices of networks nobody here uses any more (a crash left them,
+or the network was removed while the agent was away) are torn down by the same pass."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from agent.overlay_view import OverlayView
+from proto.records_pb2 import NetworkRecord
+from runtime.overlay import OverlayPlane, OverlaySpec
+
+log = logging.getLogger(__name__)
+
+
+def spec_of(rec: NetworkRecord) -> OverlaySpec:
+    return OverlaySpec(
+        id=rec.id,
+        name=rec.name,
+        vni=rec.vni,
+        subnet=rec.subnet,
+        gateway=rec.gateway,
+        internal=rec.internal,
+    )
+
+
+class PeerSync:
+    def __init__(
+        self,
+        view: OverlayView,
+        plane: OverlayPlane,
+        node_id: str,
+        in_use: Callable[[], set[str]],
+    ) -> None:
+        self.view = view
+        self.plane = plane
+        self.node_id = node_id
+        self.in_use = in_use  # ids of the overlay networks a running local container is on
+        self._dirty: set[str] = set()
+        self._full = True  # the first pass looks at every device too
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one pass at a time: passes read then write the kernel
+        self._task: asyncio.Task[None] | None = None
+
+    def changed(self, net_ids: set[str]) -> None:
+        """The view's change callback."""
+        self._dirty |= net_ids
+        self._wake.set()
+
+    def resync(self) -> None:
+        self._full = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="overlay-peers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def program(self, net_ids: set[str]) -> None:
+        """Now, for networks a container here just joined (before its process runs)."""
+        async with self._lock:
+            await self._program(net_ids)
+
+    async def _run(self) -> None:
+        await self.view.ready.wait()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            full, self._full = self._full, False
+            try:
+                async with self._lock:
+                    if full:
+                        await self._remove_unused()
+                        dirty |= self.in_use()
+                    await self._program(dirty & self.in_use())
+            except Exception:  # noqa: BLE001 - a failed pass is retried whole, never fatal
+                log.exception("overlay peer programming failed; retrying")
+                self._full = True
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _program(self, net_ids: set[str]) -> None:
+        for net_id in sorted(net_ids):
+            rec = self.view.networks.get(net_id)
+            if rec is None:
+                continue  # removed: its last local user's teardown removes the devices
+            peers = {
+                ip: (ep.mac, ep.vtep)
+                for ip, ep in self.view.endpoints_of(net_id).items()
+                if ep.node_id != self.node_id
+            }
+            await asyncio.to_thread(self.plane.set_peers, spec_of(rec), peers)
+
+    async def _remove_unused(self) -> None:
+        used = {self.view.networks[n].vni for n in self.in_use() if n in self.view.networks}
+        by_vni = {rec.vni: rec for rec in self.view.networks.values()}
+        for vni in await asyncio.to_thread(self.plane.present):
+            if vni in used:
+                continue
+            rec = by_vni.get(vni)
+            log.info("removing the unused overlay devices of VNI %d", vni)
+            await asyncio.to_thread(self.plane.remove_vni, vni, spec_of(rec) if rec else None)
