@@ -27,6 +27,7 @@ from runtime.user_networks import UserNetworks
 from runtime.views import inspect, summary
 from tests.fixtures import SUBNET, remove_runtime
 from tests.runtime.memory_directory import MemoryDirectory
+from tests.runtime.test_containers import _read_tcp
 
 VTEP = "10.249.0.1"
 GOLDEN = "/work/shared/reference/dockerd-golden/container-inspect-running.json"
@@ -327,3 +328,27 @@ async def test_errors_worded_like_dockerd(env: Env) -> None:
     bare = UserNetworks(rt, None, None, rt.paths.root)
     with pytest.raises(NotFound, match="^network neta not found$"):
         await bare.lookup("neta")
+
+
+async def test_published_port_reaches_the_overlay_address(env: Env) -> None:
+    rt = env.rt
+    rec = await rt.create(
+        {
+            "Image": "busybox",
+            "Cmd": ["sh", "-c", "while true; do echo hello | nc -l -p 80; done"],
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {
+                "NetworkMode": "neta",
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]},
+            },
+        }
+    )
+    await rt.start(rec.id)
+    info = inspect(rt, rec)["NetworkSettings"]
+    port = int(info["Ports"]["80/tcp"][0]["HostPort"])
+    ip = info["Networks"]["neta"]["IPAddress"]
+    nat = _sh("iptables-save", "-t", "nat")
+    assert f"--dport {port} -j DNAT --to-destination {ip}:80" in nat
+    assert await _read_tcp(VTEP, port) == b"hello\n"
+    await rt.remove(rec.id, force=True)
+    assert f"--dport {port} " not in _sh("iptables-save", "-t", "nat")
