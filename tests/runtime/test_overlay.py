@@ -27,7 +27,7 @@ from pyroute2 import IPRoute
 from runtime.netns import create_netns, delete_netns, run_in_netns
 from runtime.network import Bridge, mac_for_ip
 from runtime.overlay import OverlayPlane, OverlaySpec, bridge_name, vxlan_name
-from runtime.ports import PortMapper
+from runtime.ports import PortAllocatedError, PortMapper
 
 T = TypeVar("T")
 
@@ -331,6 +331,12 @@ def test_published_port_on_overlay_bridge(world: World) -> None:
                 return s.recv(100)
 
         assert world.b.run(fetch) == f"hello {VTEP_B}".encode()
+        # The host port is the node's, whichever bridge holds it.
+        default = PortMapper(mapper.data_dir, "flotilla0")
+        with pytest.raises(PortAllocatedError, match="port is already allocated"):
+            world.a.run(
+                lambda: default.publish("c2", "172.30.0.2", {"80/tcp": [{"HostPort": "8080"}]})
+            )
     finally:
         server.join(timeout=5)
         listener.close()
