@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 from pyroute2 import IPRoute
 
+from proto.docker.errors import SystemError_
 from runtime.netns import create_netns, delete_netns, run_in_netns
 from runtime.network import Bridge, mac_for_ip
 from runtime.overlay import OverlayPlane, OverlaySpec, bridge_name, vxlan_name
@@ -390,3 +391,19 @@ def test_teardown_leaves_nothing(world: World) -> None:
         rules, links = baseline[host.path]
         assert host.rules() == rules
         assert set(host.links()) == links
+
+
+def test_attach_failures_leave_nothing(world: World) -> None:
+    ca, _ = _two_way(world, NET1)
+    before = set(world.a.links())
+    with pytest.raises(SystemError_, match="network net2 is not set up on this node"):
+        world.a.call("attach", NET2, ca.path, "eth1", "10.0.2.9", mac_for_ip("10.0.2.9"), False)
+    with pytest.raises(SystemError_, match="connecting to network net1"):
+        world.a.call("attach", NET1, ca.path, "eth0", "10.0.1.9", mac_for_ip("10.0.1.9"), False)
+    assert set(world.a.links()) == before
+    # Hot-plug of a second interface into the same (running) namespace works.
+    world.a.call("ensure", NET2)
+    world.a.call("attach", NET2, ca.path, "eth1", "10.0.2.9", mac_for_ip("10.0.2.9"), True)
+    routes = ca.run(_netlink(lambda ipr: list(ipr.get_default_routes(family=socket.AF_INET))))
+    assert [r.get("RTA_GATEWAY") for r in routes] == [NET1.gateway]  # the first one stays
+    assert ca.ping("10.0.2.1")
