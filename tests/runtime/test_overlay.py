@@ -89,7 +89,9 @@ class World:
     b: Host
     extra: list[str] = field(default_factory=list)  # other netns files to delete
 
-    def container(self, host: Host, spec: OverlaySpec, ip: str, default_route: bool = True):
+    def container(
+        self, host: Host, spec: OverlaySpec, ip: str, default_route: bool = True
+    ) -> Container:
         c = Container(os.path.join(self.tmp, f"c-{ip}"), ip, mac_for_ip(ip))
         create_netns(c.path)
         host.containers.append(c)
@@ -146,7 +148,7 @@ def _netlink(call: Callable[[IPRoute], T]) -> Callable[[], T]:
     return body
 
 
-def _setup_host(path: str, ifname: str, vtep: str) -> None:
+def _setup_host(ifname: str, vtep: str) -> None:
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         idx = ipr.link_lookup(ifname=ifname)[0]
@@ -175,8 +177,8 @@ def world(tmp_path: Any) -> Iterator[World]:
         finally:
             for fd in fds:
                 os.close(fd)
-        run_in_netns(paths[0], lambda: _setup_host(paths[0], "flt-ul-a", VTEP_A))
-        run_in_netns(paths[1], lambda: _setup_host(paths[1], "flt-ul-b", VTEP_B))
+        run_in_netns(paths[0], lambda: _setup_host("flt-ul-a", VTEP_A))
+        run_in_netns(paths[1], lambda: _setup_host("flt-ul-b", VTEP_B))
         w = World(
             tmp,
             Host(paths[0], VTEP_A, OverlayPlane(VTEP_A)),
