@@ -24,6 +24,8 @@ from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec, HostConfig
 from runtime.fileio import write_atomic
 from runtime.netns import create_netns, delete_netns
+from runtime.overlay import bridge_name as overlay_bridge
+from runtime.ports import PortMapper
 from runtime.record import ContainerRecord, NetState
 
 if TYPE_CHECKING:
@@ -112,8 +114,11 @@ class Preparer:
             bindings = _port_bindings(spec)
             if bindings and rec.networks and not rec.net.host_veth:
                 # Published ports of a container on user networks reach its first address.
+                first = rec.networks[0]
+                rec.net.ports_bridge = overlay_bridge(first.spec["vni"])
+                mapper = self._ports(rec.net.ports_bridge)
                 rec.net.ports = await asyncio.to_thread(
-                    self._rt.ports.publish, rec.id, rec.networks[0].ip, bindings, rec.name
+                    mapper.publish, rec.id, first.ip, bindings, rec.name
                 )
         inputs.hostname = hostname
         inputs.env = cfg.process_env(spec, hostname, extra_env)
@@ -219,8 +224,8 @@ class Preparer:
         net = rec.net
         await self._rt.user_nets.detach(rec, rec.networks)
         if net.ports:
-            await asyncio.to_thread(self._rt.ports.unpublish, rec.id)
-            net.ports = {}
+            await asyncio.to_thread(self._ports(net.ports_bridge).unpublish, rec.id)
+            net.ports, net.ports_bridge = {}, ""
         if net.netns_path:
             # The veth pair dies with the namespace; deleting it ourselves would wait ~15 ms
             # for the kernel's RCU grace period on every container stop.
@@ -234,6 +239,21 @@ class Preparer:
         net.ip = net.gateway = net.mac = ""
         net.prefix = 0
 
+    def _ports(self, bridge: str) -> PortMapper:
+        """The published ports through `bridge` ("" = the default bridge)."""
+        if not bridge or bridge == self._rt.ports.bridge:
+            return self._rt.ports
+        return PortMapper(self._rt.ports.data_dir, bridge)
+
+    def _port_mappers(self) -> list[PortMapper]:
+        """The default bridge's and every user network bridge's that has allocations."""
+        try:
+            bridges = [b for b in os.listdir(self._rt.ports.root) if not b.startswith(".")]
+        except FileNotFoundError:
+            bridges = []
+        others = [self._ports(b) for b in sorted(bridges) if b != self._rt.ports.bridge]
+        return [self._rt.ports, *others]
+
     def remove_stale_network(self) -> None:
         """Undo network state a crash left between two steps of a start or a teardown."""
         records = self._rt.list()
@@ -244,11 +264,12 @@ class Preparer:
         for cid in self._rt.bridge.list_allocations():
             if cid not in running:
                 self._rt.bridge.release(cid)
-        port_owners = set(self._rt.ports.allocations())
-        for cid in port_owners - running:
-            self._rt.ports.unpublish(cid)
-        if port_owners & running:
-            self._rt.ports.restore()  # rules may be gone after a reboot or a firewall reload
+        for mapper in self._port_mappers():
+            port_owners = set(mapper.allocations())
+            for cid in port_owners - running:
+                mapper.unpublish(cid)
+            if port_owners & running:
+                mapper.restore()  # rules may be gone after a reboot or a firewall reload
         self._rt.bridge.remove_stale_veths({rec.net.host_veth for rec in records if rec.running})
         self._rt.user_nets.remove_stale()
 

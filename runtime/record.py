@@ -24,6 +24,9 @@ class NetState:
     host_veth: str = ""
     netns_path: str = ""
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # The bridge the published ports go through ("" = the default bridge): a user network's
+    # when the container is only on user networks.
+    ports_bridge: str = ""
 
 
 @dataclass

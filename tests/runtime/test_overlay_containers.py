@@ -349,6 +349,8 @@ async def test_published_port_reaches_the_overlay_address(env: Env) -> None:
     ip = info["Networks"]["neta"]["IPAddress"]
     nat = _sh("iptables-save", "-t", "nat")
     assert f"--dport {port} -j DNAT --to-destination {ip}:80" in nat
+    forward = _sh("iptables-save", "-t", "filter")
+    assert f"-d {ip}/32 ! -i {bridge_name(env.a.vni)} -o {bridge_name(env.a.vni)}" in forward
     assert await _read_tcp(VTEP, port) == b"hello\n"
     await rt.remove(rec.id, force=True)
     assert f"--dport {port} " not in _sh("iptables-save", "-t", "nat")
