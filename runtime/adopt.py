@@ -46,8 +46,11 @@ async def reopen(rt: Runtime) -> None:
         rt._records[cid] = rec
         with contextlib.suppress(NotFound):
             rt.images.hold_layers(cid, rec.image_id)
-        await _reconcile(rt, rec)
         live_cgroups.discard(cid)
+    # All records first: tearing down a stopped container's user network looks at every
+    # container still attached to that network.
+    for rec in list(rt._records.values()):
+        await _reconcile(rt, rec)
     for cid in live_cgroups:
         await asyncio.to_thread(rt.cgroups.remove, cid)
     await asyncio.to_thread(rt._prep.remove_stale_network)
@@ -75,6 +78,10 @@ async def _reconcile(rt: Runtime, rec: ContainerRecord) -> None:
         rt._watch(rec)
         with contextlib.suppress(DockerError):  # e.g. its image config is gone
             rt._health.watch(rec, fresh=False)
+        try:
+            await rt.user_nets.rejoin(rec)
+        except DockerError as err:
+            log.warning("container %s: user networks not served again: %s", rec.id, err)
         return
     if rec.running or rec.status == "restarting":
         exit_info = shim.read_exit(os.path.join(bundle, "exit.json"))

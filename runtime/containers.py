@@ -27,7 +27,6 @@ from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFoun
 from runtime import (
     adopt,
     config_mounts,
-    config_network,
     config_values,
     container_mounts,
     etcfiles,
@@ -44,13 +43,16 @@ from runtime.cgroups import Cgroups
 from runtime.config_types import ContainerSpec
 from runtime.execs import Execs
 from runtime.images import ImageStore
+from runtime.net_directory import NetworkDirectory
 from runtime.network import Bridge
 from runtime.networks import BuiltinNetworks
+from runtime.overlay import OverlayPlane
 from runtime.paths import DataRoot
 from runtime.ports import PortMapper
 from runtime.prepare import Preparer, cgroup_resources
 from runtime.record import ContainerRecord, NetState
 from runtime.timefmt import now_ns
+from runtime.user_networks import UserNetworks
 from runtime.volumes import VolumeStore, check_driver
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Runtime:
         bridge_subnet: str = "172.17.0.0/16",
         events: EventSink | None = None,
         fence_path: str = "",
+        directory: NetworkDirectory | None = None,
+        plane: OverlayPlane | None = None,
     ) -> None:
         self.paths = DataRoot(root)
         # The agent's fence deadline file: shims of reschedulable containers watch it. Empty
@@ -96,6 +100,8 @@ class Runtime:
         self.bridge = Bridge(netdir, bridge_name, bridge_subnet)
         self.networks = BuiltinNetworks(netdir, self.bridge)
         self.ports = PortMapper(netdir, bridge_name)
+        # User-defined (overlay) networks: without a directory and a plane there are none.
+        self.user_nets = UserNetworks(self, directory, plane, netdir)
         self._events = events
         self._records: dict[str, ContainerRecord] = {}
         self._live: dict[str, _Live] = {}
@@ -167,10 +173,7 @@ class Runtime:
         image_id = self._resolve_image(image_ref)
         cid = secrets.token_hex(32)
         spec = cfg.parse_create(body, self.images.config(image_id), cid)  # validates too
-        mode = spec.host_config.network_mode
-        if config_network.is_user_defined_network(mode):
-            # Only the built-in networks exist on a node (user-defined ones: not yet).
-            raise NotFound(f"network {mode} not found")
+        networks = await self.user_nets.configure(spec)
         # dockerd creates the volumes at create: an unknown driver is refused now
         for m in config_mounts.mounts_of(spec):
             if m["Type"] == "volume":
@@ -193,6 +196,7 @@ class Runtime:
                 body=body,
                 net=NetState(mode=spec.host_config.network_mode),
                 volumes_from=volumes_from,
+                networks=networks,
             )
             rec.save(bundle)
             self._records[cid] = rec
@@ -271,6 +275,14 @@ class Runtime:
             rec.name = names.claim_name(new_name, self._records.values())
             rec.save(self.paths.container(rec.id))
         self.emit("rename", rec, {"oldName": f"/{old}"})
+
+    async def connect(self, ref: str, network: str, endpoint_config: dict[str, Any]) -> None:
+        """POST /networks/{network}/connect (`EndpointConfig`): hot-plugged when running."""
+        await self.user_nets.connect(self.get(ref), network, endpoint_config)
+
+    async def disconnect(self, ref: str, network: str, force: bool = False) -> None:
+        """POST /networks/{network}/disconnect."""
+        await self.user_nets.disconnect(self.get(ref), network, force)
 
     # ----------------------------------------------------------------- start
 

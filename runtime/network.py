@@ -69,6 +69,20 @@ def drop_chain_if_empty(table: str, chain: str, jumps: list[tuple[str, list[str]
     iptables("-t", table, "-X", chain, check=False)
 
 
+def ensure_base_chains() -> None:
+    """FLOTILLA-POSTROUTING and FLOTILLA-FORWARD with their jumps, shared by every bridge."""
+    ensure_chain("nat", NAT_POSTROUTING)
+    ensure_rule("nat", "POSTROUTING", ["-j", NAT_POSTROUTING])
+    ensure_chain("filter", FILTER_FORWARD)
+    # First in FORWARD so a DROP policy or other tools' rules cannot shadow ours.
+    ensure_rule("filter", "FORWARD", ["-j", FILTER_FORWARD], insert=True)
+
+
+def drop_base_chains_if_empty() -> None:
+    drop_chain_if_empty("nat", NAT_POSTROUTING, [("POSTROUTING", ["-j", NAT_POSTROUTING])])
+    drop_chain_if_empty("filter", FILTER_FORWARD, [("FORWARD", ["-j", FILTER_FORWARD])])
+
+
 def write_sysctl(name: str, value: str) -> None:
     with open("/proc/sys/" + name.replace(".", "/"), "w") as f:
         f.write(value)
@@ -105,6 +119,14 @@ def net_stats(pid: int) -> dict[str, dict[str, int]]:
             "tx_dropped": v[11],
         }
     return out
+
+
+def delete_link(name: str) -> None:
+    """Delete a link by name (a veth takes its peer along); a missing link is fine."""
+    with IPRoute() as ipr:
+        for idx in ipr.link_lookup(ifname=name):
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=idx)
 
 
 # ---- the bridge ------------------------------------------------------------------------------
@@ -165,13 +187,9 @@ class Bridge:
         ]
 
     def _ensure_rules(self) -> None:
-        ensure_chain("nat", NAT_POSTROUTING)
-        ensure_rule("nat", "POSTROUTING", ["-j", NAT_POSTROUTING])
+        ensure_base_chains()
         for rule in self._nat_rules():
             ensure_rule("nat", NAT_POSTROUTING, rule)
-        ensure_chain("filter", FILTER_FORWARD)
-        # First in FORWARD so a DROP policy or other tools' rules cannot shadow ours.
-        ensure_rule("filter", "FORWARD", ["-j", FILTER_FORWARD], insert=True)
         for rule in self._forward_rules():
             ensure_rule("filter", FILTER_FORWARD, rule)
 
@@ -179,14 +197,10 @@ class Bridge:
         """Remove the bridge and its rules (keeps IPAM files: they are the containers' state)."""
         for rule in self._nat_rules():
             delete_rule("nat", NAT_POSTROUTING, rule)
-        drop_chain_if_empty("nat", NAT_POSTROUTING, [("POSTROUTING", ["-j", NAT_POSTROUTING])])
         for rule in self._forward_rules():
             delete_rule("filter", FILTER_FORWARD, rule)
-        drop_chain_if_empty("filter", FILTER_FORWARD, [("FORWARD", ["-j", FILTER_FORWARD])])
-        with IPRoute() as ipr:
-            for idx in ipr.link_lookup(ifname=self.name):
-                with contextlib.suppress(NetlinkError):
-                    ipr.link("del", index=idx)
+        drop_base_chains_if_empty()
+        delete_link(self.name)
 
     # ---- IPAM --------------------------------------------------------------------------------
 
@@ -266,10 +280,7 @@ class Bridge:
 
     def detach(self, host_ifname: str) -> None:
         """Delete the veth pair by its host end; a missing link is fine."""
-        with IPRoute() as ipr:
-            for idx in ipr.link_lookup(ifname=host_ifname):
-                with contextlib.suppress(NetlinkError):
-                    ipr.link("del", index=idx)
+        delete_link(host_ifname)
 
     def veths(self) -> list[str]:
         """Host-side veth names currently enslaved to the bridge."""

@@ -90,35 +90,44 @@ class PortMapper:
     def __init__(self, data_dir: str, bridge_name: str) -> None:
         self.data_dir = data_dir
         self.bridge = bridge_name
-        self.dir = os.path.join(data_dir, "ports", bridge_name)
+        # One directory per bridge, but the host ports are the node's: allocation checks and
+        # the lock span every bridge's directory.
+        self.root = os.path.join(data_dir, "ports")
+        self.dir = os.path.join(self.root, bridge_name)
 
     # ---- persistence -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         os.makedirs(self.dir, exist_ok=True)
-        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
 
-    def _records(self) -> list[dict]:
+    def _records(self, directory: str = "") -> list[dict]:
+        directory = directory or self.dir
         out: list[dict] = []
         try:
-            names = sorted(os.listdir(self.dir))
+            names = sorted(os.listdir(directory))
         except FileNotFoundError:
             return out
         for name in names:
             if name.startswith("."):
                 continue
             try:
-                with open(os.path.join(self.dir, name)) as f:
+                with open(os.path.join(directory, name)) as f:
                     out.append(json.load(f))
             except (FileNotFoundError, json.JSONDecodeError):
                 continue
         return out
+
+    def _node_records(self) -> list[dict]:
+        """Allocations of every bridge on the node (what a new binding must not overlap)."""
+        bridges = [e for e in os.listdir(self.root) if not e.startswith(".")]
+        return [rec for b in sorted(bridges) for rec in self._records(os.path.join(self.root, b))]
 
     def _file(self, rec: dict) -> str:
         return os.path.join(self.dir, f"{rec['proto']}_{rec['host_ip']}_{rec['host_port']}")
@@ -176,7 +185,7 @@ class PortMapper:
         result: Bindings = {}
         try:
             with self._locked():
-                records = self._records()
+                records = self._node_records()
                 for key, entries in bindings.items():
                     cport, proto = _parse_key(key)
                     result[key] = []

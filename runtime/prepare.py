@@ -1,9 +1,10 @@
 """What a container start sets up outside the container's own namespaces, and its undoing.
 
-`Preparer.prepare` makes the cgroups, the network (bridge address, netns, veth, published ports;
-or host / none / another container's netns), the link environment, the /etc files and the
-volume, bind and tmpfs mounts, and returns the shim's inputs. `teardown` undoes all of it after
-an exit or a failed start; `remove_stale_network` removes what a crash left between two steps.
+`Preparer.prepare` makes the cgroups, the network (bridge address, netns, veth, published ports,
+the user networks' interfaces; or host / none / another container's netns), the link
+environment, the /etc files and the volume, bind and tmpfs mounts, and returns the shim's
+inputs. `teardown` undoes all of it after an exit or a failed start; `remove_stale_network`
+removes what a crash left between two steps.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from runtime.cgroups import Resources as CgroupResources
 from runtime.config_caps import effective_caps
 from runtime.config_logs import log_limits
 from runtime.config_mounts import check_bind_source
+from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec, HostConfig
 from runtime.fileio import write_atomic
 from runtime.netns import create_netns, delete_netns
+from runtime.overlay import bridge_name as overlay_bridge
+from runtime.ports import PortMapper
 from runtime.record import ContainerRecord, NetState
 
 if TYPE_CHECKING:
@@ -81,6 +85,12 @@ class Preparer:
             rec.net.ip = target.net.ip
             hostname, rec.joined_domainname = self._identity(target)
             rec.joined_hostname = hostname
+        elif is_user_defined_network(mode):
+            # Only user networks: their interfaces are all the container has besides lo.
+            rec.net.netns_path = os.path.join(self._rt.paths.netns, rec.id)
+            rec.save(bundle)
+            await asyncio.to_thread(create_netns, rec.net.netns_path)
+            inputs.netns = rec.net.netns_path
         else:
             await self._ensure_bridge()
             ip, prefix, gateway, mac = await asyncio.to_thread(self._rt.bridge.allocate, rec.id)
@@ -98,6 +108,17 @@ class Preparer:
             if bindings:
                 rec.net.ports = await asyncio.to_thread(
                     self._rt.ports.publish, rec.id, ip, bindings, rec.name
+                )
+        if rec.net.netns_path:
+            await self._rt.user_nets.attach_all(rec, rec.net.netns_path, bool(rec.net.host_veth))
+            bindings = _port_bindings(spec)
+            if bindings and rec.networks and not rec.net.host_veth:
+                # Published ports of a container on user networks reach its first address.
+                first = rec.networks[0]
+                rec.net.ports_bridge = overlay_bridge(first.spec["vni"])
+                mapper = self._ports(rec.net.ports_bridge)
+                rec.net.ports = await asyncio.to_thread(
+                    mapper.publish, rec.id, first.ip, bindings, rec.name
                 )
         inputs.hostname = hostname
         inputs.env = cfg.process_env(spec, hostname, extra_env)
@@ -145,10 +166,15 @@ class Preparer:
             files = {
                 "hostname": etcfiles.hostname_file(hostname),
                 "hosts": etcfiles.hosts_file(
-                    hostname, spec.domainname, rec.net.ip or None, hc.extra_hosts, link_hosts
+                    hostname, spec.domainname, _own_ip(rec), hc.extra_hosts, link_hosts
                 ),
                 "resolv.conf": etcfiles.resolv_conf(
-                    host_resolv, hc.dns, hc.dns_search, hc.dns_options, hc.network_mode
+                    host_resolv,
+                    hc.dns,
+                    hc.dns_search,
+                    hc.dns_options,
+                    hc.network_mode,
+                    embedded_dns=any(ep.host_veth for ep in rec.networks),
                 ),
             }
             if hc.network_mode == "host":
@@ -196,9 +222,10 @@ class Preparer:
 
     async def _teardown_network(self, rec: ContainerRecord) -> None:
         net = rec.net
+        await self._rt.user_nets.detach(rec, rec.networks)
         if net.ports:
-            await asyncio.to_thread(self._rt.ports.unpublish, rec.id)
-            net.ports = {}
+            await asyncio.to_thread(self._ports(net.ports_bridge).unpublish, rec.id)
+            net.ports, net.ports_bridge = {}, ""
         if net.netns_path:
             # The veth pair dies with the namespace; deleting it ourselves would wait ~15 ms
             # for the kernel's RCU grace period on every container stop.
@@ -212,6 +239,21 @@ class Preparer:
         net.ip = net.gateway = net.mac = ""
         net.prefix = 0
 
+    def _ports(self, bridge: str) -> PortMapper:
+        """The published ports through `bridge` ("" = the default bridge)."""
+        if not bridge or bridge == self._rt.ports.bridge:
+            return self._rt.ports
+        return PortMapper(self._rt.ports.data_dir, bridge)
+
+    def _port_mappers(self) -> list[PortMapper]:
+        """The default bridge's and every user network bridge's that has allocations."""
+        try:
+            bridges = [b for b in os.listdir(self._rt.ports.root) if not b.startswith(".")]
+        except FileNotFoundError:
+            bridges = []
+        others = [self._ports(b) for b in sorted(bridges) if b != self._rt.ports.bridge]
+        return [self._rt.ports, *others]
+
     def remove_stale_network(self) -> None:
         """Undo network state a crash left between two steps of a start or a teardown."""
         records = self._rt.list()
@@ -222,12 +264,14 @@ class Preparer:
         for cid in self._rt.bridge.list_allocations():
             if cid not in running:
                 self._rt.bridge.release(cid)
-        port_owners = set(self._rt.ports.allocations())
-        for cid in port_owners - running:
-            self._rt.ports.unpublish(cid)
-        if port_owners & running:
-            self._rt.ports.restore()  # rules may be gone after a reboot or a firewall reload
+        for mapper in self._port_mappers():
+            port_owners = set(mapper.allocations())
+            for cid in port_owners - running:
+                mapper.unpublish(cid)
+            if port_owners & running:
+                mapper.restore()  # rules may be gone after a reboot or a firewall reload
         self._rt.bridge.remove_stale_veths({rec.net.host_veth for rec in records if rec.running})
+        self._rt.user_nets.remove_stale()
 
 
 def cgroup_resources(hc: HostConfig) -> CgroupResources:
@@ -252,6 +296,14 @@ def _port_bindings(spec: ContainerSpec) -> dict[str, list[dict[str, str]]]:
         for port in spec.exposed_ports:
             bindings.setdefault(port, [{"HostIp": "", "HostPort": ""}])
     return {k: v for k, v in bindings.items() if v}
+
+
+def _own_ip(rec: ContainerRecord) -> str | None:
+    """The address /etc/hosts gives the container's own name: the default bridge's, else its
+    first user network's."""
+    if rec.net.ip:
+        return rec.net.ip
+    return next((ep.ip for ep in rec.networks if ep.ip), None)
 
 
 def _image_path(lowerdirs: list[str], dest: str) -> str | None:

@@ -24,6 +24,44 @@ class NetState:
     host_veth: str = ""
     netns_path: str = ""
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # The bridge the published ports go through ("" = the default bridge): a user network's
+    # when the container is only on user networks.
+    ports_bridge: str = ""
+
+
+@dataclass
+class Endpoint:
+    """One user-defined (overlay) network the container is configured on, in connect order,
+    and while it runs its interface there."""
+
+    network: str  # the network's name
+    spec: dict[str, Any]  # the OverlaySpec's fields, to undo an attachment without a lookup
+    aliases: list[str] = field(default_factory=list)  # --network-alias, as given
+    ipam: dict[str, Any] | None = None  # IPAMConfig as given (`--ip`)
+    driver_opts: dict[str, str] | None = None
+    # Shown with the network's ID and the DNS aliases once started or connected (dockerd
+    # fills them then; a created container shows the create body's endpoint settings).
+    activated: bool = False
+    last_ip: str = ""  # the address it had the last time: asked for again at the next start
+    # While running:
+    endpoint_id: str = ""
+    ip: str = ""
+    mac: str = ""
+    ifname: str = ""
+    host_veth: str = ""
+    default_route: bool = False
+
+    @property
+    def network_id(self) -> str:
+        return str(self.spec["id"])
+
+    @property
+    def wanted_ip(self) -> str:
+        return str((self.ipam or {}).get("IPv4Address") or "")
+
+    def clear_running(self) -> None:
+        self.endpoint_id = self.ip = self.mac = self.ifname = self.host_veth = ""
+        self.default_route = False
 
 
 @dataclass
@@ -59,6 +97,8 @@ class ContainerRecord:
     volumes_from: list[dict[str, Any]] = field(default_factory=list)
     # State.Health in Docker's shape (runtime/health.py); None without a healthcheck.
     health: dict[str, Any] | None = None
+    # User-defined networks (runtime/user_networks.py), in connect order.
+    networks: list[Endpoint] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -72,4 +112,5 @@ class ContainerRecord:
         with open(os.path.join(bundle, "config.json")) as f:
             data = json.load(f)
         net = NetState(**data.pop("net", {}))
-        return cls(net=net, **data)
+        networks = [Endpoint(**ep) for ep in data.pop("networks", [])]
+        return cls(net=net, networks=networks, **data)

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from proto.docker.errors import NotFound
 from runtime import config_inspect, container_mounts, health, links
+from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec
 from runtime.record import ContainerRecord
 from runtime.timefmt import human_duration, rfc3339nano
+from runtime.user_networks import endpoint_view
 
 if TYPE_CHECKING:
     from runtime.containers import Runtime
@@ -58,6 +60,20 @@ def _network_entry(rec: ContainerRecord, name: str) -> dict[str, Any]:
 def _network_name(rec: ContainerRecord) -> str:
     mode = rec.net.mode
     return "bridge" if mode in ("default", "bridge") else mode
+
+
+def _networks(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
+    """NetworkSettings.Networks: the built-in network of the mode, if any, and the user
+    networks; keys sorted as Go marshals a map."""
+    networks = {}
+    mode = rec.net.mode
+    if not mode.startswith("container:") and not is_user_defined_network(mode):
+        networks[_network_name(rec)] = _network_entry(rec, _network_name(rec))
+    if rec.networks:
+        hostname = rt.spec(rec).hostname
+        for ep in rec.networks:
+            networks[ep.network] = endpoint_view(rec, ep, hostname)
+    return dict(sorted(networks.items()))
 
 
 def _ports(rt: Runtime, rec: ContainerRecord, spec: ContainerSpec) -> dict[str, Any]:
@@ -114,9 +130,7 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
     bundle = rt.paths.container(rec.id)
     lowers = rt.lowerdirs(rec)
     net = rec.net
-    networks = {}
-    if not net.mode.startswith("container:"):
-        networks[_network_name(rec)] = _network_entry(rec, _network_name(rec))
+    networks = _networks(rt, rec)
     return {
         "Id": rec.id,
         "Created": rfc3339nano(rec.created_ns),
@@ -204,9 +218,7 @@ def summary(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
                         "Type": proto or "tcp",
                     }
                 )
-    networks = {}
-    if not rec.net.mode.startswith("container:"):
-        networks[_network_name(rec)] = _network_entry(rec, _network_name(rec))
+    networks = _networks(rt, rec)
     return {
         "Id": rec.id,
         "Names": [f"/{rec.name}"],
