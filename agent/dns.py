@@ -111,7 +111,12 @@ class EmbeddedDNS:
             return None
         if query.flags & dns.flags.QR or len(query.question) != 1:
             return None  # a response (maybe spoofed, maybe looped) or nothing to answer
-        reply = await self._answer(container_id, query, tcp)
+        try:
+            reply = await self._answer(container_id, query, tcp)
+        except Exception:
+            # A bug or a broken name table must not kill the resolver; the client learns it.
+            log.exception("dns: %s: answering %s failed", container_id[:12], query.question[0])
+            reply = error_reply(query, dns.rcode.SERVFAIL)
         max_size = 65535 if tcp else _udp_payload(query)
         return reply.to_wire(max_size=max_size, prefer_truncation=True, prepend_length=tcp)
 
@@ -120,12 +125,7 @@ class EmbeddedDNS:
     ) -> dns.message.Message:
         if query.opcode() != dns.opcode.QUERY:
             return error_reply(query, dns.rcode.NOTIMP)
-        try:
-            reply = local_answer(query, container_id, self._lookup, self._reverse)
-        except Exception:
-            # A broken table must not kill the resolver; the client learns it failed.
-            log.exception("dns: %s: local lookup of %s failed", container_id[:12], query.question)
-            return error_reply(query, dns.rcode.SERVFAIL)
+        reply = local_answer(query, container_id, self._lookup, self._reverse)
         if reply is not None:
             return reply
         return await self._forwarder.forward(query, tcp)

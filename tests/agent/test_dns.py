@@ -38,6 +38,8 @@ REVERSE = {"c1": {"10.0.0.4": ["db.backend"]}}
 
 
 def lookup(container_id: str, name: str) -> list[str]:
+    if name == "boom":
+        raise RuntimeError("a broken name table")
     return TABLE.get(container_id, {}).get(name, [])
 
 
@@ -301,6 +303,16 @@ async def test_stop_frees_the_port_and_serve_works_again(
     assert addresses(await ask(ns, "db", tcp=True)) == {"10.0.0.4"}
 
 
+async def test_serving_into_another_namespace_moves_the_resolver(
+    make_netns: Callable[[str], str], resolver: EmbeddedDNS, upstream: FakeUpstream
+) -> None:
+    before, after = make_netns("before"), make_netns("after")
+    await resolver.serve("c1", before)
+    await resolver.serve("c1", after)  # the container was restarted with a new namespace
+    assert addresses(await ask(after, "db")) == {"10.0.0.4"}
+    await asyncio.to_thread(run_in_netns, before, _bind_resolver_port)
+
+
 async def test_two_containers_have_independent_resolvers(
     make_netns: Callable[[str], str], resolver: EmbeddedDNS, upstream: FakeUpstream
 ) -> None:
@@ -333,6 +345,7 @@ async def test_malformed_input_does_not_kill_the_server(
     ns = make_netns("c1")
     await resolver.serve("c1", ns)
     await asyncio.to_thread(run_in_netns, ns, _send_garbage)
+    assert (await ask(ns, "boom")).rcode() == dns.rcode.SERVFAIL
     assert addresses(await ask(ns, "web")) == {"10.0.0.2", "10.0.0.3"}
     assert addresses(await ask(ns, "web", tcp=True)) == {"10.0.0.2", "10.0.0.3"}
     assert upstream.seen == []
