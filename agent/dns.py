@@ -44,7 +44,8 @@ class EmbeddedDNS:
     """Serves 127.0.0.11:53 in the network namespaces of the containers it is asked to.
 
     `lookup` and `reverse` are called on the event loop for every query: they must be quick,
-    in-memory lookups. Without `reverse`, PTR queries are all forwarded.
+    in-memory lookups. Without `reverse`, PTR queries are all forwarded. Without `upstream`, the
+    host's resolv.conf is read once, here (a small local file, as dockerd reads it at start).
     """
 
     def __init__(
