@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import identity, nodeid
+from agent.dns import EmbeddedDNS
 from agent.events import EventBus
 from agent.fencing import FENCE_FILE, Fence, FenceFile, PeerClient
 from agent.metrics import AgentMetrics
+from agent.overlay_directory import EtcdDirectory
+from agent.overlay_peers import PeerSync
+from agent.overlay_view import OverlayView
 from agent.registration import Counts, Registration, describe_host
 from agent.server import start_grpc_server
 from agent.service_drills import DrillSettings
@@ -32,6 +36,7 @@ from proto.kv import KV, KVError, parse_discovery
 from proto.rpc import TlsConfig
 from runtime import fence as fence_policy
 from runtime.containers import Runtime
+from runtime.overlay import OverlayPlane
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +238,27 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         return False
 
     fence_path = os.path.join(config.data_root, FENCE_FILE)
+    # Overlay networks (docs/networking.md): the view of etcd's networks and endpoints feeds
+    # the peer programming, the address claims and the embedded DNS. etcd is dialled lazily,
+    # so the agent starts (and re-adopts its containers) while etcd is away.
+    kv = await KV.connect(config.etcd_endpoints)
+    keys = Keys(config.prefix)
+    plane = OverlayPlane(_advertise_ip(config.advertise))
+    view = OverlayView(kv, keys)
+    # `runtime` is made below; the sync asks it only once running.
+    peers_sync = PeerSync(view, plane, node_id, lambda: runtime.user_nets.in_use())
+    view.on_change = peers_sync.changed
+    dns = EmbeddedDNS(view.resolve, reverse=view.reverse)
+    directory = EtcdDirectory(
+        kv,
+        keys,
+        view,
+        peers_sync,
+        node_id,
+        plane.vtep_ip,
+        lease=lambda: registration.lease_id if registration is not None else 0,
+        dns=dns,
+    )
     runtime = Runtime(
         config.data_root,
         node_name=config.name,
@@ -240,6 +266,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         bridge_subnet=config.bridge_subnet,
         events=sink,
         fence_path=fence_path,
+        directory=directory,
+        plane=plane,
     )
     ttl_s = math.ceil(config.ttl_s)
     # As long as a keep-alive may take: an answer is worth waiting for (the extension counts
@@ -254,25 +282,25 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         ask=peers.ask,
     )
     fence_task: asyncio.Task[None] | None = None
-    kv: KV | None = None
     lease_kv: KV | None = None  # the registration's own: it redials after a failure
     server: Any = None
     metrics_runner: Any = None
     try:
         fence.start()
+        await view.start()
+        await peers_sync.start()
         await runtime.open()  # re-adopts containers that kept running while we were away
         metrics.attach_runtime(runtime)
-        kv = await KV.connect(config.etcd_endpoints)
         lease_kv = await KV.connect(config.etcd_endpoints)
-        keys = Keys(config.prefix)
         record = await asyncio.to_thread(
             describe_host, node_id, config.name, config.advertise, config.labels, started_ns
         )
         reporter = StatusReporter(kv, keys, node_id, runtime, metrics)
 
         async def on_registered() -> None:
-            assert reporter is not None and kv is not None
+            assert reporter is not None
             await _after_registration(runtime, kv, keys, node_id)
+            await _reassert_addresses(runtime, directory)
             reporter.request_resync()
 
         registration = Registration(
@@ -315,6 +343,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             await reporter.stop()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        await peers_sync.stop()
+        await view.stop()
+        await dns.close()
         await runtime.close()
         for client in (kv, lease_kv):
             if client is not None:
@@ -341,6 +372,24 @@ async def _after_registration(runtime: Runtime, kv: KV, keys: Keys, node_id: str
         with contextlib.suppress(DockerError):  # removed as stale, or cannot start
             if not runtime.get(cid).running:
                 await runtime.start(cid)
+
+
+async def _reassert_addresses(runtime: Runtime, directory: EtcdDirectory) -> None:
+    """The overlay addresses of the running containers, claimed again under the new lease."""
+    while True:
+        try:
+            await directory.reassert(runtime.user_nets.held())
+            return
+        except KVError as e:
+            log.warning("re-claiming overlay addresses failed, retrying: %s", e)
+            await asyncio.sleep(1.0)
+
+
+def _advertise_ip(advertise: str) -> str:
+    """The node's underlay address (the VTEP of its overlay networks): the host part of
+    --advertise, resolved when it is a name."""
+    host = advertise.rsplit(":", 1)[0].strip("[]")
+    return socket.gethostbyname(host)
 
 
 async def _wait_fenced(runtime: Runtime, timeout_s: float) -> None:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from agent.dns import EmbeddedDNS
 from agent.overlay_peers import PeerSync, spec_of
 from agent.overlay_view import OverlayView
-from proto.docker.errors import DockerError, SystemError_
+from proto.docker.errors import SystemError_
 from proto.keys import Keys
 from proto.kv import KV, Absent, KVError, ModRevisionIs, Put
 from proto.records_pb2 import EndpointRecord, NetworkRecord
-from runtime.net_directory import EndpointRequest
+from runtime.net_directory import EndpointRequest, UserNetwork, address_in_use
 from runtime.network import mac_for_ip
 from runtime.overlay import OverlaySpec
 
@@ -51,11 +51,14 @@ class EtcdDirectory:
         self.dns = dns
 
     # ------------------------------------------------------------- lookups
-    async def lookup(self, name_or_id: str) -> OverlaySpec | None:
-        rec = self.view.network(name_or_id) if self.view.ready.is_set() else None
-        if rec is None and not self.view.ready.is_set():
+    async def lookup(self, name_or_id: str) -> UserNetwork | None:
+        if self.view.ready.is_set():
+            rec = self.view.network(name_or_id)
+        else:  # etcd not read yet (the agent is starting): ask it directly
             rec = await self._read_network(name_or_id)
-        return spec_of(rec) if rec is not None else None
+        if rec is None:
+            return None
+        return UserNetwork(spec_of(rec), user_subnet=rec.ipam_user, ip_range=rec.ip_range)
 
     async def _read_network(self, ref: str) -> NetworkRecord | None:
         try:
@@ -85,28 +88,37 @@ class EtcdDirectory:
                 "registered in etcd"
             )
         rec = self.view.networks.get(spec.id)
-        pool = ipaddress.IPv4Network((rec.ip_range if rec and rec.ip_range else spec.subnet))
+        pool = ipaddress.IPv4Network(rec.ip_range if rec and rec.ip_range else spec.subnet)
         if req.wanted_ip:
             if not await self._create(spec, req, req.wanted_ip, lease):
-                raise DockerError("Address already in use", 403)
+                raise address_in_use()
             return req.wanted_ip
-        tried = self.view.taken(spec.id)
-        if req.previous_ip and req.previous_ip not in tried:
-            if ipaddress.IPv4Address(req.previous_ip) in pool:
-                if await self._create(spec, req, req.previous_ip, lease):
-                    return req.previous_ip
-                tried.add(req.previous_ip)
-        for host in pool.hosts():
-            ip = str(host)
-            if ip == spec.gateway or ip in tried:
-                continue
-            if await self._create(spec, req, ip, lease):
-                return ip
-            tried |= self.view.taken(spec.id) | {ip}
+        # The view says which addresses are taken, but may lag etcd: a full scan that finds
+        # nothing is repeated once against etcd itself before the network counts as full.
+        taken = self.view.taken(spec.id)
+        previous = req.previous_ip
+        free = previous and previous not in taken and ipaddress.IPv4Address(previous) in pool
+        if free and await self._create(spec, req, previous, lease):
+            return previous
+        for _ in range(2):
+            for host in pool.hosts():
+                ip = str(host)
+                if ip == spec.gateway or ip in taken:
+                    continue
+                if await self._create(spec, req, ip, lease):
+                    return ip
+                taken = taken | self.view.taken(spec.id) | {ip}
+            taken = await self._taken_in_etcd(spec)
         raise SystemError_(
-            f"no available IPv4 addresses on this network's address pools: {spec.name} "
-            f"({spec.id})"
+            f"no available IPv4 addresses on this network's address pools: {spec.name} ({spec.id})"
         )
+
+    async def _taken_in_etcd(self, spec: OverlaySpec) -> set[str]:
+        try:
+            entries = await self.kv.get_prefix(self.keys.endpoints_prefix(spec.id))
+        except KVError as e:
+            raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
+        return {self.keys.endpoint_ids(e.key)[1] for e in entries}
 
     def _record(self, spec: OverlaySpec, req: EndpointRequest, ip: str) -> EndpointRecord:
         return EndpointRecord(
@@ -158,14 +170,17 @@ class EtcdDirectory:
             await self.dns.stop(container_id)
 
     # ------------------------------------------------------------- after a registration
-    async def reassert(self, local: list[EndpointRecord]) -> None:
-        """Make etcd's claims of this node equal `local` (the running containers' endpoints),
-        under the current lease. Raises KVError (the registration hook retries)."""
+    async def reassert(self, held: list[tuple[OverlaySpec, EndpointRequest, str]]) -> None:
+        """Make etcd's claims of this node equal `held` (`UserNetworks.held`: the addresses the
+        running containers here hold), under the current lease. Raises KVError (the
+        registration hook retries)."""
         lease = self.lease()
         if not lease:
             return
         entries, _ = await self.kv.snapshot(self.keys.endpoints_prefix())
-        wanted = {self.keys.endpoint(e.network_id, e.ip): e for e in local}
+        wanted = {
+            self.keys.endpoint(spec.id, ip): self._record(spec, req, ip) for spec, req, ip in held
+        }
         for entry in entries:
             rec = EndpointRecord()
             rec.ParseFromString(entry.value)
@@ -179,7 +194,10 @@ class EtcdDirectory:
             elif want is not None:
                 log.error(
                     "address %s of container %s was taken by %s on node %s while this node "
-                    "was away", want.ip, want.container_id[:12], rec.container_id[:12],
+                    "was away",
+                    want.ip,
+                    want.container_id[:12],
+                    rec.container_id[:12],
                     rec.node_id,
                 )
             elif rec.node_id == self.node_id:

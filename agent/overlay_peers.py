@@ -3,8 +3,8 @@ container running here, the static FDB and neighbour entries of the network's RE
 endpoints (runtime/overlay.py programs them). Changes arrive from the endpoint watch
 (agent/overlay_view.py) and are coalesced: a burst of starts elsewhere is one reconcile per
 network, each a full desired-vs-kernel pass, so a missed or repeated event cannot leave a
-stale or missing entry. Devices of networks nobody here uses any more (a crash left them,
-or the network was removed while the agent was away) are torn down by the same pass."""
+stale or missing entry. (Devices of networks nobody here uses any more go with their last
+local user, or at the runtime's restart: runtime/user_networks.py.)"""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class PeerSync:
         self.node_id = node_id
         self.in_use = in_use  # ids of the overlay networks a running local container is on
         self._dirty: set[str] = set()
-        self._full = True  # the first pass looks at every device too
+        self._full = True  # the first pass, and after a failure: every network in use
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one pass at a time: passes read then write the kernel
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +70,11 @@ class PeerSync:
             self._task = None
 
     async def program(self, net_ids: set[str]) -> None:
-        """Now, for networks a container here just joined (before its process runs)."""
+        """Now, for networks a container here just joined (before its process runs). Before
+        the view was read there is nothing to program from (an empty peer set would wipe
+        the kernel's): the first full pass does it."""
+        if not self.view.ready.is_set():
+            return
         async with self._lock:
             await self._program(net_ids)
 
@@ -84,10 +88,9 @@ class PeerSync:
             try:
                 async with self._lock:
                     if full:
-                        await self._remove_unused()
                         dirty |= self.in_use()
                     await self._program(dirty & self.in_use())
-            except Exception:  # noqa: BLE001 - a failed pass is retried whole, never fatal
+            except Exception:  # a failed pass is retried whole, never fatal
                 log.exception("overlay peer programming failed; retrying")
                 self._full = True
                 await asyncio.sleep(1.0)
@@ -104,13 +107,3 @@ class PeerSync:
                 if ep.node_id != self.node_id
             }
             await asyncio.to_thread(self.plane.set_peers, spec_of(rec), peers)
-
-    async def _remove_unused(self) -> None:
-        used = {self.view.networks[n].vni for n in self.in_use() if n in self.view.networks}
-        by_vni = {rec.vni: rec for rec in self.view.networks.values()}
-        for vni in await asyncio.to_thread(self.plane.present):
-            if vni in used:
-                continue
-            rec = by_vni.get(vni)
-            log.info("removing the unused overlay devices of VNI %d", vni)
-            await asyncio.to_thread(self.plane.remove_vni, vni, spec_of(rec) if rec else None)

@@ -3,7 +3,8 @@
 `AgentService` is the one servicer registered with `add_AgentServicer_to_server`; its calls live
 in one mixin per area:
 
-  agent/service_node.py        Ping, Info, Events, NetworkList
+  agent/service_node.py        Ping, Info, Events
+  agent/service_networks.py    NetworkList (built-in networks), NetworkConnect, NetworkDisconnect
   agent/service_containers.py  container lifecycle, inspect, list, top
   agent/service_streams.py     logs, attach, exec, stats, resize
   agent/service_filesystem.py  archive stat/get/put, export, changes, commit
@@ -28,6 +29,7 @@ from agent.service_drills import DrillsMixin
 from agent.service_failover import FailoverMixin
 from agent.service_filesystem import FilesystemMixin
 from agent.service_images import ImagesMixin
+from agent.service_networks import NetworksMixin
 from agent.service_node import NodeMixin
 from agent.service_streams import StreamsMixin
 from agent.service_volumes import VolumesMixin
@@ -37,6 +39,7 @@ from runtime.containers import Runtime
 
 class AgentService(
     NodeMixin,
+    NetworksMixin,
     ContainersMixin,
     StreamsMixin,
     FilesystemMixin,

@@ -1,6 +1,5 @@
-"""The node's own calls: Ping, Info (this host and its runtime as `docker info` shows them),
-Events (the node's Docker event stream, with history for `since`) and NetworkList (its built-in
-networks: bridge, host, none)."""
+"""The node's own calls: Ping, Info (this host and its runtime as `docker info` shows them) and
+Events (the node's Docker event stream, with history for `since`)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from runtime import image_views
 
 
 class NodeMixin(ServiceBase):
-    """Ping, Info, Events and NetworkList."""
+    """Ping, Info and Events."""
 
     @rpc
     async def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingReply:
@@ -58,12 +57,6 @@ class NodeMixin(ServiceBase):
     async def Events(self, request: pb.EventsRequest, context: Any) -> AsyncIterator[pb.Event]:
         async for event in self.events.subscribe(request.since_ns, request.until_ns):
             yield pb.Event(json=dumps(event))
-
-    @rpc
-    async def NetworkList(self, request: pb.NetworkListRequest, context: Any) -> pb.JsonReply:
-        # A worker thread: the first call makes the networks' identities on disk.
-        views = await asyncio.to_thread(self.rt.networks.views, self.rt.list(), request.verbose)
-        return pb.JsonReply(json=dumps(views))
 
 
 def _version() -> str:

@@ -223,15 +223,7 @@ class UserNetworks:
         spec = spec_of(ep)
         await self._use(spec, rec.id)
         try:
-            hostname = self._rt.spec(rec).hostname
-            request = EndpointRequest(
-                container_id=rec.id,
-                container_name=rec.name,
-                aliases=tuple(dns_aliases(rec, ep, hostname)),
-                wanted_ip=ep.wanted_ip,
-                previous_ip=ep.last_ip,
-            )
-            ip = await self.directory.claim(spec, request)
+            ip = await self.directory.claim(spec, self._request(rec, ep))
             ep.ip = ep.last_ip = ip
         finally:
             self._attaching[spec.vni].discard(rec.id)
@@ -245,6 +237,34 @@ class UserNetworks:
         )
         ep.endpoint_id = secrets.token_hex(32)
         self._save(rec)
+
+    def _request(self, rec: ContainerRecord, ep: Endpoint) -> EndpointRequest:
+        return EndpointRequest(
+            container_id=rec.id,
+            container_name=rec.name,
+            aliases=tuple(dns_aliases(rec, ep, self._rt.spec(rec).hostname)),
+            wanted_ip=ep.wanted_ip,
+            previous_ip=ep.last_ip,
+        )
+
+    def held(self) -> list[tuple[OverlaySpec, EndpointRequest, str]]:
+        """(network, request, address) of every address a container here holds: what the
+        directory asserts again after a registration."""
+        return [
+            (spec_of(ep), self._request(rec, ep), ep.ip)
+            for rec in self._rt.list()
+            for ep in rec.networks
+            if ep.ip and rec.running
+        ]
+
+    def in_use(self) -> set[str]:
+        """IDs of the networks a running container here is attached to."""
+        return {
+            ep.network_id
+            for rec in self._rt.list()
+            for ep in rec.networks
+            if ep.host_veth and rec.running
+        }
 
     async def _detach(self, rec: ContainerRecord, ep: Endpoint) -> None:
         spec, ip, veth = spec_of(ep), ep.ip, ep.host_veth

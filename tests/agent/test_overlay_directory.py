@@ -1,0 +1,185 @@
+"""The agent's overlay bookkeeping against a real etcd: address claims (unique under concurrent
+starts on several nodes, --ip, the previous address, a dead node's addresses freed with its
+lease, re-asserted after a registration) and the peer programming fed by the endpoint watch.
+The data plane is the only fake here (a recorder of what would be programmed): the kernel side
+has its own tests (tests/runtime/test_overlay.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from agent.overlay_directory import EtcdDirectory
+from agent.overlay_peers import PeerSync
+from agent.overlay_view import OverlayView
+from deploy.etcd import EtcdServer
+from proto.docker.errors import DockerError
+from proto.keys import Keys
+from proto.kv import KV
+from proto.records_pb2 import EndpointRecord, NetworkRecord
+from runtime.net_directory import ADDRESS_IN_USE, EndpointRequest
+from runtime.network import mac_for_ip
+from runtime.overlay import OverlaySpec
+
+pytestmark = pytest.mark.timeout(60)
+
+NET = NetworkRecord(
+    id="a" * 64, name="web", driver="overlay", vni=4097, subnet="10.7.0.0/24", gateway="10.7.0.1"
+)
+SMALL = NetworkRecord(
+    id="b" * 64, name="tiny", driver="overlay", vni=4098, subnet="10.8.0.0/29", gateway="10.8.0.1"
+)
+
+
+@dataclass
+class RecordingPlane:
+    """What PeerSync would program: the peers last set per network."""
+
+    programmed: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set_peers(self, spec: OverlaySpec, peers: dict[str, tuple[str, str]]) -> None:
+        self.programmed[spec.id] = dict(peers)
+        self.changed.set()
+
+
+@dataclass
+class Node:
+    node_id: str
+    vtep: str
+    kv: KV
+    lease: int
+    view: OverlayView
+    peers: PeerSync
+    directory: EtcdDirectory
+    plane: RecordingPlane
+    in_use: set[str]
+
+
+@pytest.fixture
+async def cluster(etcd: EtcdServer) -> AsyncIterator[tuple[KV, Keys, list[Node]]]:
+    keys = Keys("/t")
+    admin = await KV.connect([etcd.endpoint])
+    for net in (NET, SMALL):
+        await admin.put(keys.network(net.id), net.SerializeToString())
+    nodes: list[Node] = []
+    try:
+        for i in range(3):
+            kv = await KV.connect([etcd.endpoint])
+            lease = await kv.lease_grant(30)
+            plane = RecordingPlane()
+            view = OverlayView(kv, keys)
+            in_use: set[str] = set()
+            peers = PeerSync(view, plane, f"N{i}", lambda u=in_use: set(u))  # type: ignore[arg-type]
+            view.on_change = peers.changed
+            directory = EtcdDirectory(
+                kv, keys, view, peers, f"N{i}", f"192.0.2.{i + 1}", lambda n=i: nodes[n].lease
+            )
+            nodes.append(
+                Node(f"N{i}", f"192.0.2.{i + 1}", kv, lease, view, peers, directory, plane, in_use)
+            )
+            await view.start()
+            await peers.start()
+            await view.ready.wait()
+        yield admin, keys, nodes
+    finally:
+        for node in nodes:
+            await node.peers.stop()
+            await node.view.stop()
+            await node.kv.close()
+        await admin.close()
+
+
+def spec(net: NetworkRecord) -> OverlaySpec:
+    return OverlaySpec(net.id, net.name, net.vni, net.subnet, net.gateway)
+
+
+def request(cid: str, wanted: str = "", previous: str = "") -> EndpointRequest:
+    return EndpointRequest(cid, f"c-{cid}", (cid[:12],), wanted, previous)
+
+
+async def test_concurrent_claims_on_three_nodes_never_share_an_address(cluster) -> None:
+    admin, keys, nodes = cluster
+    claims = [nodes[i % 3].directory.claim(spec(NET), request(f"{i:064x}")) for i in range(60)]
+    ips = await asyncio.gather(*claims)
+    assert len(set(ips)) == 60
+    assert "10.7.0.1" not in ips and "10.7.0.0" not in ips and "10.7.0.255" not in ips
+    entries = await admin.get_prefix(keys.endpoints_prefix(NET.id))
+    owners = {}
+    for entry in entries:
+        rec = EndpointRecord()
+        rec.ParseFromString(entry.value)
+        owners[rec.ip] = rec.container_id
+    assert sorted(owners) == sorted(ips)
+    assert len(set(owners.values())) == 60
+
+
+async def test_wanted_taken_previous_and_exhausted(cluster) -> None:
+    _, _, nodes = cluster
+    d = nodes[0].directory
+    assert await d.claim(spec(NET), request("1" * 64, wanted="10.7.0.50")) == "10.7.0.50"
+    with pytest.raises(DockerError) as err:
+        await nodes[1].directory.claim(spec(NET), request("2" * 64, wanted="10.7.0.50"))
+    assert (err.value.status, err.value.message) == (403, ADDRESS_IN_USE)
+    # The address it had before, when free; else the first free one.
+    assert await d.claim(spec(NET), request("3" * 64, previous="10.7.0.77")) == "10.7.0.77"
+    assert await d.claim(spec(NET), request("4" * 64, previous="10.7.0.50")) == "10.7.0.2"
+    # A /29 has 6 hosts, one is the gateway: 5 addresses, then dockerd's error.
+    got = [await d.claim(spec(SMALL), request(f"{i:064x}")) for i in range(5)]
+    assert got == [f"10.8.0.{i}" for i in range(2, 7)]
+    with pytest.raises(DockerError) as err:
+        await d.claim(spec(SMALL), request("9" * 64))
+    assert err.value.message == (
+        f"no available IPv4 addresses on this network's address pools: tiny ({SMALL.id})"
+    )
+    await d.release(spec(SMALL), "10.8.0.4")
+    assert await d.claim(spec(SMALL), request("9" * 64)) == "10.8.0.4"
+
+
+async def test_a_dead_nodes_addresses_go_with_its_lease(cluster) -> None:
+    admin, keys, nodes = cluster
+    ip = await nodes[1].directory.claim(spec(NET), request("5" * 64))
+    await nodes[1].kv.lease_revoke(nodes[1].lease)
+    assert await admin.get(keys.endpoint(NET.id, ip)) is None
+    # Its rescheduled copy on another node gets the same address back.
+    assert await nodes[2].directory.claim(spec(NET), request("6" * 64, previous=ip)) == ip
+
+
+async def test_reassert_moves_claims_to_the_new_lease_and_drops_stale_ones(cluster) -> None:
+    admin, keys, nodes = cluster
+    node = nodes[0]
+    kept = await node.directory.claim(spec(NET), request("7" * 64))
+    stale = await node.directory.claim(spec(NET), request("8" * 64))
+    node.lease = await node.kv.lease_grant(30)  # as after a new registration
+    lost = "10.7.0.200"  # held here while the node was away, its key gone with the old lease
+    await node.directory.reassert(
+        [(spec(NET), request("7" * 64), kept), (spec(NET), request("a" * 64), lost)]
+    )
+    kept_entry = await admin.get(keys.endpoint(NET.id, kept))
+    assert kept_entry is not None and kept_entry.lease == node.lease
+    assert await admin.get(keys.endpoint(NET.id, stale)) is None
+    lost_entry = await admin.get(keys.endpoint(NET.id, lost))
+    assert lost_entry is not None and lost_entry.lease == node.lease
+
+
+async def test_peers_are_the_remote_endpoints_of_networks_in_use(cluster) -> None:
+    _, _, nodes = cluster
+    local, remote = nodes[0], nodes[1]
+    mine = await local.directory.claim(spec(NET), request("b" * 64))
+    local.in_use.add(NET.id)
+    theirs = await remote.directory.claim(spec(NET), request("c" * 64))
+
+    async def programmed(want: dict[str, tuple[str, str]]) -> None:
+        while local.plane.programmed.get(NET.id) != want:
+            local.plane.changed.clear()
+            await local.plane.changed.wait()
+
+    await asyncio.wait_for(programmed({theirs: (mac_for_ip(theirs), "192.0.2.2")}), 30)
+    assert mine not in local.plane.programmed[NET.id]
+    # Not in use on node 2: nothing is programmed there.
+    assert NET.id not in nodes[2].plane.programmed
+    await remote.directory.release(spec(NET), theirs)
+    await asyncio.wait_for(programmed({}), 30)
