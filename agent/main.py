@@ -248,7 +248,6 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     # `runtime` is made below; the sync asks it only once running.
     peers_sync = PeerSync(view, plane, node_id, lambda: runtime.user_nets.in_use())
     view.on_change = peers_sync.changed
-    dns = EmbeddedDNS(view.resolve, reverse=view.reverse)
     directory = EtcdDirectory(
         kv,
         keys,
@@ -257,8 +256,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         node_id,
         plane.vtep_ip,
         lease=lambda: registration.lease_id if registration is not None else 0,
-        dns=dns,
     )
+    dns = directory.dns = EmbeddedDNS(directory.resolve, reverse=directory.reverse)
     runtime = Runtime(
         config.data_root,
         node_name=config.name,

@@ -49,6 +49,7 @@ class EtcdDirectory:
         self.vtep = vtep
         self.lease = lease
         self.dns = dns
+        self.joined_nets: dict[str, list[str]] = {}  # container id -> its networks, in order
 
     # ------------------------------------------------------------- lookups
     async def lookup(self, name_or_id: str) -> UserNetwork | None:
@@ -135,11 +136,14 @@ class EtcdDirectory:
 
     async def _create(self, spec: OverlaySpec, req: EndpointRequest, ip: str, lease: int) -> bool:
         key = self.keys.endpoint(spec.id, ip)
-        value = self._record(spec, req, ip).SerializeToString()
+        rec = self._record(spec, req, ip)
         try:
-            return await self.kv.txn([Absent(key)], [Put(key, value, lease)])
+            created = await self.kv.txn([Absent(key)], [Put(key, rec.SerializeToString(), lease)])
         except KVError as e:
             raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
+        if created:
+            self.view.record_claim(rec)
+        return created
 
     async def release(self, spec: OverlaySpec, ip: str) -> None:
         """Deletes the claim if it is still this node's (a lost lease may have let another
@@ -160,14 +164,26 @@ class EtcdDirectory:
 
     # ------------------------------------------------------------- joining
     async def joined(self, container_id: str, netns_path: str, specs: list[OverlaySpec]) -> None:
+        nets = self.joined_nets.setdefault(container_id, [])
+        nets += [s.id for s in specs if s.id not in nets]
         await self.peers.program({s.id for s in specs})
         if self.dns is not None:
             await self.dns.serve(container_id, netns_path)
 
     async def left(self, container_id: str, specs: list[OverlaySpec]) -> None:
-        del specs
-        if self.dns is not None:
+        gone = {s.id for s in specs}
+        nets = [n for n in self.joined_nets.pop(container_id, []) if n not in gone]
+        if nets:
+            self.joined_nets[container_id] = nets
+        elif self.dns is not None:
             await self.dns.stop(container_id)
+
+    # ------------------------------------------------------------- names (embedded DNS)
+    def resolve(self, container_id: str, name: str) -> list[str]:
+        return self.view.resolve(self.joined_nets.get(container_id, []), name)
+
+    def reverse(self, container_id: str, ip: str) -> list[str]:
+        return self.view.reverse(self.joined_nets.get(container_id, []), ip)
 
     # ------------------------------------------------------------- after a registration
     async def reassert(self, held: list[tuple[OverlaySpec, EndpointRequest, str]]) -> None:

@@ -50,27 +50,30 @@ class OverlayView:
     def taken(self, net_id: str) -> set[str]:
         return set(self.endpoints.get(net_id, {}))
 
-    def resolve(self, container_id: str, name: str) -> list[str]:
-        """What the embedded DNS answers `container_id` for `name` (lowercase): the addresses of
-        the containers that go by it (name, alias, short ID) on the networks it shares with
-        them, its own networks' order first, as dockerd's resolver searches them."""
+    def resolve(self, net_ids: list[str], name: str) -> list[str]:
+        """The addresses of the containers that go by `name` (lowercase: container name, alias,
+        short ID) on these networks, in their order (dockerd's resolver searches a container's
+        networks in turn)."""
         found: list[str] = []
-        for eps in self.endpoints.values():
-            if not any(ep.container_id == container_id for ep in eps.values()):
-                continue
-            for ip, ep in sorted(eps.items()):
+        for net_id in net_ids:
+            for ip, ep in sorted(self.endpoints.get(net_id, {}).items()):
                 names = (ep.container_name, *ep.aliases, ep.container_id[:12])
                 if name in (n.lower() for n in names) and ip not in found:
                     found.append(ip)
         return found
 
-    def reverse(self, container_id: str, ip: str) -> list[str]:
-        """PTR answers: the names of the container holding `ip` on a shared network."""
-        for eps in self.endpoints.values():
-            ep = eps.get(ip)
-            if ep is not None and any(e.container_id == container_id for e in eps.values()):
+    def reverse(self, net_ids: list[str], ip: str) -> list[str]:
+        """PTR answers: the name of the container holding `ip` on one of these networks."""
+        for net_id in net_ids:
+            ep = self.endpoints.get(net_id, {}).get(ip)
+            if ep is not None:
                 return [ep.container_name]
         return []
+
+    def record_claim(self, rec: EndpointRecord) -> None:
+        """A claim this agent just made, seen before its watch event arrives (the container's
+        own DNS answers and peers must not wait for the round trip); the event is the same."""
+        self.endpoints.setdefault(rec.network_id, {})[rec.ip] = rec
 
     # ------------------------------------------------------------- keeping up
     async def start(self) -> None:

@@ -183,3 +183,28 @@ async def test_peers_are_the_remote_endpoints_of_networks_in_use(cluster) -> Non
     assert NET.id not in nodes[2].plane.programmed
     await remote.directory.release(spec(NET), theirs)
     await asyncio.wait_for(programmed({}), 30)
+
+
+async def test_names_answer_from_the_networks_a_container_joined(cluster) -> None:
+    _, _, nodes = cluster
+    here, there = nodes[0].directory, nodes[1].directory
+    web = await there.claim(spec(NET), request("d" * 64))
+    other = await there.claim(spec(SMALL), request("e" * 64))
+    me = "f" * 64
+    await here.claim(spec(NET), request(me))
+    # Not joined yet: no network to answer from.
+    assert here.resolve(me, "c-" + "d" * 64) == []
+    await here.joined(me, "/nonexistent", [spec(NET)])
+
+    async def resolved() -> list[str]:
+        while not (found := here.resolve(me, "c-" + "d" * 64)):
+            await asyncio.sleep(0.05)  # the claim on node 1 reaches node 0's view by its watch
+        return found
+
+    assert await asyncio.wait_for(resolved(), 30) == [web]
+    assert here.resolve(me, ("d" * 64)[:12]) == [web]  # the short ID, an alias here
+    assert here.reverse(me, web) == ["c-" + "d" * 64]
+    # Another network's container is not visible from this one.
+    assert here.resolve(me, "c-" + "e" * 64) == [] and other
+    await here.left(me, [spec(NET)])
+    assert here.resolve(me, "c-" + "d" * 64) == []
