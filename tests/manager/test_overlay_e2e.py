@@ -1,0 +1,200 @@
+"""Overlay networks end to end: a real 3-node dev cluster (agents in their own network
+namespaces, real vxlan between them), driven by the real docker CLI through the manager.
+
+Containers on one overlay network reach each other across hosts by address, name and alias
+(ICMP and TCP), nothing else reaches them (another network, an `--internal` network's way out),
+running containers are connected and disconnected, addresses are never handed out twice under
+concurrent runs, the kernel's entries follow a rescheduled container, and nothing is left once
+the network is removed or a node dies."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from deploy import dev_drills
+from tests.fixtures import dev_cluster, docker
+from tests.manager.swarm_compat import heal_and_reset, inspect, wait_for
+
+POLICY = "reschedule:on-node-failure"
+SERVE = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && httpd -f -p 8080 -h /www"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, object]]:
+    with dev_cluster(3) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def clean(cluster: dict[str, object]) -> Iterator[None]:
+    yield
+    heal_and_reset(cluster)
+    for net in docker("network", "ls", "--filter", "driver=overlay", "-q").stdout.split():
+        docker("network", "rm", net, check=False)
+
+
+def run(name: str, node: str, *args: str, cmd: tuple[str, ...] = ("sleep", "3600")) -> str:
+    return docker(
+        "run", "-d", "--name", name, "-e", f"constraint:node=={node}", *args, "busybox", *cmd
+    ).stdout.strip()
+
+
+def sh(container: str, script: str) -> subprocess.CompletedProcess[str]:
+    return docker("exec", container, "sh", "-c", script, check=False)
+
+
+def reaches(container: str, target: str) -> bool:
+    return sh(container, f"ping -c1 -W2 {target}").returncode == 0
+
+
+def address(container: str, network: str) -> str:
+    return str(inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def in_netns(node: str, *cmd: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", node, *cmd], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def vni_of_the_one_network() -> int:
+    """The VNI of the only overlay network in use, read from node-0's kernel."""
+    links = json.loads(in_netns("node-0", "ip", "-j", "-d", "link", "show", "type", "vxlan"))
+    ids = [link["linkinfo"]["info_data"]["id"] for link in links]
+    assert len(ids) == 1, links
+    return int(ids[0])
+
+
+def fdb_macs(node: str, vni: int) -> set[str]:
+    """The static FDB entries of a node's vxlan device: the remote containers' MACs."""
+    rows = json.loads(in_netns(node, "bridge", "-j", "fdb", "show", "dev", f"fl-vx-{vni}"))
+    return {r["mac"] for r in rows if r.get("dst") and r["mac"] != "00:00:00:00:00:00"}
+
+
+def overlay_links(node: str) -> list[str]:
+    links = json.loads(in_netns(node, "ip", "-j", "link", "show"))
+    return [link["ifname"] for link in links if link["ifname"].startswith(("fl-br-", "fl-vx-"))]
+
+
+def test_cross_host_by_address_name_alias_and_tcp(clean: None) -> None:
+    docker("network", "create", "web")
+    run("a", "node-0", "--network", "web")
+    run("b", "node-1", "--network", "web", "--network-alias", "bee", cmd=("sh", "-c", SERVE))
+    assert inspect("a")["Node"]["Name"] == "node-0" and inspect("b")["Node"]["Name"] == "node-1"
+    b_ip = address("b", "web")
+    assert reaches("a", b_ip)
+    assert reaches("a", "b") and reaches("a", "bee") and reaches("b", "a")
+    wait_for(lambda: sh("a", "wget -qO- -T 3 http://bee:8080/").returncode == 0, 20, "httpd up")
+    page = sh("a", "wget -qO- -T 3 http://bee:8080/").stdout
+    assert page.startswith("hello-from-")
+    # Names other than the cluster's go to the host's resolvers (none here: a clean failure).
+    assert sh("a", "nslookup b 127.0.0.11").returncode == 0
+    assert b_ip in sh("a", "nslookup b 127.0.0.11").stdout
+    # The network's inspect shows both containers, cluster-wide.
+    net = json.loads(docker("network", "inspect", "web").stdout)[0]
+    names = sorted(c["Name"] for c in net["Containers"].values())
+    assert names == ["a", "b"]
+
+
+def test_networks_are_isolated_and_internal_has_no_way_out(clean: None) -> None:
+    docker("network", "create", "one")
+    docker("network", "create", "two")
+    docker("network", "create", "--internal", "sealed")
+    run("x", "node-0", "--network", "one")
+    run("y", "node-1", "--network", "two")
+    run("z", "node-1", "--network", "sealed")
+    run("w", "node-2", "--network", "sealed")
+    assert not reaches("x", address("y", "two"))
+    assert not reaches("y", address("x", "one"))
+    # The outside: node-2's own underlay address, reached through node-0's NAT.
+    assert reaches("x", "10.99.0.12")
+    assert not reaches("z", "10.99.0.12")
+    # An internal network still joins its own containers across hosts.
+    assert reaches("z", "w")
+
+
+def test_connect_and_disconnect_a_running_container(clean: None) -> None:
+    docker("network", "create", "web")
+    run("a", "node-0", "--network", "web")
+    run("e", "node-2")  # the node's default bridge only
+    docker("network", "connect", "--alias", "e2", "web", "e")
+    e_ip = address("e", "web")
+    assert e_ip and reaches("a", e_ip) and reaches("a", "e2")
+    assert reaches("e", address("a", "web"))
+    docker("network", "disconnect", "web", "e")
+    assert "web" not in inspect("e")["NetworkSettings"]["Networks"]
+    assert not reaches("a", e_ip)
+    out = docker("network", "disconnect", "web", "e", check=False)
+    assert out.returncode != 0 and "is not connected to" in out.stderr
+
+
+def test_no_address_twice_under_concurrent_runs(clean: None) -> None:
+    docker("network", "create", "--subnet", "10.123.0.0/24", "busy")
+
+    def one(i: int) -> str:
+        return docker(
+            "run",
+            "-d",
+            "--name",
+            f"r{i}",
+            "--network",
+            "busy",
+            "busybox",
+            "sleep",
+            "3600",
+            timeout=180,
+        ).stdout.strip()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        ids = list(pool.map(one, range(50)))
+    ips = [address(cid, "busy") for cid in ids]
+    assert len(set(ips)) == 50 and all(ip.startswith("10.123.0.") for ip in ips)
+    assert "10.123.0.1" not in ips  # the gateway
+    # Addresses are freed when containers go, and handed out again.
+    for cid in ids[:10]:
+        docker("rm", "-f", cid)
+    again = run("again", "node-0", "--network", "busy")
+    assert address(again, "busy") in ips[:10] or address(again, "busy") not in ips[10:]
+
+
+def test_entries_follow_a_rescheduled_container_and_go_with_its_node(clean: None) -> None:
+    docker("network", "create", "web")
+    run("a", "node-0", "--network", "web")
+    run("m", "node-1", "--network", "web", "-e", POLICY)
+    m_ip = address("m", "web")
+    old_mac = inspect("m")["NetworkSettings"]["Networks"]["web"]["MacAddress"]
+    vni = vni_of_the_one_network()
+    wait_for(lambda: old_mac in fdb_macs("node-0", vni), 10, "node-0 has m's FDB entry")
+    dev_drills.kill("node-1")
+    wait_for(
+        lambda: inspect("m")["Node"]["Name"] != "node-1" and inspect("m")["State"]["Running"],
+        60,
+        "m rescheduled",
+    )
+    moved_to = inspect("m")["Node"]["Name"]
+    assert address("m", "web") == m_ip  # its address was free again: it kept it
+    assert reaches("a", "m")
+    if moved_to == "node-2":
+        wait_for(lambda: old_mac in fdb_macs("node-0", vni), 10, "entry follows m to node-2")
+    else:
+        # Now local to node-0: no FDB entry for it on node-0's vxlan device any more.
+        wait_for(lambda: old_mac not in fdb_macs("node-0", vni), 10, "entry of m gone")
+
+
+def test_nothing_is_left_after_network_rm(clean: None) -> None:
+    docker("network", "create", "web")
+    for i in range(3):
+        run(f"c{i}", f"node-{i}", "--network", "web")
+    assert all(overlay_links(f"node-{i}") for i in range(3))
+    out = docker("network", "rm", "web", check=False)
+    assert out.returncode != 0 and "has active endpoints" in out.stderr
+    for i in range(3):
+        docker("rm", "-f", f"c{i}")
+    docker("network", "rm", "web")
+    for i in range(3):
+        assert overlay_links(f"node-{i}") == []
