@@ -54,6 +54,23 @@ def active_endpoints(rec: NetworkRecord) -> DockerError:
     )
 
 
+def find_in(records: list[NetworkRecord], ref: str) -> NetworkRecord | None:
+    """dockerd's order: full ID, then name, then a unique ID prefix; None when nothing
+    matches; an ambiguous prefix is dockerd's 404."""
+    if not ref or "/" in ref:
+        return None
+    for rec in records:
+        if rec.id == ref:
+            return rec
+    for rec in records:
+        if rec.name == ref:
+            return rec
+    hits = [rec for rec in records if rec.id.startswith(ref)]
+    if len(hits) > 1:
+        raise NotFound(f"network {ref} is ambiguous ({len(hits)} matches found based on ID)")
+    return hits[0] if hits else None
+
+
 class NetworkStore:
     def __init__(self, kv: KV, keys: Keys, this_host: HostNetworks = _this_host) -> None:
         self.kv = kv
@@ -78,21 +95,7 @@ class NetworkStore:
         return NetworkRecord.FromString(entry.value), entry.mod_revision
 
     async def find(self, ref: str) -> NetworkRecord | None:
-        """dockerd's order: full ID, then name, then a unique ID prefix; None when nothing
-        matches; an ambiguous prefix is dockerd's 404."""
-        if not ref or "/" in ref:
-            return None
-        records = await self.all()
-        for rec in records:
-            if rec.id == ref:
-                return rec
-        for rec in records:
-            if rec.name == ref:
-                return rec
-        hits = [rec for rec in records if rec.id.startswith(ref)]
-        if len(hits) > 1:
-            raise NotFound(f"network {ref} is ambiguous ({len(hits)} matches found based on ID)")
-        return hits[0] if hits else None
+        return find_in(await self.all(), ref)
 
     async def endpoints(self, net_id: str) -> list[EndpointRecord]:
         out = []
