@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.api.container_list import list_containers
-from manager.api.networks_overlay import with_network_ids
+from manager.api.networks_overlay import overlay_refs, with_network_ids
 from manager.api.node_ports import inspect_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
@@ -56,8 +56,9 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not body:
         raise InvalidParameter("config cannot be empty in order to create a container")
     body = _network_on_node(cluster, body)
-    # Before anything is placed or written: a missing network is dockerd's 404 here.
-    body = with_network_ids(body, await NetworkStore(cluster.kv, cluster.keys).all())
+    if overlay_refs(body):
+        # Before anything is placed or written: a missing network is dockerd's 404 here.
+        body = with_network_ids(body, await NetworkStore(cluster.kv, cluster.keys).all())
     try:
         body = parse_placement(body)  # Swarm's hints into labels; its policy errors
     except SchedulingError as e:

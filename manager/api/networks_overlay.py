@@ -125,22 +125,32 @@ def _node_local(mode: str) -> bool:
     return mode in ("", "default", *BUILTIN) or mode.startswith("container:") or "/" in mode
 
 
+def _endpoints_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    networking = body.get("NetworkingConfig")
+    networking = networking if isinstance(networking, dict) else {}
+    endpoints = networking.get("EndpointsConfig")
+    return networking, endpoints if isinstance(endpoints, dict) else {}
+
+
+def overlay_refs(body: dict[str, Any]) -> list[str]:
+    """The networks a container create body names that no node serves itself, each once."""
+    host = body.get("HostConfig")
+    mode = str(host.get("NetworkMode") or "") if isinstance(host, dict) else ""
+    _, endpoints = _endpoints_config(body)
+    return list(dict.fromkeys(n for n in (mode, *endpoints) if not _node_local(str(n))))
+
+
 def with_network_ids(body: dict[str, Any], records: list[NetworkRecord]) -> dict[str, Any]:
     """A container create body whose `HostConfig.NetworkMode` or `EndpointsConfig` names
     overlay networks: each named one's `EndpointsConfig` entry (added for NetworkMode when
     missing) carries dockerd's `NetworkID` field, the network's full ID; the names stay as the
     client gave them. dockerd's 404 `network X not found` when one does not exist."""
-    host = body.get("HostConfig")
-    mode = str(host.get("NetworkMode") or "") if isinstance(host, dict) else ""
-    networking = body.get("NetworkingConfig")
-    networking = networking if isinstance(networking, dict) else {}
-    endpoints = networking.get("EndpointsConfig")
-    endpoints = endpoints if isinstance(endpoints, dict) else {}
-    refs = [name for name in (mode, *endpoints) if not _node_local(name)]
+    refs = overlay_refs(body)
     if not refs:
         return body
+    networking, endpoints = _endpoints_config(body)
     filled = dict(endpoints)
-    for ref in dict.fromkeys(refs):
+    for ref in refs:
         rec = find_in(records, ref)
         if rec is None:
             raise NotFound(f"network {ref} not found")
