@@ -3,7 +3,6 @@ shown as dockerd shows a network (inspect, list), its endpoints as `Containers`.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from typing import Any
 
@@ -12,17 +11,12 @@ from manager.network_ipam import Ipam, user_ipam
 from manager.network_store import find_in
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.docker.streams import format_time
+from proto.endpoints import endpoint_id
 from proto.records_pb2 import EndpointRecord, NetworkRecord
 
 OVERLAY = "overlay"
 # libnetwork's scope of a network every node shares (classic Swarm with a cluster store).
 SCOPE = "global"
-
-
-def endpoint_id(network_id: str, container_id: str) -> str:
-    """A 64-hex endpoint ID derived from the network and the container, so every reader of an
-    endpoint record (manager inspect, agent's container inspect) shows the same one."""
-    return hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()
 
 
 def _str_map(doc: dict[str, Any], key: str) -> dict[str, str]:

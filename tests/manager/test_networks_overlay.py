@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from manager.api.networks_overlay import endpoint_id, with_network_ids
+from manager.api.networks_overlay import with_network_ids
 from manager.network_store import NetworkStore
 from proto.docker.errors import NotFound
+from proto.endpoints import endpoint_id
 from proto.records_pb2 import EndpointRecord
 from tests.manager.test_networks import ALL, WEB, api, call, ls_filter, names
 
