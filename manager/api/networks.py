@@ -2,8 +2,10 @@
 listed once, next to every node's built-in networks as classic Swarm shows them
 (manager/api/networks_local.py).
 
-Overlay is the default driver, as in classic Swarm. Node-local user networks (`-d bridge`,
-`node/NAME`) are not served yet: a 501 says so; built-in networks keep dockerd's 403s.
+Overlay is the default driver through the manager. The docker CLI always sends its own default
+(`bridge`), so a plain `docker network create NAME` arrives as `bridge` and must give a network
+spanning every node: `bridge` without a node is taken as that default. Node-local user networks
+(`node/NAME`) are not served yet: a 501 says so; built-in networks keep dockerd's 403s.
 Connect and disconnect go to the agent of the container's node with the network's full ID.
 """
 
@@ -150,7 +152,7 @@ async def create(request: web.Request) -> web.Response:
         raise not_yet(f"create network {name} on one node")
     driver = str(body.get("Driver") or OVERLAY)
     if driver == "bridge":
-        raise not_yet(f"create bridge network {name}")
+        driver = OVERLAY  # the CLI's default, which cannot be told from `-d bridge`
     if driver in ("host", "null"):
         raise DockerError(f'only one instance of "{driver}" network is allowed', 403)
     if driver != OVERLAY:

@@ -200,9 +200,8 @@ async def test_changes_to_builtin_networks_answer_docker_errors(api: Any) -> Non
         bare = name.rpartition("/")[2]
         message = f"operation is not permitted on predefined {bare} network "
         assert (status, doc) == (403, {"message": message})
-    for body in ({"Name": "x", "Driver": "bridge"}, {"Name": "node-0/x"}):
-        status, doc, _ = await call(client, "POST", "/networks/create", json=body)
-        assert status == 501 and "node-local networks are the built-in" in doc["message"]
+    status, doc, _ = await call(client, "POST", "/networks/create", json={"Name": "node-0/x"})
+    assert status == 501 and "node-local networks are the built-in" in doc["message"]
     status, doc, _ = await call(client, "DELETE", "/v1.41/networks/node-0/bridge")
     assert (status, doc) == (
         403,

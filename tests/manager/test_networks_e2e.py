@@ -118,9 +118,9 @@ def test_bare_and_unknown_names_are_not_found(cluster: dict[str, object]) -> Non
 
 
 def test_changes_give_clear_errors(cluster: dict[str, object]) -> None:
-    res = docker("network", "create", "-d", "bridge", "x", check=False)
+    res = docker("network", "create", "-d", "bridge", "node-0/x", check=False)
     assert res.returncode == 1
-    assert "flotilla cannot create bridge network x yet: node-local networks" in res.stderr
+    assert "flotilla cannot create network node-0/x on one node yet: node-local" in res.stderr
     res = docker("network", "create", "bridge", check=False)
     assert res.returncode == 1
     assert "operation is not permitted on predefined bridge network" in res.stderr

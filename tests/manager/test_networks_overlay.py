@@ -131,6 +131,24 @@ async def test_user_ipam_flags_and_errors(api: Any) -> None:
         got = await call(client, "POST", "/networks/create", json={"Name": "v", **extra})
         assert got[:2] == (status, {"message": message}), extra
     assert await names(client, {"name": ["^v$"]}) == []
+    # The docker CLI's own body for `docker network create w`: its default driver is bridge.
+    cli = {
+        "Driver": "bridge",
+        "Scope": "",
+        "IPAM": {"Driver": "default", "Options": {}, "Config": []},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigOnly": False,
+        "ConfigFrom": None,
+        "Options": {},
+        "Labels": {},
+        "Name": "w",
+        "CheckDuplicate": True,
+    }  # noqa: E501
+    await _create(client, cli)
+    _, doc, _ = await call(client, "GET", "/networks/w")
+    assert (doc["Driver"], doc["Scope"]) == ("overlay", "global")
 
 
 async def test_list_once_next_to_builtins_with_filters(api: Any) -> None:
