@@ -145,7 +145,7 @@ async def test_user_ipam_flags_and_errors(api: Any) -> None:
         "Labels": {},
         "Name": "w",
         "CheckDuplicate": True,
-    }  # noqa: E501
+    }
     await _create(client, cli)
     _, doc, _ = await call(client, "GET", "/networks/w")
     assert (doc["Driver"], doc["Scope"]) == ("overlay", "global")
