@@ -10,6 +10,8 @@
 <prefix>/networks/<id>                NetworkRecord (manager)
 <prefix>/network-names/<name>         network name claim, value = network id
 <prefix>/vnis/<vni>                   VNI claim, value = network id
+<prefix>/network-seq                  rewritten by every network create: creates compare its mod
+                                      revision, so they commit one at a time (no shared subnet)
 <prefix>/endpoints/<net-id>/<ip>      EndpointRecord, the address claim (agent, under its lease)
 <prefix>/leader                       manager election
 """
@@ -60,6 +62,9 @@ class Keys:
 
     def vni(self, vni: int) -> str:
         return self._join("vnis", str(vni))
+
+    def network_seq(self) -> str:
+        return self._join("network-seq")
 
     def endpoint(self, net_id: str, ip: str) -> str:
         return self._join("endpoints", net_id, ip)

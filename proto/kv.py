@@ -81,7 +81,14 @@ class ValueIs:
     value: bytes
 
 
-Condition: TypeAlias = Absent | ModRevisionIs | ValueIs
+@dataclass(frozen=True)
+class NoneUnder:
+    """No key exists under `prefix` (one range compare: race-free, unlike a read first)."""
+
+    prefix: str
+
+
+Condition: TypeAlias = Absent | ModRevisionIs | ValueIs | NoneUnder
 
 
 class Put(NamedTuple):
@@ -367,6 +374,16 @@ def _entry(kv: object) -> Entry:
 
 
 def _compare(c: Condition) -> Compare:
+    if isinstance(c, NoneUnder):
+        # A range compare holds for every key in the range; an empty range compares as one
+        # absent key (create revision 0), so this holds exactly when nothing is there.
+        return Compare(
+            result=Compare.EQUAL,
+            target=Compare.CREATE,
+            key=c.prefix.encode(),
+            create_revision=0,
+            range_end=prefix_range_end(c.prefix),
+        )
     key = c.key.encode()
     if isinstance(c, Absent):
         return Compare(result=Compare.EQUAL, target=Compare.CREATE, key=key, create_revision=0)

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.api.container_list import list_containers
+from manager.api.networks_overlay import overlay_refs, with_network_ids
 from manager.api.node_ports import inspect_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
@@ -20,6 +21,7 @@ from manager.cluster_records import conflict_message
 from manager.create_intent import create_on_node
 from manager.errors import bool_param, int_param, read_json
 from manager.logical import with_generation
+from manager.network_store import NetworkStore
 from manager.placing import choose_node, scheduler_for, survey
 from manager.scheduler import (
     SchedulingError,
@@ -54,6 +56,9 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not body:
         raise InvalidParameter("config cannot be empty in order to create a container")
     body = _network_on_node(cluster, body)
+    if overlay_refs(body):
+        # Before anything is placed or written: a missing network is dockerd's 404 here.
+        body = with_network_ids(body, await NetworkStore(cluster.kv, cluster.keys).all())
     try:
         body = parse_placement(body)  # Swarm's hints into labels; its policy errors
     except SchedulingError as e:

@@ -1,61 +1,71 @@
-"""Network endpoints as classic Swarm presents them: every node's built-in networks.
+"""Network endpoints: overlay networks from etcd (manager/network_store.py), cluster-wide and
+listed once, next to every node's built-in networks as classic Swarm shows them
+(manager/api/networks_local.py).
 
-Each node has `bridge`, `host` and `none` (scope local). `docker network ls` shows them as
-`node/name`; inspect takes a full ID, an ID prefix or `node/name` and answers with the node's own
-view. A bare `bridge` names one network per node: ambiguous, so 404 as in Swarm.
-
-Creating, connecting, disconnecting and removing need user-defined networks, which come with
-overlay networking. Until then these answer dockerd's own error where one applies to a built-in
-network (403), and otherwise a 501 saying what to use instead; an unknown network stays a 404.
+Overlay is the default driver through the manager. The docker CLI always sends its own default
+(`bridge`), so a plain `docker network create NAME` arrives as `bridge` and must give a network
+spanning every node: `bridge` without a node is taken as that default. Node-local user networks
+(`node/NAME`) are not served yet: a 501 says so; built-in networks keep dockerd's 403s.
+Connect and disconnect go to the agent of the container's node with the network's full ID.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from manager.api.container_list import label_ok, node_ok
+from manager.api.events import parse_time
 from manager.api.filters import request_filters
+from manager.api.networks_local import (
+    BUILTIN,
+    PREDEFINED,
+    Candidate,
+    Found,
+    local_candidates,
+    node_networks,
+    not_yet,
+    pick,
+    predefined_create,
+    predefined_remove,
+    shown,
+)
+from manager.api.networks_overlay import OVERLAY, parse_create, view
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import read_json
+from manager.network_store import NetworkStore
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
-from proto.records_pb2 import NodeRecord
+from proto.records_pb2 import NetworkRecord
 
-BUILTIN = ("bridge", "host", "none")
-# dockerd also refuses to create `default`: the name of the daemon's default network mode.
-PREDEFINED = (*BUILTIN, "default")
-LIST_FILTERS = ("type", "name", "id", "label", "driver", "node")
+LIST_FILTERS = ("type", "name", "id", "label", "driver", "node", "scope")
 PRUNE_FILTERS = ("until", "label", "label!")
-NOT_YET = (
-    "user-defined networks are not supported yet (they come with overlay networking); a "
-    "container gets a built-in network when it is created: docker run --network "
-    "bridge|host|none (compose: network_mode: bridge)"
-)
-
-Found = tuple[NodeRecord, dict[str, Any]]
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+GO_DURATION_RE = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms))+$")
+Network = NetworkRecord | Found
 
 
-def _not_yet(what: str) -> DockerError:
-    # 501: a Docker endpoint flotilla knows and deliberately does not serve yet.
-    return DockerError(f"flotilla cannot {what}: {NOT_YET}", 501)
+def store_of(cluster: Cluster) -> NetworkStore:
+    return NetworkStore(cluster.kv, cluster.keys)
 
 
-async def _networks(cluster: Cluster, verbose: bool, node_ids: list[str] | None) -> list[Found]:
-    """(node, network view) for every network of the given (default: all) nodes."""
-    req = pb.NetworkListRequest(verbose=verbose)
-    found: list[Found] = []
-    for rec, result in await cluster.fan_out(lambda s: s.NetworkList(req), node_ids):
-        if isinstance(result, BaseException):
-            continue  # an unreachable node hides its networks, as in classic Swarm
-        found += [(rec, net) for net in json.loads(result.json)]
-    return found
+async def resolve(cluster: Cluster, ref: str) -> Network:
+    """An overlay record or a node's network, in dockerd's order (full ID, name, ID prefix).
+    An overlay network's exact ID or name needs no round to the nodes."""
+    records = await store_of(cluster).all()
+    for rec in records:
+        if ref in (rec.id, rec.name):
+            return rec
+    overlay: list[Candidate[Network]] = [(r.id, (r.name,), r) for r in records]
+    local: list[Candidate[Network]] = list(await local_candidates(cluster, ref))
+    return pick(ref, [*overlay, *local])
 
 
 # --------------------------------------------------------------------------- list
@@ -71,19 +81,15 @@ def _search(pattern: str, text: str) -> bool:
         return False
 
 
-def _shown(rec: NodeRecord, net: dict[str, Any]) -> str:
-    """Swarm's name for a local network in `ls`: `node/name`."""
-    return f"{rec.name}/{net['Name']}"
-
-
-def _matches(rec: NodeRecord, net: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+def _matches(net: dict[str, Any], names: tuple[str, ...], filters: dict[str, list[str]]) -> bool:
     """Every filter but `node`, which picks the nodes to ask."""
+    builtin = net["Scope"] == "local" and net["Name"] in BUILTIN
     checks: dict[str, Callable[[str], bool]] = {
-        "type": lambda v: (v == "builtin") == (net["Name"] in BUILTIN),
-        # The bare name as dockerd matches it, and the `node/name` that `ls` shows.
-        "name": lambda v: _search(v, net["Name"]) or _search(v, _shown(rec, net)),
+        "type": lambda v: (v == "builtin") == builtin,
+        "name": lambda v: any(_search(v, n) for n in names),
         "id": lambda v: _search(v, net["Id"]),
         "driver": lambda v: v == net["Driver"],
+        "scope": lambda v: v == net["Scope"],
     }
     for key, check in checks.items():
         values = filters.get(key)
@@ -92,103 +98,154 @@ def _matches(rec: NodeRecord, net: dict[str, Any], filters: dict[str, list[str]]
     return all(label_ok(net.get("Labels") or {}, want) for want in filters.get("label", []))
 
 
+def _list_filters(request: web.Request) -> dict[str, list[str]]:
+    filters = request_filters(request, LIST_FILTERS)
+    for key, allowed in (("type", ("custom", "builtin")), ("scope", ("local", "global", "swarm"))):
+        for value in filters.get(key, []):
+            if value not in allowed:
+                raise InvalidParameter(f"Invalid filter: '{key}'='{value}'")
+    return filters
+
+
 async def list_networks(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    filters = request_filters(request, LIST_FILTERS)
-    for kind in filters.get("type", []):
-        if kind not in ("custom", "builtin"):
-            raise InvalidParameter(f"Invalid filter: 'type'='{kind}'")
+    filters = _list_filters(request)
     wanted = filters.get("node", [])
     node_ids = [
         r.id for r in cluster.sorted_nodes() if not wanted or any(node_ok(r, w) for w in wanted)
     ]
     rows: list[dict[str, Any]] = []
-    if node_ids:
-        for rec, net in await _networks(cluster, False, node_ids):
-            if _matches(rec, net, filters):
-                # Swarm's list: local networks renamed `node/name`, nothing else added.
-                rows.append({**net, "Name": _shown(rec, net)})
+    if node_ids:  # overlay networks are on every node: shown once, with their bare name
+        for rec in await store_of(cluster).all():
+            row = view(rec)
+            if _matches(row, (rec.name,), filters):
+                rows.append(row)
+        for node, net in await node_networks(cluster, False, node_ids):
+            # Swarm's list: local networks renamed `node/name`, nothing else added.
+            if _matches(net, (net["Name"], shown(node, net)), filters):
+                rows.append({**net, "Name": shown(node, net)})
     return web.json_response(rows)
 
 
 # --------------------------------------------------------------------------- one network
 
 
-def _names(rec: NodeRecord, net: dict[str, Any]) -> tuple[str, ...]:
-    """The network's own name, and Swarm's `node/name` by node name or node ID."""
-    return (net["Name"], _shown(rec, net), f"{rec.id}/{net['Name']}")
-
-
-def _pick(ref: str, found: list[Found]) -> Found:
-    """dockerd's order: full ID, then name (Swarm adds `node/name`), then ID prefix."""
-    rules: list[tuple[str, Callable[[NodeRecord, dict[str, Any]], bool]]] = [
-        ("ID", lambda rec, net: net["Id"] == ref),
-        ("name", lambda rec, net: ref in _names(rec, net)),
-        ("ID prefix", lambda rec, net: net["Id"].startswith(ref)),
-    ]
-    for basis, match in rules:
-        hits = [(rec, net) for rec, net in found if match(rec, net)]
-        if len(hits) == 1:
-            return hits[0]
-        if hits:
-            # dockerd's wording; classic Swarm answers an ambiguous reference with a 404.
-            raise NotFound(
-                f"network {ref} is ambiguous ({len(hits)} matches found based on {basis})"
-            )
-    raise NotFound(f"network {ref} not found")
-
-
-async def _resolve(cluster: Cluster, ref: str) -> Found:
-    node_ids = None
-    if "/" in ref:
-        rec = cluster.node_by_name(ref.partition("/")[0])
-        if rec is None:
-            raise NotFound(f"network {ref} not found")
-        node_ids = [rec.id]
-    return _pick(ref, await _networks(cluster, True, node_ids))
-
-
 async def inspect(request: web.Request) -> web.Response:
-    _, net = await _resolve(request.app[CLUSTER_KEY], request.match_info["id"])
-    return web.json_response(net)  # the node's own view (bare name), as in Swarm
-
-
-# --------------------------------------------------------------------------- changes
+    cluster = request.app[CLUSTER_KEY]
+    found = await resolve(cluster, request.match_info["id"])
+    if isinstance(found, NetworkRecord):
+        endpoints = await store_of(cluster).endpoints(found.id)
+        return web.json_response(view(found, endpoints))
+    return web.json_response(found[1])  # the node's own view (bare name), as in Swarm
 
 
 async def create(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER_KEY]
     body = await read_json(request, {})
     if not isinstance(body, dict):
         raise InvalidParameter("network create body must be a JSON object")
     name = str(body.get("Name") or "")
     bare = name.rpartition("/")[2]  # Swarm's `node-1/name` creates on that node
     if bare in PREDEFINED:
-        # dockerd's PredefinedNetworkError, trailing space included.
-        raise DockerError(f"operation is not permitted on predefined {bare} network ", 403)
-    raise _not_yet(f"create network {name}" if name else "create networks")
+        raise predefined_create(bare)
+    if "/" in name:
+        raise not_yet(f"create network {name} on one node")
+    driver = str(body.get("Driver") or OVERLAY)
+    if driver == "bridge":
+        driver = OVERLAY  # the CLI's default, which cannot be told from `-d bridge`
+    if driver in ("host", "null"):
+        raise DockerError(f'only one instance of "{driver}" network is allowed', 403)
+    if driver != OVERLAY:
+        raise NotFound(f'plugin "{driver}" not found')
+    if not NAME_RE.match(name):
+        raise InvalidParameter(
+            f'invalid name: {name} includes invalid characters, only "[a-zA-Z0-9]'
+            '[a-zA-Z0-9_.-]" are allowed'
+        )
+    template, ipam = parse_create(body)
+    rec = await store_of(cluster).create(template, ipam)
+    return web.json_response({"Id": rec.id, "Warning": ""}, status=201)
 
 
 async def remove(request: web.Request) -> web.Response:
-    _, net = await _resolve(request.app[CLUSTER_KEY], request.match_info["id"])
-    if net["Name"] in BUILTIN:
-        raise DockerError(f"{net['Name']} is a pre-defined network and cannot be removed", 403)
-    raise _not_yet(f"remove network {net['Name']}")
+    cluster = request.app[CLUSTER_KEY]
+    found = await resolve(cluster, request.match_info["id"])
+    if isinstance(found, NetworkRecord):
+        await store_of(cluster).remove(found.id)
+        return web.Response(status=204)
+    name = found[1]["Name"]
+    if name in BUILTIN:
+        raise predefined_remove(name)
+    raise not_yet(f"remove network {name}")
+
+
+async def _attach(request: web.Request, verb: str) -> web.Response:
+    """connect/disconnect: the agent of the container's node does it, told the network's
+    full ID and the client's body with `Container` as the node's own container ID."""
+    cluster = request.app[CLUSTER_KEY]
+    found = await resolve(cluster, request.match_info["id"])
+    if not isinstance(found, NetworkRecord):
+        raise not_yet(f"{verb} containers to node-local networks")
+    body = await read_json(request, {})
+    if not isinstance(body, dict):
+        raise InvalidParameter(f"network {verb} body must be a JSON object")
+    node_id, cid = await cluster.resolve(str(body.get("Container") or ""))
+    payload = json.dumps({**body, "Container": cid}).encode()
+    if verb == "connect":
+        req = pb.NetworkConnectRequest(network_id=found.id, json=payload)
+        await cluster.call(node_id, lambda s: s.NetworkConnect(req))
+    else:
+        dreq = pb.NetworkDisconnectRequest(network_id=found.id, json=payload)
+        await cluster.call(node_id, lambda s: s.NetworkDisconnect(dreq))
+    return web.Response(status=200)
 
 
 async def connect(request: web.Request) -> web.Response:
-    await _resolve(request.app[CLUSTER_KEY], request.match_info["id"])
-    raise _not_yet("connect containers to networks")
+    return await _attach(request, "connect")
 
 
 async def disconnect(request: web.Request) -> web.Response:
-    await _resolve(request.app[CLUSTER_KEY], request.match_info["id"])
-    raise _not_yet("disconnect containers from networks")
+    return await _attach(request, "disconnect")
+
+
+def _until_ns(values: list[str]) -> int:
+    """Docker's `until`: a Go duration before now, a Unix time or an RFC 3339 time."""
+    if len(values) > 1:
+        raise InvalidParameter("more than one until filter specified")
+    if not values:
+        return 0
+    value = values[0]
+    if GO_DURATION_RE.match(value):
+        scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+        seconds = sum(float(n) * scale[unit] for n, unit in parts)
+        return time.time_ns() - int(seconds * 1e9)
+    return parse_time(value, "until")
 
 
 async def prune(request: web.Request) -> web.Response:
-    request_filters(request, PRUNE_FILTERS)
-    # Nodes have only built-in networks, which dockerd never prunes: nothing to delete.
-    return web.json_response({"NetworksDeleted": None})
+    """Overlay networks with no endpoint (built-in ones are never pruned), as dockerd."""
+    cluster = request.app[CLUSTER_KEY]
+    filters = request_filters(request, PRUNE_FILTERS)
+    until = _until_ns(filters.get("until", []))
+    store = store_of(cluster)
+    deleted = []
+    for rec in await store.all():
+        labels = dict(rec.labels)
+        if until and rec.created_at_ns >= until:
+            continue
+        if not all(label_ok(labels, want) for want in filters.get("label", [])):
+            continue
+        if any(label_ok(labels, want) for want in filters.get("label!", [])):
+            continue
+        try:
+            await store.remove(rec.id)
+        except DockerError as e:
+            if e.status not in (403, 404):  # in use, or removed meanwhile: not pruned here
+                raise
+            continue
+        deleted.append(rec.name)
+    return web.json_response({"NetworksDeleted": deleted or None})
 
 
 def add_routes(app: web.Application) -> None:

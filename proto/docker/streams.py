@@ -18,3 +18,10 @@ def format_timestamp(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
     base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{frac:09d}Z"
+
+
+def format_time(ns: int) -> str:
+    """Go's time.RFC3339Nano in UTC, as inspect's `Created`: trailing zeros of the fraction
+    dropped."""
+    fixed = format_timestamp(ns)[:-1].rstrip("0").rstrip(".")
+    return fixed + "Z"

@@ -1,5 +1,6 @@
 """manager/api/networks.py through the real aiohttp app, over a fake two-node cluster whose
-agents answer NetworkList with the runtime's own views (runtime.networks)."""
+agents answer NetworkList with the runtime's own views (runtime.networks), and a real etcd for
+overlay networks (tests/manager/test_networks_overlay.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from manager.app import make_app
 from proto import agent_pb2 as pb
-from proto.docker.errors import DockerError
+from proto.docker.errors import DockerError, NotFound
+from proto.keys import Keys
+from proto.kv import KV
 from proto.records_pb2 import NodeRecord
 from runtime.network import Bridge
 from runtime.networks import BuiltinNetworks
@@ -33,6 +36,8 @@ class FakeStub:
     def __init__(self, views: list[dict[str, Any]], up: bool) -> None:
         self.views = views
         self.up = up
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.refuse: DockerError | None = None
 
     async def NetworkList(self, req: pb.NetworkListRequest) -> pb.JsonReply:
         if not self.up:
@@ -43,11 +48,23 @@ class FakeStub:
                 view["Containers"] = {}
         return pb.JsonReply(json=json.dumps(views).encode())
 
+    async def NetworkConnect(self, req: pb.NetworkConnectRequest) -> pb.Empty:  # noqa: N802
+        self.calls.append(("connect", req.network_id, json.loads(req.json)))
+        return pb.Empty()
+
+    async def NetworkDisconnect(self, req: pb.NetworkDisconnectRequest) -> pb.Empty:  # noqa: N802
+        self.calls.append(("disconnect", req.network_id, json.loads(req.json)))
+        if self.refuse is not None:
+            raise self.refuse
+        return pb.Empty()
+
 
 class FakeCluster:
     """What the networks module uses of manager.cluster.Cluster."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, kv: KV) -> None:
+        self.kv = kv
+        self.keys = Keys("/nets")
         self.recs = [NodeRecord(id=f"ID{i}", name=f"node-{i}") for i in range(2)]
         self.stubs = {}
         for rec in self.recs:
@@ -75,16 +92,29 @@ class FakeCluster:
                 out.append((rec, e))
         return out
 
+    async def resolve(self, ref: str) -> tuple[str, str]:
+        """Container lookup: `web` (and its ID) runs on node-1."""
+        if ref in ("web", WEB):
+            return "ID1", WEB
+        raise NotFound(f"No such container: {ref}")
+
+    async def call(self, node_id: str, fn: Callable[[FakeStub], Awaitable[Any]]) -> Any:  # noqa: ANN401
+        return await fn(self.stubs[node_id])
+
     def network(self, node: int, name: str) -> dict[str, Any]:
         views = self.stubs[f"ID{node}"].views
         return next(v for v in views if v["Name"] == name)
 
 
 @pytest.fixture
-async def api(tmp_path: Any) -> AsyncIterator[tuple[TestClient, FakeCluster]]:
-    cluster = FakeCluster(str(tmp_path))
-    async with TestClient(TestServer(make_app(cluster, {}))) as client:  # type: ignore[arg-type]
-        yield client, cluster
+async def api(tmp_path: Any, etcd: Any) -> AsyncIterator[tuple[TestClient, FakeCluster]]:  # noqa: ANN401
+    kv = await KV.connect([etcd.endpoint])
+    cluster = FakeCluster(str(tmp_path), kv)
+    try:
+        async with TestClient(TestServer(make_app(cluster, {}))) as client:  # type: ignore[arg-type]
+            yield client, cluster
+    finally:
+        await kv.close()
 
 
 async def call(client: TestClient, method: str, path: str, **kw: Any) -> tuple[int, Any, bytes]:
@@ -163,19 +193,15 @@ async def test_inspect_by_node_name_id_and_prefix(api: Any) -> None:
         assert (status, body) == (404, f.read())
 
 
-async def test_changes_answer_docker_errors(api: Any) -> None:
+async def test_changes_to_builtin_networks_answer_docker_errors(api: Any) -> None:
     client, _ = api
-    status, doc, _ = await call(client, "POST", "/v1.41/networks/create", json={"Name": "x"})
-    assert status == 501
-    assert doc["message"].startswith("flotilla cannot create network x: user-defined networks")
-    assert (
-        "--network bridge|host|none" in doc["message"] and "network_mode: bridge" in doc["message"]
-    )
     for name in ("bridge", "node-0/host", "default"):
         status, doc, _ = await call(client, "POST", "/networks/create", json={"Name": name})
         bare = name.rpartition("/")[2]
         message = f"operation is not permitted on predefined {bare} network "
         assert (status, doc) == (403, {"message": message})
+    status, doc, _ = await call(client, "POST", "/networks/create", json={"Name": "node-0/x"})
+    assert status == 501 and "node-local networks are the built-in" in doc["message"]
     status, doc, _ = await call(client, "DELETE", "/v1.41/networks/node-0/bridge")
     assert (status, doc) == (
         403,
@@ -186,7 +212,7 @@ async def test_changes_answer_docker_errors(api: Any) -> None:
     for verb in ("connect", "disconnect"):
         body = {"Container": "web"}
         status, doc, _ = await call(client, "POST", f"/networks/node-1/host/{verb}", json=body)
-        assert status == 501 and f"cannot {verb} containers" in doc["message"]
+        assert status == 501 and f"cannot {verb} containers to node-local" in doc["message"]
         status, doc, _ = await call(client, "POST", f"/networks/nosuch/{verb}", json=body)
         assert (status, doc) == (404, {"message": "network nosuch not found"})
     status, doc, _ = await call(client, "POST", "/v1.41/networks/prune")

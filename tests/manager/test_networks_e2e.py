@@ -1,7 +1,8 @@
 """Networks end to end: a real 2-node dev cluster driven by the real docker CLI and docker-py.
 
 Every node has its built-in `bridge`, `host` and `none`, shown Swarm style as `node/name`;
-user-defined networks are not served yet and must say so clearly.
+overlay networks (the default driver) are stored by the manager and listed once. Node-local
+user networks are not served yet and must say so clearly.
 """
 
 from __future__ import annotations
@@ -117,13 +118,9 @@ def test_bare_and_unknown_names_are_not_found(cluster: dict[str, object]) -> Non
 
 
 def test_changes_give_clear_errors(cluster: dict[str, object]) -> None:
-    res = docker("network", "create", "x", check=False)
+    res = docker("network", "create", "-d", "bridge", "node-0/x", check=False)
     assert res.returncode == 1
-    assert "flotilla cannot create network x: user-defined networks are not supported" in (
-        res.stderr
-    )
-    assert "--network bridge|host|none" in res.stderr and "network_mode: bridge" in res.stderr
-    assert status_of("POST", "/v1.41/networks/create", b'{"Name": "x"}')[0] == 501
+    assert "flotilla cannot create network node-0/x on one node yet: node-local" in res.stderr
     res = docker("network", "create", "bridge", check=False)
     assert res.returncode == 1
     assert "operation is not permitted on predefined bridge network" in res.stderr
@@ -133,15 +130,77 @@ def test_changes_give_clear_errors(cluster: dict[str, object]) -> None:
     assert status_of("DELETE", "/v1.41/networks/node-0/bridge")[0] == 403
     res = docker("network", "rm", "nosuchnet", check=False)
     assert res.returncode == 1 and "network nosuchnet not found" in res.stderr
+    assert status_of("DELETE", "/v1.41/networks/nosuchnet") == (
+        404,
+        {"message": "network nosuchnet not found"},
+    )
     docker("run", "-d", "--name", "netbox", "busybox", "sleep", "300")
     try:
         for verb in ("connect", "disconnect"):
             res = docker("network", verb, "node-0/host", "netbox", check=False)
-            assert res.returncode == 1 and f"cannot {verb} containers" in res.stderr
-            assert "--network bridge|host|none" in res.stderr
+            assert res.returncode == 1
+            assert f"cannot {verb} containers to node-local networks" in res.stderr
     finally:
         docker("rm", "-f", "netbox", check=False)
     assert docker("network", "prune", "-f").returncode == 0
+    assert ls() == ALL
+
+
+def test_overlay_create_ls_inspect_rm(cluster: dict[str, object]) -> None:
+    plain = docker("network", "create", "ovl-a").stdout.strip()
+    try:
+        assert re.fullmatch(r"[0-9a-f]{64}", plain)
+        doc = network("ovl-a")
+        assert (doc["Id"], doc["Driver"], doc["Scope"], doc["Containers"]) == (
+            plain,
+            "overlay",
+            "global",
+            {},
+        )
+        [cfg] = doc["IPAM"]["Config"]
+        assert cfg["Subnet"].startswith("10.") and cfg["Subnet"].endswith(".0/24")
+        assert cfg["Gateway"] == cfg["Subnet"].replace(".0/24", ".1")
+        docker(
+            "network", "create", "--subnet", "10.91.0.0/16", "--gateway", "10.91.0.254",
+            "--ip-range", "10.91.4.0/24", "--label", "team=a", "--internal", "--attachable",
+            "--opt", "com.example.mtu=1400", "ovl-b",
+        )  # fmt: skip
+        doc = network("ovl-b")
+        assert doc["IPAM"]["Config"] == [
+            {"Subnet": "10.91.0.0/16", "Gateway": "10.91.0.254", "IPRange": "10.91.4.0/24"}
+        ]
+        assert (doc["Internal"], doc["Attachable"], doc["Labels"], doc["Options"]) == (
+            True,
+            True,
+            {"team": "a"},
+            {"com.example.mtu": "1400"},
+        )
+        assert network(doc["Id"][:12])["Name"] == "ovl-b"
+        # Each overlay network once, next to the nodes' built-ins.
+        assert ls() == sorted([*ALL, "ovl-a", "ovl-b"])
+        assert ls("--filter", "type=custom") == ["ovl-a", "ovl-b"]
+        assert ls("--filter", "label=team=a") == ["ovl-b"]
+        assert ls("--filter", "driver=overlay", "--filter", "name=ovl-a") == ["ovl-a"]
+        assert ls("--filter", "scope=global") == ["ovl-a", "ovl-b"]
+        rows = docker("network", "ls", "--filter", "name=ovl-a").stdout.splitlines()[1:]
+        assert [r.split()[1:] for r in rows] == [["ovl-a", "overlay", "global"]]
+        res = docker("network", "create", "ovl-a", check=False)
+        assert res.returncode == 1 and "network with name ovl-a already exists" in res.stderr
+        res = docker("network", "create", "--subnet", "10.91.9.0/24", "ovl-c", check=False)
+        assert res.returncode == 1
+        assert "Pool overlaps with other one on this address space" in res.stderr
+        res = docker("network", "create", "--ipv6", "ovl-c", check=False)
+        assert res.returncode == 1 and "IPv6 is not supported" in res.stderr
+        assert docker("network", "rm", "ovl-a").stdout.strip() == "ovl-a"
+        res = docker("network", "inspect", "ovl-a", check=False)
+        assert res.returncode == 1 and "network ovl-a not found" in res.stderr
+        docker("network", "create", "--label", "keep", "ovl-d")
+        out = docker("network", "prune", "-f", "--filter", "label!=keep").stdout
+        assert "ovl-b" in out and "ovl-d" not in out
+        assert ls("--filter", "type=custom") == ["ovl-d"]
+    finally:
+        for name in ("ovl-a", "ovl-b", "ovl-d"):
+            docker("network", "rm", name, check=False)
     assert ls() == ALL
 
 
@@ -154,9 +213,14 @@ def test_docker_py(cluster: dict[str, object]) -> None:
         assert (net.name, net.attrs["Driver"]) == ("host", "host")
         with pytest.raises(docker_py.errors.NotFound):
             client.networks.get("nosuchnet")
-        with pytest.raises(docker_py.errors.APIError) as info:
-            client.networks.create("x")
-        assert info.value.status_code == 501
+        net = client.networks.create("pynet", labels={"via": "docker-py"})
+        try:
+            assert client.networks.get("pynet").attrs["Driver"] == "overlay"
+            with pytest.raises(docker_py.errors.APIError) as info:
+                client.networks.create("pynet")
+            assert info.value.status_code == 409
+        finally:
+            net.remove()
     finally:
         client.close()
 
