@@ -39,6 +39,7 @@ class EtcdDirectory:
         node_id: str,
         vtep: str,
         lease: Callable[[], int],
+        swarm_id_of: Callable[[str], str] = lambda cid: "",
         dns: EmbeddedDNS | None = None,
     ) -> None:
         self.kv = kv
@@ -48,6 +49,7 @@ class EtcdDirectory:
         self.node_id = node_id
         self.vtep = vtep
         self.lease = lease
+        self.swarm_id_of = swarm_id_of  # container id -> com.docker.swarm.id ("" when none)
         self.dns = dns
         self.joined_nets: dict[str, list[str]] = {}  # container id -> its networks, in order
 
@@ -97,7 +99,7 @@ class EtcdDirectory:
         # The view says which addresses are taken, but may lag etcd: a full scan that finds
         # nothing is repeated once against etcd itself before the network counts as full.
         taken = self.view.taken(spec.id)
-        previous = req.previous_ip
+        previous = req.previous_ip or await self._last_address(spec, req.container_id)
         free = previous and previous not in taken and ipaddress.IPv4Address(previous) in pool
         if free and await self._create(spec, req, previous, lease):
             return previous
@@ -113,6 +115,18 @@ class EtcdDirectory:
         raise SystemError_(
             f"no available IPv4 addresses on this network's address pools: {spec.name} ({spec.id})"
         )
+
+    async def _last_address(self, spec: OverlaySpec, container_id: str) -> str:
+        """The address the logical container had on the network before it was rescheduled
+        here (its old copy's claim went with the dead node's lease)."""
+        swarm_id = self.swarm_id_of(container_id)
+        if not swarm_id:
+            return ""
+        try:
+            entry = await self.kv.get(self.keys.last_address(swarm_id, spec.id))
+        except KVError as e:
+            raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
+        return entry.value.decode() if entry is not None else ""
 
     async def _taken_in_etcd(self, spec: OverlaySpec) -> set[str]:
         try:
@@ -137,8 +151,12 @@ class EtcdDirectory:
     async def _create(self, spec: OverlaySpec, req: EndpointRequest, ip: str, lease: int) -> bool:
         key = self.keys.endpoint(spec.id, ip)
         rec = self._record(spec, req, ip)
+        puts = [Put(key, rec.SerializeToString(), lease)]
+        swarm_id = self.swarm_id_of(req.container_id)
+        if swarm_id:
+            puts.append(Put(self.keys.last_address(swarm_id, spec.id), ip.encode()))
         try:
-            created = await self.kv.txn([Absent(key)], [Put(key, rec.SerializeToString(), lease)])
+            created = await self.kv.txn([Absent(key)], puts)
         except KVError as e:
             raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
         if created:

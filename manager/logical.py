@@ -125,7 +125,10 @@ class LogicalStore:
         rec, rev = found
         if container_id and rec.container_id != container_id:
             return  # already replaced by a reschedule: that copy is the live one
-        await self.kv.compare_and_delete(self.keys.logical(swarm_id), rev)
+        if await self.kv.compare_and_delete(self.keys.logical(swarm_id), rev):
+            # The overlay addresses it last had (docs/networking.md); a crash right here
+            # leaves a few bytes no container will ask for.
+            await self.kv.delete_prefix(self.keys.last_addresses_prefix(swarm_id))
 
     async def set_start(self, swarm_id: str, cid: str, start: bool) -> None:
         """Whether the container is meant to run (docker start/stop/kill/restart)."""

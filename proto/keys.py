@@ -13,6 +13,8 @@
 <prefix>/network-seq                  rewritten by every network create: creates compare its mod
                                       revision, so they commit one at a time (no shared subnet)
 <prefix>/endpoints/<net-id>/<ip>      EndpointRecord, the address claim (agent, under its lease)
+<prefix>/addresses/<swarm-id>/<net-id>  the address a logical container last had on a network
+                                      (agent, no lease: its replacement asks for it again)
 <prefix>/leader                       manager election
 """
 
@@ -66,6 +68,9 @@ class Keys:
     def network_seq(self) -> str:
         return self._join("network-seq")
 
+    def last_address(self, swarm_id: str, net_id: str) -> str:
+        return self._join("addresses", swarm_id, net_id)
+
     def endpoint(self, net_id: str, ip: str) -> str:
         return self._join("endpoints", net_id, ip)
 
@@ -102,6 +107,10 @@ class Keys:
 
     def vnis_prefix(self) -> str:
         return self._dir("vnis")
+
+    def last_addresses_prefix(self, swarm_id: str) -> str:
+        self._join(swarm_id)  # validates
+        return self._dir("addresses", swarm_id)
 
     def endpoints_prefix(self, net_id: str | None = None) -> str:
         return self._dir("endpoints") if net_id is None else self._dir("endpoints", net_id)

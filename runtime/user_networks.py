@@ -17,11 +17,11 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import threading
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from proto.docker.endpoints import endpoint_id
 from proto.docker.errors import DockerError, InvalidParameter, NotFound, SystemError_
 from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec
@@ -235,7 +235,7 @@ class UserNetworks:
         ep.host_veth = await asyncio.to_thread(
             self.plane.attach, spec, netns_path, ifname, ip, ep.mac, route
         )
-        ep.endpoint_id = secrets.token_hex(32)
+        ep.endpoint_id = endpoint_id(ep.network_id, rec.id)
         self._save(rec)
 
     def _request(self, rec: ContainerRecord, ep: Endpoint) -> EndpointRequest:

@@ -9,9 +9,9 @@ from typing import Any
 from manager.api.networks_local import BUILTIN
 from manager.network_ipam import Ipam, user_ipam
 from manager.network_store import find_in
+from proto.docker.endpoints import endpoint_id
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.docker.streams import format_time
-from proto.endpoints import endpoint_id
 from proto.records_pb2 import EndpointRecord, NetworkRecord
 
 OVERLAY = "overlay"

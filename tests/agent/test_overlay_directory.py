@@ -29,6 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 NET = NetworkRecord(
     id="a" * 64, name="web", driver="overlay", vni=4097, subnet="10.7.0.0/24", gateway="10.7.0.1"
 )
+SWARM_IDS: dict[str, str] = {}  # container id -> com.docker.swarm.id, as the runtime's labels say
 SMALL = NetworkRecord(
     id="b" * 64, name="tiny", driver="overlay", vni=4098, subnet="10.8.0.0/29", gateway="10.8.0.1"
 )
@@ -76,7 +77,14 @@ async def cluster(etcd: EtcdServer) -> AsyncIterator[tuple[KV, Keys, list[Node]]
             peers = PeerSync(view, plane, f"N{i}", lambda u=in_use: set(u))  # type: ignore[arg-type]
             view.on_change = peers.changed
             directory = EtcdDirectory(
-                kv, keys, view, peers, f"N{i}", f"192.0.2.{i + 1}", lambda n=i: nodes[n].lease
+                kv,
+                keys,
+                view,
+                peers,
+                f"N{i}",
+                f"192.0.2.{i + 1}",
+                lambda n=i: nodes[n].lease,
+                swarm_id_of=lambda cid: SWARM_IDS.get(cid, ""),
             )
             nodes.append(
                 Node(f"N{i}", f"192.0.2.{i + 1}", kv, lease, view, peers, directory, plane, in_use)
@@ -146,6 +154,20 @@ async def test_a_dead_nodes_addresses_go_with_its_lease(cluster) -> None:
     assert await admin.get(keys.endpoint(NET.id, ip)) is None
     # Its rescheduled copy on another node gets the same address back.
     assert await nodes[2].directory.claim(spec(NET), request("6" * 64, previous=ip)) == ip
+
+
+async def test_a_rescheduled_copy_gets_its_address_back_by_its_swarm_id(cluster) -> None:
+    admin, keys, nodes = cluster
+    old, new = "1" * 64, "2" * 64
+    SWARM_IDS.update({old: "s" * 64, new: "s" * 64})
+    ip = await nodes[1].directory.claim(spec(NET), request(old, previous="10.7.0.20"))
+    assert ip == "10.7.0.20"
+    await nodes[1].kv.lease_revoke(nodes[1].lease)  # its node died: its claim went
+    # The replacement, a new container with the same swarm id on another node, asks for
+    # nothing in particular and gets the address its logical container had (not 10.7.0.2).
+    assert await nodes[2].directory.claim(spec(NET), request(new)) == ip
+    last = await admin.get(keys.last_address("s" * 64, NET.id))
+    assert last is not None and last.value.decode() == ip and last.lease == 0
 
 
 async def test_reassert_moves_claims_to_the_new_lease_and_drops_stale_ones(cluster) -> None:

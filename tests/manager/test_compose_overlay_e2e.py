@@ -22,7 +22,10 @@ version: "2"
 services:
   web:
     image: busybox:latest
-    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    command:
+      - sh
+      - -c
+      - mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www
     environment: ["constraint:node==node-1"]
   client:
     image: busybox:latest

@@ -11,8 +11,8 @@ import pytest
 
 from manager.api.networks_overlay import with_network_ids
 from manager.network_store import NetworkStore
+from proto.docker.endpoints import endpoint_id
 from proto.docker.errors import NotFound
-from proto.endpoints import endpoint_id
 from proto.records_pb2 import EndpointRecord
 from tests.manager.test_networks import ALL, WEB, api, call, ls_filter, names
 

@@ -1,5 +1,5 @@
 """Derived identities of overlay endpoints, shared by the manager (network inspect) and the
-agent (container inspect), so both show the same values for one endpoint record."""
+runtime (container inspect), so both show the same values for one endpoint."""
 
 from __future__ import annotations
 
