@@ -18,9 +18,9 @@ from collections.abc import Callable
 from agent.dns import EmbeddedDNS
 from agent.overlay_peers import PeerSync, spec_of
 from agent.overlay_view import OverlayView
-from proto.docker.errors import SystemError_
+from proto.docker.errors import NotFound, SystemError_
 from proto.keys import Keys
-from proto.kv import KV, Absent, KVError, ModRevisionIs, Put
+from proto.kv import KV, Absent, KVError, ModRevisionIs, Present, Put
 from proto.records_pb2 import EndpointRecord, NetworkRecord
 from runtime.net_directory import EndpointRequest, UserNetwork, address_in_use
 from runtime.network import mac_for_ip
@@ -155,13 +155,19 @@ class EtcdDirectory:
         swarm_id = self.swarm_id_of(req.container_id)
         if swarm_id:
             puts.append(Put(self.keys.last_address(swarm_id, spec.id), ip.encode()))
+        # The network must still exist: its removal checks for endpoints in its own
+        # transaction, so one of the two fails and no endpoint outlives its network.
+        present = Present(self.keys.network(spec.id))
         try:
-            created = await self.kv.txn([Absent(key)], puts)
+            created = await self.kv.txn([Absent(key), present], puts)
+            gone = not created and await self.kv.get(self.keys.network(spec.id)) is None
         except KVError as e:
             raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
+        if gone:
+            raise NotFound(f"network {spec.name} not found")
         if created:
             self.view.record_claim(rec)
-        return created
+        return bool(created)
 
     async def release(self, spec: OverlaySpec, ip: str) -> None:
         """Deletes the claim if it is still this node's (a lost lease may have let another

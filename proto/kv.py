@@ -82,13 +82,20 @@ class ValueIs:
 
 
 @dataclass(frozen=True)
+class Present:
+    """`key` exists."""
+
+    key: str
+
+
+@dataclass(frozen=True)
 class NoneUnder:
     """No key exists under `prefix` (one range compare: race-free, unlike a read first)."""
 
     prefix: str
 
 
-Condition: TypeAlias = Absent | ModRevisionIs | ValueIs | NoneUnder
+Condition: TypeAlias = Absent | Present | ModRevisionIs | ValueIs | NoneUnder
 
 
 class Put(NamedTuple):
@@ -387,6 +394,8 @@ def _compare(c: Condition) -> Compare:
     key = c.key.encode()
     if isinstance(c, Absent):
         return Compare(result=Compare.EQUAL, target=Compare.CREATE, key=key, create_revision=0)
+    if isinstance(c, Present):
+        return Compare(result=Compare.GREATER, target=Compare.CREATE, key=key, create_revision=0)
     if isinstance(c, ModRevisionIs):
         return Compare(result=Compare.EQUAL, target=Compare.MOD, key=key, mod_revision=c.revision)
     # etcd fails a value compare on a key that does not exist, whatever the value.

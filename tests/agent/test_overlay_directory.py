@@ -230,3 +230,19 @@ async def test_names_answer_from_the_networks_a_container_joined(cluster) -> Non
     assert here.resolve(me, "c-" + "e" * 64) == [] and other
     await here.left(me, [spec(NET)])
     assert here.resolve(me, "c-" + "d" * 64) == []
+
+
+async def test_no_address_on_a_removed_network(cluster) -> None:
+    admin, keys, nodes = cluster
+    gone = NetworkRecord(
+        id="c" * 64,
+        name="gone",
+        driver="overlay",
+        vni=4099,
+        subnet="10.9.0.0/24",
+        gateway="10.9.0.1",
+    )
+    with pytest.raises(DockerError) as err:
+        await nodes[0].directory.claim(spec(gone), request("5" * 64))
+    assert (err.value.status, err.value.message) == (404, "network gone not found")
+    assert await admin.get_prefix(keys.endpoints_prefix(gone.id)) == []
