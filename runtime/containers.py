@@ -19,7 +19,7 @@ import re
 import secrets
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,6 @@ from runtime import (
     fence,
     health,
     launch,
-    logs,
     names,
     restart,
     shim,
@@ -41,6 +40,7 @@ from runtime import (
 from runtime import config as cfg
 from runtime.cgroups import Cgroups
 from runtime.config_types import ContainerSpec
+from runtime.container_io import ContainerIO
 from runtime.execs import Execs
 from runtime.images import ImageStore
 from runtime.net_directory import NetworkDirectory
@@ -69,7 +69,7 @@ class _Live:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class Runtime:
+class Runtime(ContainerIO):
     """All containers of one node. Methods are coroutines; call them from one event loop."""
 
     def __init__(
@@ -545,62 +545,6 @@ class Runtime:
         rec.save(self.paths.container(rec.id))
         self.emit("update", rec)
         return []
-
-    # ----------------------------------------------------------------- I/O
-
-    async def attach(
-        self, ref: str, stdin: bool, stdout: bool, stderr: bool
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect to a running container's stdio via its shim (raw or multiplexed frames)."""
-        rec = self.get(ref)
-        if not rec.running:
-            raise Conflict(f"Container {rec.id} is not running")
-        sock = os.path.join(self.paths.container(rec.id), "attach.sock")
-        return await shim.open_attach(sock, stdin, stdout, stderr)
-
-    async def resize(self, ref: str, height: int, width: int) -> None:
-        rec = self.get(ref)
-        if not rec.running:
-            raise Conflict(f"Container {rec.id} is not running")
-        await shim.resize(os.path.join(self.paths.container(rec.id), "attach.sock"), height, width)
-
-    def log_path(self, rec: ContainerRecord) -> str:
-        return os.path.join(self.paths.container(rec.id), f"{rec.id}-json.log")
-
-    async def logs(
-        self,
-        ref: str,
-        stdout: bool = True,
-        stderr: bool = True,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> AsyncIterator[logs.LogEntry]:
-        rec = self.get(ref)
-        path = self.log_path(rec)
-        if not follow:
-            entries = await asyncio.to_thread(
-                logs.read_logs,
-                path,
-                stdout=stdout,
-                stderr=stderr,
-                tail=tail,
-                since=since,
-                until=until,
-            )
-            for entry in entries:
-                yield entry
-            return
-
-        def stopped() -> bool:
-            current = self._records.get(rec.id)
-            return current is None or not (current.running or current.status == "restarting")
-
-        async for entry in logs.follow_logs(
-            path, stdout=stdout, stderr=stderr, tail=tail, since=since, until=until, stop=stopped
-        ):
-            yield entry
 
     # ----------------------------------------------------------------- images in use
 
