@@ -56,6 +56,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+LISTING_SETTLE_S = 2.0
+
+
 def wait_until(cond: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -138,8 +141,17 @@ class Bench:
             return all(hb.time_to_replacement(self.watch.of(n), fault_t) is not None for n in names)
 
         wait_until(replaced, timeout)
-        # Only another node can run the replacements while the victim is down.
-        where = self.placed_on(names)
+        # Only another node can run the replacements while the victim is down. A replacement
+        # beats as soon as it starts, a moment before the manager records where it went
+        # (docs/failover.md): the listing is given that moment to follow.
+        where: dict[str, str] = {}
+
+        def listed_elsewhere() -> bool:
+            nonlocal where
+            where = self.placed_on(names)
+            return all(node != VICTIM for node in where.values())
+
+        wait_until(listed_elsewhere, LISTING_SETTLE_S)
         stayed = sorted(n for n, node in where.items() if node == VICTIM)
         moved = {node for node in where.values() if node != VICTIM}
         if stayed:

@@ -108,7 +108,7 @@ def test_policy_errors_are_swarms() -> None:
 def test_killed_node_containers_move_stay_or_wait() -> None:
     web = run("web", "-e", POLICY, "-e", "constraint:node==~node-1")
     run("plain", "-e", "constraint:node==~node-1")
-    run("pinned", "-e", POLICY, "-e", "constraint:node==node-1")
+    pinned = run("pinned", "-e", POLICY, "-e", "constraint:node==node-1")
     for name in ("web", "plain", "pinned"):
         assert inspect(name)["Node"]["Name"] == "node-1"
     swarm_id = inspect(web)["Config"]["Labels"][SWARM_ID_LABEL]
@@ -160,11 +160,13 @@ def test_killed_node_containers_move_stay_or_wait() -> None:
     assert "flotilla_pending_containers 1.0" in text
     assert "flotilla_time_to_reschedule_seconds_count 1.0" in text
 
-    # The node comes back: the pinned container is placed there, nothing else moves back.
+    # The node comes back: it claims its pinned copy back (no replacement was made) and starts
+    # it; nothing else moves back.
     since = time.time() - 0.5
     dev_drills.start("node-1")
-    wait_for(lambda: "node-1/pinned" in running_names(), DEADLINE_S, "pinned placed on node-1")
-    assert inspect("pinned")["Config"]["Labels"][GENERATION_LABEL] == "2"
+    wait_for(lambda: "node-1/pinned" in running_names(), DEADLINE_S, "pinned running on node-1")
+    assert inspect("pinned")["Id"] == pinned
+    assert inspect("pinned")["Config"]["Labels"][GENERATION_LABEL] == "1"
     assert inspect("web")["Id"] == moved["Id"]
     # The returned node removes its stale copy (decided from the logical record): one web.
     wait_for(
