@@ -258,13 +258,9 @@ class UserNetworks:
         ]
 
     def in_use(self) -> set[str]:
-        """IDs of the networks a running container here is attached to."""
-        return {
-            ep.network_id
-            for rec in self._rt.list()
-            for ep in rec.networks
-            if ep.host_veth and rec.running
-        }
+        """IDs of the networks a container here holds an address on, from the moment of its
+        claim (still starting, or running): their peers must be programmed from then on."""
+        return {ep.network_id for rec in self._rt.list() for ep in rec.networks if ep.ip}
 
     async def _detach(self, rec: ContainerRecord, ep: Endpoint) -> None:
         spec, ip, veth = spec_of(ep), ep.ip, ep.host_veth
