@@ -126,7 +126,7 @@ def real() -> Iterator[tuple[Cgroups, str]]:
                     os.rmdir(level)
 
 
-def _spawn(argv: list[str], cgdirs: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(argv: list[str], cgdirs: list[str], **kw: object) -> subprocess.Popen[bytes]:
     """Start argv already inside the cgroups (like the shim does before exec)."""
 
     def join() -> None:
@@ -134,7 +134,12 @@ def _spawn(argv: list[str], cgdirs: list[str]) -> subprocess.Popen[bytes]:
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
 
-    return subprocess.Popen(argv, preexec_fn=join)
+    return subprocess.Popen(argv, preexec_fn=join, **kw)  # type: ignore[call-overload]
+
+
+# Works a little, says so, then sleeps: once "ready" is read, its CPU time has been charged
+# (the kernel charges at scheduling events; a bare `sleep` may not have met one yet).
+WORK_THEN_SLEEP = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ready; exec sleep 60"
 
 
 def test_real_lifecycle(real: tuple[Cgroups, str]) -> None:
@@ -142,8 +147,9 @@ def test_real_lifecycle(real: tuple[Cgroups, str]) -> None:
     dirs = cg.create(cid, Resources(memory=64 * MiB, pids_limit=50, cpu_shares=512))
     assert all(os.path.isdir(d) for d in dirs)
     assert cid in cg.list_ids()
-    proc = _spawn(["sleep", "60"], dirs)
+    proc = _spawn(["sh", "-c", WORK_THEN_SLEEP], dirs, stdout=subprocess.PIPE)
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         assert cg.pids(cid) == [proc.pid]
         st = cg.stats(cid)
         assert st["memory_stats"]["limit"] == 64 * MiB
