@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from deploy import dev_drills
+from deploy import devcluster as dc
 from tests.fixtures import dev_cluster, docker
 from tests.manager.swarm_compat import heal_and_reset, inspect, wait_for
 
@@ -205,3 +207,23 @@ def test_nothing_is_left_after_network_rm(clean: None) -> None:
     docker("network", "rm", "web")
     for i in range(3):
         assert overlay_links(f"node-{i}") == []
+
+
+def test_published_port_of_an_overlay_container(clean: None) -> None:
+    docker("network", "create", "web")
+    run("pub", "node-1", "--network", "web", "-p", "18090:8080", cmd=("sh", "-c", SERVE))
+    ports = inspect("pub")["NetworkSettings"]["Ports"]["8080/tcp"]
+    assert ports and ports[0]["HostPort"] == "18090"
+
+    def fetch() -> str:
+        # From the test's side of the underlay, to node-1's own address.
+        with socket.create_connection((dc.node_ip(1), 18090), timeout=3) as conn:
+            return conn.makefile().readline()
+
+    def answered() -> bool:
+        try:
+            return fetch().startswith("hello-from-")
+        except OSError:
+            return False
+
+    wait_for(answered, 20, "the published port answers on node-1's address")
