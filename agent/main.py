@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import identity, nodeid
-from agent.dns import EmbeddedDNS
+from agent.embedded_dns import EmbeddedDNS
 from agent.events import EventBus
 from agent.fencing import FENCE_FILE, Fence, FenceFile, PeerClient
 from agent.metrics import AgentMetrics

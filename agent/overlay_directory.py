@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.dns import EmbeddedDNS
+from agent.embedded_dns import EmbeddedDNS
 from agent.overlay_peers import PeerSync, spec_of
 from agent.overlay_view import OverlayView
 from proto.docker.errors import NotFound, SystemError_

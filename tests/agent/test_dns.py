@@ -21,8 +21,8 @@ import dns.rrset
 import pytest
 from pyroute2 import IPRoute
 
-from agent.dns import EmbeddedDNS
 from agent.dns_upstream import host_nameservers
+from agent.embedded_dns import EmbeddedDNS
 from runtime.netns import create_netns, delete_netns, run_in_netns
 
 RESOLVER = "127.0.0.11"
