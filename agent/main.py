@@ -30,6 +30,7 @@ from agent.registration import Counts, Registration, describe_host
 from agent.server import start_grpc_server
 from agent.service_drills import DrillSettings
 from agent.status import StatusReporter
+from agent.tasks import cancel
 from proto.docker.errors import DockerError
 from proto.keys import DEFAULT_PREFIX, Keys
 from proto.kv import KV, KVError, parse_discovery
@@ -330,10 +331,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         fence.fence_now()
         await _wait_fenced(runtime, STOP_FENCE_WAIT_S)
     finally:
-        if fence_task is not None:
-            fence_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fence_task
+        await cancel(fence_task)
         # Deregister first so the manager stops sending work, then stop serving.
         if registration is not None:
             await registration.stop(deregister=True)

@@ -9,11 +9,11 @@ local user, or at the runtime's restart: runtime/user_networks.py.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from agent.overlay_view import OverlayView
+from agent.tasks import cancel
 from proto.records_pb2 import NetworkRecord
 from runtime.overlay import OverlayPlane, OverlaySpec
 
@@ -63,11 +63,8 @@ class PeerSync:
         self._task = asyncio.create_task(self._run(), name="overlay-peers")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def program(self, net_ids: set[str]) -> None:
         """Now, for networks a container here just joined (before its process runs). Before

@@ -7,10 +7,10 @@ missing. Every change names the networks it touched, for the peer programming.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from agent.tasks import cancel
 from proto.keys import Keys
 from proto.kv import KV, KVError, WatchEvent
 from proto.records_pb2 import EndpointRecord, NetworkRecord
@@ -83,11 +83,7 @@ class OverlayView:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         self._tasks = []
 
     async def _follow(self, prefix: str) -> None:

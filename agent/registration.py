@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from agent import fencing
 from agent.fencing import Fence
 from agent.metrics import AgentMetrics
+from agent.tasks import cancel
 from proto.keys import Keys
 from proto.kv import KV, KVError
 from proto.records_pb2 import NodeRecord
@@ -134,11 +135,7 @@ class Registration:
     async def stop(self, deregister: bool = True) -> None:
         """Stop renewing. With `deregister` the lease is revoked and the record goes at once;
         without it the record expires after the TTL, as when the agent dies."""
-        for task in (self._task, self._hook, self._peers):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel(self._task, self._hook, self._peers)
         self._task = self._hook = self._peers = None
         self.registered.clear()
         if deregister and self.lease_id:

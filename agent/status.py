@@ -6,7 +6,6 @@ reporter does a full resync once etcd answers again, so the records match the ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.metrics import AgentMetrics
+from agent.tasks import cancel
 from proto.keys import Keys
 from proto.kv import KV, KVError
 from proto.records_pb2 import ContainerStatus
@@ -93,11 +93,8 @@ class StatusReporter:
         self._task = asyncio.create_task(self._run(), name="status-reporter")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         backoff = 0.1
