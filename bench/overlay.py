@@ -36,6 +36,8 @@ from deploy.dev_layout import NETNS_DIR, node_ip  # noqa: E402
 
 HOST = devcluster.docker_host()
 NETWORK = "flt-bench-overlay"
+# Given, not chosen by the manager: `--ip` needs a user-configured subnet (dockerd's rule).
+SUBNET = "10.231.0.0/24"
 PREFIX = "flt-ob-"
 TARGETS = {"ratio_8_streams": 0.90, "ratio_1_stream": 0.70}
 ADDED_RTT_TARGET_US = 50.0
@@ -82,12 +84,26 @@ def container_endpoint(name: str) -> Endpoint:
     return Endpoint(name, netns, address)
 
 
-def throughput(client: Endpoint, server: Endpoint, streams: int, seconds: int) -> float:
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of the whole machine, from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def throughput(
+    client: Endpoint, server: Endpoint, streams: int, seconds: int
+) -> tuple[float, float]:
+    """Gbit/s from client to server, and the machine's CPU busy fraction meanwhile (both ends
+    share this machine's cores: when it is near 1, the figure is CPU-bound)."""
     proc = probe.start_iperf3_server(server.netns)
     try:
-        return probe.iperf3_client(client.netns, server.address, streams, seconds)
+        idle0, total0 = cpu_times()
+        gbps = probe.iperf3_client(client.netns, server.address, streams, seconds)
+        idle1, total1 = cpu_times()
     finally:
         probe.stop(proc)
+    return gbps, 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def rtt_us(a: Endpoint, b: Endpoint) -> float:
@@ -95,56 +111,58 @@ def rtt_us(a: Endpoint, b: Endpoint) -> float:
     return (probe.ping_avg(a.netns, b.address) + probe.ping_avg(b.netns, a.address)) / 2 * 1000
 
 
-def reachable_after(origin: Endpoint, addresses: list[str]) -> list[float | None]:
-    """For each address, a new container on node-1: seconds from `docker run -d` returning to
+def reachable_after(origin: Endpoint, tries: int) -> list[float | None]:
+    """For each try, a new container on node-1: seconds from `docker run -d` returning to
     the first echo reply from `origin` (None: none within REACH_DEADLINE_S)."""
+    hosts = [str(a) for a in ipaddress.ip_network(SUBNET).hosts()]
+    # The control: an address nobody holds must not answer, or a reply would prove nothing.
+    if probe.first_reply(origin.netns, hosts[-1], 1):
+        raise RuntimeError(f"{hosts[-1]} answers though no container holds it")
     times: list[float | None] = []
-    for i, address in enumerate(addresses):
+    # Addresses near the top of the subnet, away from the ones the manager hands out first.
+    for i, address in enumerate(hosts[-1 - tries : -1]):
         name = f"{PREFIX}reach-{i}"
         run_container(name, "node-1", "--ip", address)
         returned = time.monotonic()
         ok = probe.first_reply(origin.netns, address, REACH_DEADLINE_S)
         took = time.monotonic() - returned
         times.append(took if ok else None)
-        log(f"reach #{i}: {f'{took:.3f} s' if ok else 'never'}")
+        log(f"reach #{i} ({address}): {f'{took:.3f} s' if ok else 'never'}")
         docker(HOST, "rm", "-f", name)
     return times
 
 
-def spare_addresses(count: int) -> list[str]:
-    """Addresses near the top of the network's subnet, away from the ones handed out first."""
-    info = json.loads(docker(HOST, "network", "inspect", NETWORK))[0]
-    subnet = ipaddress.ip_network(info["IPAM"]["Config"][0]["Subnet"])
-    hosts = list(subnet.hosts())
-    return [str(a) for a in hosts[-1 - count : -1]]
-
-
 def measure(rounds: int, seconds: int, tries: int) -> dict[str, object]:
     under = (node_endpoint(0), node_endpoint(1))
-    docker(HOST, "network", "create", NETWORK)
+    docker(HOST, "network", "create", "--subnet", SUBNET, NETWORK)
     run_container(f"{PREFIX}a", "node-0")
     run_container(f"{PREFIX}b", "node-1")
     over = (container_endpoint(f"{PREFIX}a"), container_endpoint(f"{PREFIX}b"))
     log(f"underlay {under[1].address} → {under[0].address}, "
         f"overlay {over[1].address} → {over[0].address}")  # fmt: skip
     gbps: dict[tuple[str, int], list[float]] = {}
+    busy: dict[tuple[str, int], list[float]] = {}
     for r in range(rounds):
         for streams in (1, 8):
             for kind, (server, client) in (("underlay", under), ("overlay", over)):
-                got = throughput(client, server, streams, seconds)
+                got, cpu = throughput(client, server, streams, seconds)
                 gbps.setdefault((kind, streams), []).append(got)
-                log(f"round {r + 1}: {kind} {streams} stream(s) {got:.2f} Gbit/s")
+                busy.setdefault((kind, streams), []).append(cpu)
+                log(f"round {r + 1}: {kind} {streams} stream(s) {got:.2f} Gbit/s, CPU {cpu:.0%}")
     rtt_under, rtt_over = rtt_us(*under), rtt_us(*over)
     log(f"rtt underlay {rtt_under:.1f} µs, overlay {rtt_over:.1f} µs")
-    reach = reachable_after(over[0], spare_addresses(tries))
+    reach = reachable_after(over[0], tries)
     med = {key: statistics.median(values) for key, values in gbps.items()}
+    cpu = {f"{k}_{n}": round(statistics.median(v), 2) for (k, n), v in busy.items()}
     reached = [t for t in reach if t is not None]
     return {
         "ratio_8_streams": round(med["overlay", 8] / med["underlay", 8], 3),
         "ratio_1_stream": round(med["overlay", 1] / med["underlay", 1], 3),
         "added_rtt_us": round(rtt_over - rtt_under, 1),
-        # Not reached within the deadline in any try counts as never (null).
-        "reachable_after_s": round(statistics.median(reach), 3) if len(reached) == tries else None,
+        # One try never reached makes it null: a median must not hide a container never reached.
+        "reachable_after_s": round(statistics.median(reached), 3)
+        if len(reached) == tries
+        else None,
         "underlay_1_gbps": round(med["underlay", 1], 2),
         "overlay_1_gbps": round(med["overlay", 1], 2),
         "underlay_8_gbps": round(med["underlay", 8], 2),
@@ -152,6 +170,7 @@ def measure(rounds: int, seconds: int, tries: int) -> dict[str, object]:
         "underlay_rtt_us": round(rtt_under, 1),
         "overlay_rtt_us": round(rtt_over, 1),
         "reachable_tries_s": [None if t is None else round(t, 3) for t in reach],
+        "cpu_busy": cpu,
         "rounds": rounds,
         "seconds": seconds,
     }
@@ -187,12 +206,13 @@ def table(res: dict) -> list[str]:
     for label, under, over, ratio, target, ok in rows:
         out.append(f"{label:<21} {under!s:>9} {over!s:>9} {ratio:>7} {target:>8}  {mark(ok)}")
     out.append(f"reachable tries (s): {res['reachable_tries_s']}")
+    out.append(f"machine CPU busy during iperf3 (median): {res['cpu_busy']}")
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds (default 5)")
     ap.add_argument("--seconds", type=int, default=4, help="per iperf3 run (default 4)")
     ap.add_argument("--tries", type=int, default=5, help="reachability tries (default 5)")
     args = ap.parse_args()
