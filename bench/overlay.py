@@ -6,7 +6,9 @@ container to container across hosts over the overlay (VXLAN), then the ratios.
 - RTT: `ping -c 50 -i 0.05` both ways, the mean of the two averages; added = overlay − underlay;
 - reachable: `docker run -d` of a new container on node-1 (on the network, with a `--ip` given so
   the address is known when the command returns) → first echo reply from a container on node-0;
-  the median of `--tries` containers.
+  the median of `--tries` containers (node-1 already has the network's devices: the iperf3
+  container runs there), after checking that an address nobody holds does not answer;
+- the machine's CPU busy fraction during each transfer (both ends share its cores).
 The tools run from the host inside the namespaces (a node's /run/netns/node-N, a container's
 /proc/<pid>/ns/net), so the busybox image needs neither iperf3 nor ping.
 
@@ -153,7 +155,7 @@ def measure(rounds: int, seconds: int, tries: int) -> dict[str, object]:
     log(f"rtt underlay {rtt_under:.1f} µs, overlay {rtt_over:.1f} µs")
     reach = reachable_after(over[0], tries)
     med = {key: statistics.median(values) for key, values in gbps.items()}
-    cpu = {f"{k}_{n}": round(statistics.median(v), 2) for (k, n), v in busy.items()}
+    cpu_busy = {f"{k}_{n}": round(statistics.median(v), 2) for (k, n), v in busy.items()}
     reached = [t for t in reach if t is not None]
     return {
         "ratio_8_streams": round(med["overlay", 8] / med["underlay", 8], 3),
@@ -170,7 +172,7 @@ def measure(rounds: int, seconds: int, tries: int) -> dict[str, object]:
         "underlay_rtt_us": round(rtt_under, 1),
         "overlay_rtt_us": round(rtt_over, 1),
         "reachable_tries_s": [None if t is None else round(t, 3) for t in reach],
-        "cpu_busy": cpu,
+        "cpu_busy": cpu_busy,
         "rounds": rounds,
         "seconds": seconds,
     }
