@@ -42,7 +42,9 @@ apt_packages=(python3 python3-venv ca-certificates busybox-static iptables iprou
 # It also brings dockerd and containerd, which must not run (see below); bench/api.py starts a
 # private dockerd of its own for its comparison.
 # debootstrap: tests/deploy/test_fresh_install.py proves this script on a fresh Debian 12 root.
-if [[ "$MODE" == "test" ]]; then apt_packages+=(debootstrap); fi
+# iperf3, iputils-ping: bench/overlay.py measures the overlay with them (iperf3's daemon is off by
+# its debconf default, and the policy-rc.d below keeps apt from starting it anyway).
+if [[ "$MODE" == "test" ]]; then apt_packages+=(debootstrap iperf3 iputils-ping); fi
 install_docker_cli=0
 if ! command -v docker >/dev/null && [[ ! -x /usr/local/bin/docker ]]; then
     install_docker_cli=1
