@@ -99,9 +99,11 @@ class EtcdDirectory:
         # The view says which addresses are taken, but may lag etcd: a full scan that finds
         # nothing is repeated once against etcd itself before the network counts as full.
         taken = self.view.taken(spec.id)
+        # The address it had is asked for whatever the view says: a dead node's claims may
+        # not have left the view yet, and the transaction decides anyway.
         previous = req.previous_ip or await self._last_address(spec, req.container_id)
-        free = previous and previous not in taken and ipaddress.IPv4Address(previous) in pool
-        if free and await self._create(spec, req, previous, lease):
+        in_pool = bool(previous) and ipaddress.IPv4Address(previous) in pool
+        if in_pool and await self._create(spec, req, previous, lease):
             return previous
         for _ in range(2):
             for host in pool.hosts():

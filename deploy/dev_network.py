@@ -90,6 +90,28 @@ def make_host(i: int) -> None:
     ip(*ns, "addr", "add", f"{node_ip(i)}/24", "dev", "eth0")
     ip(*ns, "link", "set", "eth0", "up")
     ip(*ns, "route", "add", "default", "via", HOST_IP)
+    _no_iptables_on_bridged_traffic(name)
+
+
+def _no_iptables_on_bridged_traffic(netns: str) -> None:
+    """br_netfilter (loaded by dockerd or kube-proxy, host-wide) passes every packet a bridge
+    forwards through iptables and conntrack. flotilla's rules are all on routed traffic, so in
+    a dev host, which nothing else shares, it is turned off: measured on the overlay, 8-stream
+    throughput 0.54 → 0.78 of the underlay's and +47 → +35 µs RTT (docs/networking.md). The
+    setting is per network namespace on current kernels; absent when br_netfilter is not
+    loaded."""
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            "f=/proc/sys/net/bridge/bridge-nf-call-iptables; [ ! -e $f ] || echo 0 > $f",
+        ],
+        check=True,
+    )
 
 
 def remove_network() -> None:
