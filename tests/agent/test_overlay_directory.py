@@ -288,8 +288,8 @@ async def test_a_node_local_network_is_only_on_its_node_and_has_no_peers(cluster
     n1 = nodes[1]
     local_spec = await n1.directory.lookup("loc")
     assert local_spec is not None
-    await n1.directory.claim(local_spec.spec, request("1" * 64))
-    await n1.directory.claim(local_spec.spec, request("2" * 64))
+    await n1.directory.claim(local_spec.spec, request("7" * 64))
+    await n1.directory.claim(local_spec.spec, request("8" * 64))
     n1.in_use.add(on_n1.id)
     n1.peers.resync()
     await n1.peers.program({on_n1.id})
