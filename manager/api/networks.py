@@ -52,7 +52,7 @@ from manager.placing import build_infos, scheduler_for
 from manager.scheduler import SchedulingError
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
-from proto.docker.errors import DockerError, Forbidden, InvalidParameter, NotFound
+from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.records_pb2 import NetworkRecord
 
 LIST_FILTERS = ("type", "name", "id", "label", "driver", "node", "scope")
@@ -158,7 +158,9 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise InvalidParameter("network create body must be a JSON object")
     name = str(body.get("Name") or "")
-    node, sep, bare = name.rpartition("/")  # Swarm's `node-1/name` creates on that node
+    node, sep, bare = name.partition("/")  # Swarm's `node-1/name` creates on that node
+    if not sep:
+        node, bare = "", name
     if bare in PREDEFINED:
         raise predefined_create(bare)
     driver = str(body.get("Driver") or OVERLAY)
@@ -219,9 +221,10 @@ async def _attach(request: web.Request, verb: str) -> web.Response:
     container = str(body.get("Container") or "")
     node_id, cid = await cluster.resolve(container)
     if found.node_id and found.node_id != node_id:
-        raise Forbidden(
+        raise DockerError(
             f"network {ref} is local to node {cluster.node_name(found.node_id)}: container "
-            f"{container} on node {cluster.node_name(node_id)} cannot {verb} it"
+            f"{container} on node {cluster.node_name(node_id)} cannot {verb} it",
+            403,
         )
     payload = json.dumps({**body, "Container": cid}).encode()
     if verb == "connect":
