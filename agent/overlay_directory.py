@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from agent.embedded_dns import EmbeddedDNS
 from agent.overlay_peers import PeerSync, spec_of
-from agent.overlay_view import OverlayView
+from agent.overlay_view import OverlayView, find_network
 from proto.docker.errors import NotFound, SystemError_
 from proto.keys import Keys
 from proto.kv import KV, Absent, KVError, ModRevisionIs, Present, Put
@@ -55,15 +55,16 @@ class EtcdDirectory:
 
     # ------------------------------------------------------------- lookups
     async def lookup(self, name_or_id: str) -> UserNetwork | None:
+        """Overlay networks and this node's node-local ones; another node's is missing."""
         if self.view.ready.is_set():
-            rec = self.view.network(name_or_id)
+            rec = self.view.network(name_or_id, self.node_id)
         else:  # etcd not read yet (the agent is starting): ask it directly
-            rec = await self._read_network(name_or_id)
+            rec = find_network(await self._read_networks(), name_or_id, self.node_id)
         if rec is None:
             return None
         return UserNetwork(spec_of(rec), user_subnet=rec.ipam_user, ip_range=rec.ip_range)
 
-    async def _read_network(self, ref: str) -> NetworkRecord | None:
+    async def _read_networks(self) -> list[NetworkRecord]:
         try:
             entries = await self.kv.get_prefix(self.keys.networks_prefix())
         except KVError as e:
@@ -73,14 +74,7 @@ class EtcdDirectory:
             rec = NetworkRecord()
             rec.ParseFromString(entry.value)
             found.append(rec)
-        for match in (
-            [r for r in found if r.id == ref],
-            [r for r in found if r.name == ref],
-            [r for r in found if ref and r.id.startswith(ref)],
-        ):
-            if len(match) == 1:
-                return match[0]
-        return None
+        return found
 
     # ------------------------------------------------------------- claims
     async def claim(self, spec: OverlaySpec, req: EndpointRequest) -> str:

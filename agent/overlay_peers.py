@@ -4,7 +4,8 @@ endpoints (runtime/overlay.py programs them). Changes arrive from the endpoint w
 (agent/overlay_view.py) and are coalesced: a burst of starts elsewhere is one reconcile per
 network, each a full desired-vs-kernel pass, so a missed or repeated event cannot leave a
 stale or missing entry. (Devices of networks nobody here uses any more go with their last
-local user, or at the runtime's restart: runtime/user_networks.py.)"""
+local user, or at the runtime's restart: runtime/user_networks.py.) Node-local networks have
+no peers: they are skipped."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def spec_of(rec: NetworkRecord) -> OverlaySpec:
         subnet=rec.subnet,
         gateway=rec.gateway,
         internal=rec.internal,
+        local=bool(rec.node_id),
     )
 
 
@@ -98,6 +100,8 @@ class PeerSync:
             rec = self.view.networks.get(net_id)
             if rec is None:
                 continue  # removed: its last local user's teardown removes the devices
+            if rec.node_id:
+                continue  # node-local: no remote endpoints, no VXLAN device
             peers = {
                 ip: (ep.mac, ep.vtep)
                 for ip, ep in self.view.endpoints_of(net_id).items()

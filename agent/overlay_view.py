@@ -22,6 +22,21 @@ RETRY_S = 1.0
 Changed = Callable[[set[str]], None]  # network ids whose endpoints or record changed
 
 
+def find_network(records: list[NetworkRecord], ref: str, node_id: str) -> NetworkRecord | None:
+    """By full ID, name, or unique ID prefix (dockerd's order), among the networks node
+    `node_id` has: every overlay network and its own node-local ones (another node's is
+    missing here, as on a dockerd that never had it)."""
+    here = [r for r in records if r.node_id in ("", node_id)]
+    for match in (
+        [r for r in here if r.id == ref],
+        [r for r in here if r.name == ref],
+        [r for r in here if ref and r.id.startswith(ref)],
+    ):
+        if len(match) == 1:
+            return match[0]
+    return None
+
+
 class OverlayView:
     def __init__(self, kv: KV, keys: Keys, on_change: Changed | None = None) -> None:
         self.kv = kv
@@ -34,15 +49,9 @@ class OverlayView:
         self._read: set[str] = set()  # prefixes read at least once
 
     # ------------------------------------------------------------- reading
-    def network(self, ref: str) -> NetworkRecord | None:
-        """By full ID, name, or unique ID prefix (dockerd's order)."""
-        if ref in self.networks:
-            return self.networks[ref]
-        named = [n for n in self.networks.values() if n.name == ref]
-        if len(named) == 1:
-            return named[0]
-        prefixed = [n for i, n in self.networks.items() if ref and i.startswith(ref)]
-        return prefixed[0] if len(prefixed) == 1 else None
+    def network(self, ref: str, node_id: str) -> NetworkRecord | None:
+        """A network node `node_id` has (find_network)."""
+        return find_network(list(self.networks.values()), ref, node_id)
 
     def endpoints_of(self, net_id: str) -> dict[str, EndpointRecord]:
         return self.endpoints.get(net_id, {})

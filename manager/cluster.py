@@ -310,6 +310,10 @@ class Cluster(ClusterRecords, LogicalView):
     def sorted_nodes(self) -> list[NodeRecord]:
         return sorted(self.nodes.values(), key=lambda n: (natural_key(n.name), n.id))
 
+    def node_name(self, node_id: str) -> str:
+        """A node's name, also after it left (its ID when never seen)."""
+        return self.node_names.get(node_id, node_id)
+
     def node_by_name(self, name: str) -> NodeRecord | None:
         for rec in self.nodes.values():
             if rec.name == name or rec.id == name:

@@ -1,5 +1,6 @@
-"""Overlay networks in etcd: `networks/<id>` with its `network-names/<name>` and `vnis/<vni>`
-claims, always written and deleted together in one transaction (proto/keys.py).
+"""User networks in etcd: `networks/<id>` with its name claim and `vnis/<vni>` claim, always
+written and deleted together in one transaction (proto/keys.py). An overlay network spans every
+node; a node-local one (`node_id`) exists on its node only and answers to `node/name` there.
 
 Creates are serialised by `network-seq`: each reads its mod revision before it reads every
 network, chooses a VNI and a subnet from what it read, and commits only if no other create
@@ -54,21 +55,14 @@ def active_endpoints(rec: NetworkRecord) -> DockerError:
     )
 
 
-def find_in(records: list[NetworkRecord], ref: str) -> NetworkRecord | None:
-    """dockerd's order: full ID, then name, then a unique ID prefix; None when nothing
-    matches; an ambiguous prefix is dockerd's 404."""
-    if not ref or "/" in ref:
-        return None
-    for rec in records:
-        if rec.id == ref:
-            return rec
-    for rec in records:
-        if rec.name == ref:
-            return rec
-    hits = [rec for rec in records if rec.id.startswith(ref)]
-    if len(hits) > 1:
-        raise NotFound(f"network {ref} is ambiguous ({len(hits)} matches found based on ID)")
-    return hits[0] if hits else None
+def clash(a: NetworkRecord, b: NetworkRecord) -> bool:
+    """Whether two networks may not share their name: no node may see two networks of one
+    name, and every node sees the overlay networks and its own node-local ones."""
+    return a.name == b.name and (not a.node_id or not b.node_id or a.node_id == b.node_id)
+
+
+def name_key(keys: Keys, rec: NetworkRecord) -> str:
+    return keys.network_name(rec.name, rec.node_id)
 
 
 class NetworkStore:
@@ -93,9 +87,6 @@ class NetworkStore:
         if entry is None:
             return None
         return NetworkRecord.FromString(entry.value), entry.mod_revision
-
-    async def find(self, ref: str) -> NetworkRecord | None:
-        return find_in(await self.all(), ref)
 
     async def endpoints(self, net_id: str) -> list[EndpointRecord]:
         out = []
@@ -122,15 +113,18 @@ class NetworkStore:
 
     # ------------------------------------------------------------- writes
     async def create(self, template: NetworkRecord, ipam: Ipam | None) -> NetworkRecord:
-        """Store a network made of `template` (name, driver, options, labels, flags) with a
-        new ID, a free VNI and `ipam` (the client's, checked against the other networks) or
-        the first free default subnet."""
+        """Store a network made of `template` (name, driver, options, labels, flags, node for
+        a node-local one) with a new ID, a free VNI and `ipam` (the client's, checked against
+        the other networks) or the first free default subnet. A node-local network takes its
+        subnet and VNI from the same pool as the overlay networks: its bridge (`fl-br-<vni>`)
+        is then unique on its node, and its containers' addresses never collide with an
+        overlay network's when they are on both."""
         avoid_hosts = await self.host_networks() if ipam is None else []
         seq_key = self.keys.network_seq()
         for attempt in range(CREATE_ATTEMPTS):
             seq = await self.kv.get(seq_key)
             existing = await self.all()  # read after the seq: any later create changes it
-            if any(r.name == template.name for r in existing):
+            if any(clash(r, template) for r in existing):
                 raise Conflict(f"network with name {template.name} already exists")
             subnets = [IPv4Network(r.subnet) for r in existing]
             if ipam is None:
@@ -145,17 +139,17 @@ class NetworkStore:
             rec.subnet, rec.gateway, rec.ip_range = chosen.subnet, chosen.gateway, chosen.ip_range
             rec.ipam_user = ipam is not None
             rec.created_at_ns = time.time_ns()
-            name_key = self.keys.network_name(rec.name)
+            claim = name_key(self.keys, rec)
             vni_key = self.keys.vni(rec.vni)
             won = await self.kv.txn(
                 [
-                    Absent(name_key),
+                    Absent(claim),
                     Absent(vni_key),
                     ModRevisionIs(seq_key, seq.mod_revision if seq else 0),
                 ],
                 [
                     Put(self.keys.network(rec.id), rec.SerializeToString()),
-                    Put(name_key, rec.id.encode()),
+                    Put(claim, rec.id.encode()),
                     Put(vni_key, rec.id.encode()),
                     Put(seq_key, rec.id.encode()),
                 ],
@@ -177,7 +171,7 @@ class NetworkStore:
             key = self.keys.network(rec.id)
             removed = await self.kv.txn(
                 [ModRevisionIs(key, rev), NoneUnder(self.keys.endpoints_prefix(rec.id))],
-                deletes=[key, self.keys.network_name(rec.name), self.keys.vni(rec.vni)],
+                deletes=[key, name_key(self.keys, rec), self.keys.vni(rec.vni)],
             )
             if removed:
                 return rec

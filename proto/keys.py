@@ -9,6 +9,7 @@
 <prefix>/status/<node-id>/<id>        ContainerStatus (agent)
 <prefix>/networks/<id>                NetworkRecord (manager)
 <prefix>/network-names/<name>         network name claim, value = network id
+<prefix>/network-names/<node-id>/<name>  a node-local network's name claim (unique on its node)
 <prefix>/vnis/<vni>                   VNI claim, value = network id
 <prefix>/network-seq                  rewritten by every network create: creates compare its mod
                                       revision, so they commit one at a time (no shared subnet)
@@ -59,7 +60,10 @@ class Keys:
     def network(self, net_id: str) -> str:
         return self._join("networks", net_id)
 
-    def network_name(self, name: str) -> str:
+    def network_name(self, name: str, node_id: str = "") -> str:
+        """An overlay network's name claim, or (node_id) a node-local network's."""
+        if node_id:
+            return self._join("network-names", node_id, name)
         return self._join("network-names", name)
 
     def vni(self, vni: int) -> str:

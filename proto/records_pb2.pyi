@@ -139,7 +139,7 @@ class LogicalContainer(_message.Message):
     def __init__(self, swarm_id: _Optional[str] = ..., generation: _Optional[int] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., container_id: _Optional[str] = ..., name: _Optional[str] = ..., create_json: _Optional[bytes] = ..., reschedule: _Optional[bool] = ..., start: _Optional[bool] = ..., previous_node_id: _Optional[str] = ..., previous_container_id: _Optional[str] = ..., node_failed_at_ns: _Optional[int] = ..., updated_at_ns: _Optional[int] = ...) -> None: ...
 
 class NetworkRecord(_message.Message):
-    __slots__ = ("id", "name", "driver", "vni", "subnet", "options", "gateway", "ip_range", "labels", "internal", "attachable", "created_at_ns", "ipam_user")
+    __slots__ = ("id", "name", "driver", "vni", "subnet", "options", "gateway", "ip_range", "labels", "internal", "attachable", "created_at_ns", "ipam_user", "node_id")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class NetworkRecord(_message.Message):
     ATTACHABLE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     IPAM_USER_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     driver: str
@@ -180,7 +181,8 @@ class NetworkRecord(_message.Message):
     attachable: bool
     created_at_ns: int
     ipam_user: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ..., gateway: _Optional[str] = ..., ip_range: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., internal: _Optional[bool] = ..., attachable: _Optional[bool] = ..., created_at_ns: _Optional[int] = ..., ipam_user: _Optional[bool] = ...) -> None: ...
+    node_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ..., gateway: _Optional[str] = ..., ip_range: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., internal: _Optional[bool] = ..., attachable: _Optional[bool] = ..., created_at_ns: _Optional[int] = ..., ipam_user: _Optional[bool] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class EndpointRecord(_message.Message):
     __slots__ = ("network_id", "ip", "mac", "container_id", "container_name", "aliases", "node_id", "vtep", "swarm_id", "created_at_ns")

@@ -6,6 +6,10 @@ enslaved to it (learning off, proxy on) and, for every REMOTE endpoint, a perman
 device, so ARP is answered locally and no flooding is needed. Everything goes through netlink
 (pyroute2); iptables rules are in runtime.overlay_rules.
 
+A node-local network (`local`, Swarm's `node/NAME`) is the same bridge without the VXLAN device:
+its containers reach each other on this node only, it has no peers, and its MTU is the
+underlay's (nothing is encapsulated).
+
 Every call opens its own netlink socket on the calling thread, so the plane acts in the network
 namespace of the thread that calls it.
 """
@@ -48,6 +52,7 @@ class OverlaySpec:
     subnet: str  # "10.0.1.0/24"
     gateway: str  # "10.0.1.1"
     internal: bool = False
+    local: bool = False  # a node-local network: bridge only, no VXLAN device, no peers
 
     @property
     def prefixlen(self) -> int:
@@ -116,20 +121,24 @@ class OverlayPlane:
         with IPRoute() as ipr:
             return self._mtu(ipr)
 
-    def _mtu(self, ipr: IPRoute) -> int:
+    def _mtu(self, ipr: IPRoute, local: bool = False) -> int:
         addrs = ipr.get_addr(family=socket.AF_INET, address=self.vtep_ip)
         if not addrs:
             raise SystemError_(f"no interface holds the node's address {self.vtep_ip}")
-        return int(ipr.get_links(addrs[0]["index"])[0].get("mtu")) - VXLAN_OVERHEAD
+        underlay = int(ipr.get_links(addrs[0]["index"])[0].get("mtu"))
+        return underlay if local else underlay - VXLAN_OVERHEAD
 
     def ensure(self, spec: OverlaySpec) -> None:
         """Create or repair the network's devices and rules; idempotent."""
         with self._lock:
             try:
                 with IPRoute() as ipr:
-                    mtu = self._mtu(ipr)
+                    mtu = self._mtu(ipr, spec.local)
                     bridge = self._ensure_bridge(ipr, spec, mtu)
-                    self._ensure_vxlan(ipr, spec, bridge, mtu)
+                    if spec.local:
+                        self._remove_vxlan(ipr, spec)
+                    else:
+                        self._ensure_vxlan(ipr, spec, bridge, mtu)
             except NetlinkError as exc:
                 raise _failed(f"setting up overlay network {spec.name}", exc) from None
             write_sysctl("net.ipv4.ip_forward", "1")
@@ -183,6 +192,13 @@ class OverlayPlane:
         else:
             ipr.link("set", index=link["index"], mtu=mtu, master=bridge, state="up")
 
+    def _remove_vxlan(self, ipr: IPRoute, spec: OverlaySpec) -> None:
+        """A node-local network has none: one left by an earlier network of this VNI whose
+        teardown failed would carry its traffic to other nodes."""
+        link = _link(ipr, vxlan_name(spec.vni))
+        if link is not None:
+            ipr.link("del", index=link["index"])
+
     def teardown(self, spec: OverlaySpec) -> None:
         """Remove the network's bridge, VXLAN device and rules; idempotent.
 
@@ -194,10 +210,16 @@ class OverlayPlane:
             overlay_rules.delete(bridge_name(spec.vni), spec.subnet, self.default_bridge)
 
     def present(self) -> list[int]:
-        """VNIs that have a VXLAN device of ours on this host."""
+        """VNIs that have a VXLAN device or a bridge of ours on this host (a node-local
+        network has only the bridge)."""
         with IPRoute() as ipr:
             names = [str(link.get("ifname")) for link in ipr.get_links()]
-        suffixes = [n.removeprefix(VXLAN_PREFIX) for n in names if n.startswith(VXLAN_PREFIX)]
+        suffixes = {
+            n.removeprefix(prefix)
+            for n in names
+            for prefix in (VXLAN_PREFIX, BRIDGE_PREFIX)
+            if n.startswith(prefix)
+        }
         return sorted(int(s) for s in suffixes if s.isdigit())
 
     # ---- containers --------------------------------------------------------------------------
@@ -217,7 +239,7 @@ class OverlayPlane:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with IPRoute() as ipr:
-                    mtu = self._mtu(ipr)
+                    mtu = self._mtu(ipr, spec.local)
                     bridge = ipr.link_lookup(ifname=bridge_name(spec.vni))
                     if not bridge:
                         raise SystemError_(f"network {spec.name} is not set up on this node")
@@ -257,7 +279,10 @@ class OverlayPlane:
     # ---- remote endpoints --------------------------------------------------------------------
 
     def set_peers(self, spec: OverlaySpec, peers: dict[str, tuple[str, str]]) -> None:
-        """Make the kernel's remote endpoints exactly `peers` ({ip: (mac, vtep_ip)})."""
+        """Make the kernel's remote endpoints exactly `peers` ({ip: (mac, vtep_ip)}). A
+        node-local network has no remote endpoints: nothing to do."""
+        if spec.local:
+            return
         want_fdb = {mac.lower(): vtep for mac, vtep in peers.values()}
         want_neigh = {ip: mac.lower() for ip, (mac, _) in peers.items()}
         with self._lock:

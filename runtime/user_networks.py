@@ -387,7 +387,8 @@ class UserNetworks:
         sink = self._rt._events
         if sink is None:
             return
-        attrs = {"container": rec.id, "name": ep.network, "type": "overlay"}
+        driver = "bridge" if ep.spec.get("local") else "overlay"  # dockerd's `type` attribute
+        attrs = {"container": rec.id, "name": ep.network, "type": driver}
         try:
             sink("network", action, ep.network_id, attrs)
         except Exception:  # an observer's bug must not break the lifecycle

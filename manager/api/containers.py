@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.api.container_list import list_containers
+from manager.api.networks_local import BUILTIN
 from manager.api.networks_overlay import overlay_refs, with_network_ids
 from manager.api.node_ports import inspect_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
@@ -27,6 +28,7 @@ from manager.scheduler import (
     SchedulingError,
     parse_placement,
 )
+from manager.scheduler.placement import split_hints
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.docker.errors import Conflict, DockerError, InvalidParameter
@@ -56,9 +58,13 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not body:
         raise InvalidParameter("config cannot be empty in order to create a container")
     body = _network_on_node(cluster, body)
+    home = None
     if overlay_refs(body):
         # Before anything is placed or written: a missing network is dockerd's 404 here.
-        body = with_network_ids(body, await NetworkStore(cluster.kv, cluster.keys).all())
+        records = await NetworkStore(cluster.kv, cluster.keys).all()
+        body, home = with_network_ids(body, records, cluster.node_name)
+        if home is not None:
+            body = _prefer_node(body, cluster.node_name(home.node_id))
     try:
         body = parse_placement(body)  # Swarm's hints into labels; its policy errors
     except SchedulingError as e:
@@ -70,6 +76,14 @@ async def create(request: web.Request) -> web.Response:
         if name:
             _check_name(cluster, name)
         rec = choose_node(cluster, scheduler_for(request.app[SETTINGS_KEY]), body, seen)
+        if home is not None and rec.id != home.node_id:
+            # Swarm's soft constraint lost (the node is full, gone or excluded by a hard
+            # constraint): there the container could not join its network.
+            raise DockerError(
+                f"network {home.ref} is local to node {cluster.node_name(home.node_id)}, "
+                "where this container cannot be placed",
+                500,
+            )
         body = cluster.with_swarm_id(cluster.dependencies_by_id(body))
         body = with_generation(body, FIRST_GENERATION)
         token = cluster.add_pending(placement_from_body(rec.id, name, body))
@@ -102,20 +116,26 @@ def _swarm_create_error(e: DockerError, image: str) -> DockerError:
     return e
 
 
+def _prefer_node(body: dict[str, Any], node: str) -> dict[str, Any]:
+    """Swarm's soft `node==~NODE` for a container on a network of that node, unless the
+    client placed it with a hard `node==` constraint."""
+    constraints = split_hints(body)[1]["constraint"]
+    if any(c.startswith("node==") and not c.startswith("node==~") for c in constraints):
+        return body
+    env = body.get("Env") if isinstance(body.get("Env"), list) else []
+    return {**body, "Env": [*env, f"constraint:node==~{node}"]}
+
+
 def _network_on_node(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
-    """`--net node-1/bridge` (Swarm): the node's own network, with a soft constraint to that
-    node; the node keeps only the bare network name."""
+    """`--net node-1/bridge` (Swarm): the node's own built-in network, with a soft constraint
+    to that node; the node keeps only the bare network name. (A node-local user network's
+    `node/` is stripped by with_network_ids.)"""
     host = body.get("HostConfig")
     mode = str(host.get("NetworkMode") or "") if isinstance(host, dict) else ""
     node, sep, network = mode.partition("/")
-    if not sep or not network or cluster.node_by_name(node) is None:
+    if not sep or network not in BUILTIN or cluster.node_by_name(node) is None:
         return body
-    env = body.get("Env") if isinstance(body.get("Env"), list) else []
-    return {
-        **body,
-        "Env": [*env, f"constraint:node==~{node}"],
-        "HostConfig": {**host, "NetworkMode": network},
-    }
+    return {**_prefer_node(body, node), "HostConfig": {**host, "NetworkMode": network}}
 
 
 def _timeout(request: web.Request) -> int | None:

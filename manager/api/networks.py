@@ -4,9 +4,10 @@ listed once, next to every node's built-in networks as classic Swarm shows them
 
 Overlay is the default driver through the manager. The docker CLI always sends its own default
 (`bridge`), so a plain `docker network create NAME` arrives as `bridge` and must give a network
-spanning every node: `bridge` without a node is taken as that default. Node-local user networks
-(`node/NAME`) are not served yet: a 501 says so; built-in networks keep dockerd's 403s.
-Connect and disconnect go to the agent of the container's node with the network's full ID.
+spanning every node: `bridge` without a node is taken as that default. Swarm's `node/NAME`
+makes a node-local network (driver bridge, scope local) on that node, listed as `node/NAME`;
+built-in networks keep dockerd's 403s. Connect and disconnect go to the agent of the
+container's node with the network's full ID.
 """
 
 from __future__ import annotations
@@ -35,11 +36,20 @@ from manager.api.networks_local import (
     predefined_remove,
     shown,
 )
-from manager.api.networks_overlay import OVERLAY, parse_create, view
-from manager.api.system import CLUSTER_KEY
+from manager.api.networks_overlay import (
+    BRIDGE,
+    OVERLAY,
+    candidates,
+    parse_create,
+    shown_name,
+    view,
+)
+from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
 from manager.errors import read_json
 from manager.network_store import NetworkStore
+from manager.placing import build_infos, scheduler_for
+from manager.scheduler import SchedulingError
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
@@ -57,15 +67,16 @@ def store_of(cluster: Cluster) -> NetworkStore:
 
 
 async def resolve(cluster: Cluster, ref: str) -> Network:
-    """An overlay record or a node's network, in dockerd's order (full ID, name, ID prefix).
-    An overlay network's exact ID or name needs no round to the nodes."""
-    records = await store_of(cluster).all()
-    for rec in records:
-        if ref in (rec.id, rec.name):
-            return rec
-    overlay: list[Candidate[Network]] = [(r.id, (r.name,), r) for r in records]
+    """A user network's record or a node's built-in network, in dockerd's order (full ID,
+    name, ID prefix; Swarm's `node/name` is a name). A user network's exact ID or name needs
+    no round to the nodes: no built-in network answers to it."""
+    records: list[Candidate[Network]] = list(
+        candidates(await store_of(cluster).all(), cluster.node_name)
+    )
+    if any(ref == net_id or ref in names for net_id, names, _ in records):
+        return pick(ref, records)
     local: list[Candidate[Network]] = list(await local_candidates(cluster, ref))
-    return pick(ref, [*overlay, *local])
+    return pick(ref, [*records, *local])
 
 
 # --------------------------------------------------------------------------- list
@@ -117,8 +128,10 @@ async def list_networks(request: web.Request) -> web.Response:
     rows: list[dict[str, Any]] = []
     if node_ids:  # overlay networks are on every node: shown once, with their bare name
         for rec in await store_of(cluster).all():
-            row = view(rec)
-            if _matches(row, (rec.name,), filters):
+            if rec.node_id and rec.node_id not in node_ids:
+                continue  # a node-local network of a node not listed
+            row = {**view(rec), "Name": shown_name(rec, cluster.node_name)}
+            if _matches(row, (rec.name, row["Name"]), filters):
                 rows.append(row)
         for node, net in await node_networks(cluster, False, node_ids):
             # Swarm's list: local networks renamed `node/name`, nothing else added.
@@ -145,26 +158,41 @@ async def create(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise InvalidParameter("network create body must be a JSON object")
     name = str(body.get("Name") or "")
-    bare = name.rpartition("/")[2]  # Swarm's `node-1/name` creates on that node
+    node, sep, bare = name.partition("/")  # Swarm's `node-1/name` creates on that node
+    if not sep:
+        node, bare = "", name
     if bare in PREDEFINED:
         raise predefined_create(bare)
-    if "/" in name:
-        raise not_yet(f"create network {name} on one node")
     driver = str(body.get("Driver") or OVERLAY)
-    if driver == "bridge":
+    if driver == BRIDGE and not sep:
         driver = OVERLAY  # the CLI's default, which cannot be told from `-d bridge`
     if driver in ("host", "null"):
         raise DockerError(f'only one instance of "{driver}" network is allowed', 403)
-    if driver != OVERLAY:
+    if driver not in (OVERLAY, BRIDGE):
         raise NotFound(f'plugin "{driver}" not found')
-    if not NAME_RE.match(name):
+    if not NAME_RE.match(bare):
         raise InvalidParameter(
             f'invalid name: {name} includes invalid characters, only "[a-zA-Z0-9]'
             '[a-zA-Z0-9_.-]" are allowed'
         )
-    template, ipam = parse_create(body)
+    # `-d overlay node/NAME`: Swarm asks that node's engine, which makes a global network.
+    node_id = _node_for(request, node) if sep else ""
+    template, ipam = parse_create({**body, "Name": bare}, node_id if driver == BRIDGE else "")
     rec = await store_of(cluster).create(template, ipam)
     return web.json_response({"Id": rec.id, "Warning": ""}, status=201)
+
+
+def _node_for(request: web.Request, node: str) -> str:
+    """The node `node/NAME` names, chosen as Swarm's CreateNetwork does: the scheduler with a
+    `node==NODE` constraint (an unknown node is its error)."""
+    config = {"Env": [f"constraint:node=={node}"]}
+    scheduler = scheduler_for(request.app[SETTINGS_KEY])
+    try:
+        # No image lists: a network's placement does not depend on them.
+        nodes = scheduler.eligible(build_infos(request.app[CLUSTER_KEY], {}), config)
+    except SchedulingError as e:
+        raise DockerError(e.message, e.status) from None
+    return nodes[0].id
 
 
 async def remove(request: web.Request) -> web.Response:
@@ -183,13 +211,21 @@ async def _attach(request: web.Request, verb: str) -> web.Response:
     """connect/disconnect: the agent of the container's node does it, told the network's
     full ID and the client's body with `Container` as the node's own container ID."""
     cluster = request.app[CLUSTER_KEY]
-    found = await resolve(cluster, request.match_info["id"])
+    ref = request.match_info["id"]
+    found = await resolve(cluster, ref)
     if not isinstance(found, NetworkRecord):
-        raise not_yet(f"{verb} containers to node-local networks")
+        raise not_yet(f"{verb} containers to the nodes' built-in networks")
     body = await read_json(request, {})
     if not isinstance(body, dict):
         raise InvalidParameter(f"network {verb} body must be a JSON object")
-    node_id, cid = await cluster.resolve(str(body.get("Container") or ""))
+    container = str(body.get("Container") or "")
+    node_id, cid = await cluster.resolve(container)
+    if found.node_id and found.node_id != node_id:
+        raise DockerError(
+            f"network {ref} is local to node {cluster.node_name(found.node_id)}: container "
+            f"{container} on node {cluster.node_name(node_id)} cannot {verb} it",
+            403,
+        )
     payload = json.dumps({**body, "Container": cid}).encode()
     if verb == "connect":
         req = pb.NetworkConnectRequest(network_id=found.id, json=payload)
@@ -224,7 +260,7 @@ def _until_ns(values: list[str]) -> int:
 
 
 async def prune(request: web.Request) -> web.Response:
-    """Overlay networks with no endpoint (built-in ones are never pruned), as dockerd."""
+    """User networks with no endpoint (built-in ones are never pruned), as dockerd."""
     cluster = request.app[CLUSTER_KEY]
     filters = request_filters(request, PRUNE_FILTERS)
     until = _until_ns(filters.get("until", []))

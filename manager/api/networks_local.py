@@ -94,8 +94,7 @@ def predefined_remove(name: str) -> DockerError:
 def not_yet(what: str) -> DockerError:
     # 501: a Docker feature flotilla knows and deliberately does not serve yet.
     return DockerError(
-        f"flotilla cannot {what} yet: node-local networks are the built-in bridge, host and "
-        "none; use an overlay network (docker network create NAME, the default driver) for "
-        "user-defined networks",
+        f"flotilla cannot {what} yet: use a user-defined network (docker network create NAME "
+        "for one on every node, or node/NAME for one on that node)",
         501,
     )

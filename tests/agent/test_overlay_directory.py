@@ -246,3 +246,51 @@ async def test_no_address_on_a_removed_network(cluster) -> None:
         await nodes[0].directory.claim(spec(gone), request("5" * 64))
     assert (err.value.status, err.value.message) == (404, "network gone not found")
     assert await admin.get_prefix(keys.endpoints_prefix(gone.id)) == []
+
+
+async def test_a_node_local_network_is_only_on_its_node_and_has_no_peers(cluster) -> None:
+    admin, keys, nodes = cluster
+    on_n1 = NetworkRecord(
+        id="d" * 64, name="loc", driver="bridge", vni=4100, subnet="10.10.0.0/24",
+        gateway="10.10.0.1", node_id="N1",
+    )  # fmt: skip
+    on_n2 = NetworkRecord(
+        id="e" * 64, name="loc", driver="bridge", vni=4101, subnet="10.11.0.0/24",
+        gateway="10.11.0.1", node_id="N2",
+    )  # fmt: skip
+    for net in (on_n1, on_n2):
+        await admin.put(keys.network(net.id), net.SerializeToString())
+
+    async def seen(node: Node) -> None:
+        while len(node.view.networks) < 4:
+            await asyncio.sleep(0.05)
+
+    for node in nodes:
+        await asyncio.wait_for(seen(node), 30)
+    # By name, ID or prefix: each node its own `loc`; node 0 has none (dockerd's "missing").
+    for ref in ("loc", on_n1.id, on_n1.id[:8], on_n2.id):
+        assert await nodes[0].directory.lookup(ref) is None, ref
+    found = await nodes[1].directory.lookup("loc")
+    assert found is not None and found.spec.id == on_n1.id and found.spec.local
+    assert await nodes[1].directory.lookup(on_n2.id) is None
+    found = await nodes[2].directory.lookup("loc")
+    assert found is not None and found.spec.id == on_n2.id
+    overlay = await nodes[1].directory.lookup("web")
+    assert overlay is not None and not overlay.spec.local
+    # Before the view is read the directory asks etcd, with the same answers.
+    nodes[0].view.ready.clear()
+    try:
+        assert await nodes[0].directory.lookup("loc") is None
+        assert await nodes[0].directory.lookup("web") is not None
+    finally:
+        nodes[0].view.ready.set()
+    # Two containers on node 1's network: addresses claimed, no peers programmed for it.
+    n1 = nodes[1]
+    local_spec = await n1.directory.lookup("loc")
+    assert local_spec is not None
+    await n1.directory.claim(local_spec.spec, request("7" * 64))
+    await n1.directory.claim(local_spec.spec, request("8" * 64))
+    n1.in_use.add(on_n1.id)
+    n1.peers.resync()
+    await n1.peers.program({on_n1.id})
+    assert on_n1.id not in n1.plane.programmed

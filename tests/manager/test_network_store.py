@@ -54,7 +54,7 @@ async def test_create_writes_record_and_both_claims_at_one_revision(store: Any) 
     assert all(e is not None for e in entries)
     assert len({e.mod_revision for e in entries if e}) == 1
     assert entries[1] and entries[1].value == rec.id.encode()
-    assert await st.find("one") == rec and await st.find(rec.id[:5]) == rec
+    assert await st.all() == [rec] and await st.get(rec.id) == (rec, entries[0].mod_revision)
     with pytest.raises(Conflict, match="^network with name one already exists$"):
         await st.create(_template("one"), None)
 

@@ -79,6 +79,12 @@ class FakeCluster:
     def node_by_name(self, name: str) -> NodeRecord | None:
         return next((r for r in self.recs if name in (r.name, r.id)), None)
 
+    def node_name(self, node_id: str) -> str:
+        return next((r.name for r in self.recs if r.id == node_id), node_id)
+
+    def containers_on(self, node_id: str) -> list[Any]:
+        return []  # the scheduler's view of a node (network create's `node/` placement)
+
     async def fan_out(
         self, fn: Callable[[FakeStub], Awaitable[Any]], node_ids: list[str] | None = None
     ) -> list[tuple[NodeRecord, Any]]:
@@ -200,8 +206,12 @@ async def test_changes_to_builtin_networks_answer_docker_errors(api: Any) -> Non
         bare = name.rpartition("/")[2]
         message = f"operation is not permitted on predefined {bare} network "
         assert (status, doc) == (403, {"message": message})
-    status, doc, _ = await call(client, "POST", "/networks/create", json={"Name": "node-0/x"})
-    assert status == 501 and "node-local networks are the built-in" in doc["message"]
+    # Swarm's CreateNetwork places `node/NAME` with a node== constraint: its error for a
+    # node that does not exist.
+    status, doc, _ = await call(client, "POST", "/networks/create", json={"Name": "node-9/x"})
+    assert status == 500, doc
+    assert doc["message"].startswith("Unable to find a node that satisfies the following")
+    assert doc["message"].endswith("[node==node-9]")
     status, doc, _ = await call(client, "DELETE", "/v1.41/networks/node-0/bridge")
     assert (status, doc) == (
         403,
@@ -212,7 +222,8 @@ async def test_changes_to_builtin_networks_answer_docker_errors(api: Any) -> Non
     for verb in ("connect", "disconnect"):
         body = {"Container": "web"}
         status, doc, _ = await call(client, "POST", f"/networks/node-1/host/{verb}", json=body)
-        assert status == 501 and f"cannot {verb} containers to node-local" in doc["message"]
+        assert status == 501
+        assert f"cannot {verb} containers to the nodes' built-in" in doc["message"]
         status, doc, _ = await call(client, "POST", f"/networks/nosuch/{verb}", json=body)
         assert (status, doc) == (404, {"message": "network nosuch not found"})
     status, doc, _ = await call(client, "POST", "/v1.41/networks/prune")

@@ -258,19 +258,25 @@ async def test_container_create_body_gets_network_ids(api: Any) -> None:
         "HostConfig": {"NetworkMode": "front"},
         "NetworkingConfig": {"EndpointsConfig": {"front": {"Aliases": ["web"]}}},
     }
-    out = with_network_ids(body, records)
+
+    def ids(body: dict[str, Any]) -> dict[str, Any]:
+        out, home = with_network_ids(body, records, cluster.node_name)
+        assert home is None  # an overlay network places nothing
+        return out
+
+    out = ids(body)
     assert out["HostConfig"] == {"NetworkMode": "front"}
     assert out["NetworkingConfig"]["EndpointsConfig"] == {
         "front": {"Aliases": ["web"], "NetworkID": net_id}
     }
-    by_prefix = with_network_ids({"HostConfig": {"NetworkMode": net_id[:12]}}, records)
+    by_prefix = ids({"HostConfig": {"NetworkMode": net_id[:12]}})
     assert by_prefix["NetworkingConfig"] == {
         "EndpointsConfig": {net_id[:12]: {"NetworkID": net_id}}
     }
     for mode in ("default", "bridge", "host", "none", "container:abc", "node-1/bridge"):
         plain = {"HostConfig": {"NetworkMode": mode}}
-        assert with_network_ids(plain, records) is plain
+        assert ids(plain) is plain
     with pytest.raises(NotFound, match="^network nosuch not found$"):
-        with_network_ids({"HostConfig": {"NetworkMode": "nosuch"}}, records)
+        ids({"HostConfig": {"NetworkMode": "nosuch"}})
     with pytest.raises(NotFound, match="^network other not found$"):
-        with_network_ids({"NetworkingConfig": {"EndpointsConfig": {"other": {}}}}, records)
+        ids({"NetworkingConfig": {"EndpointsConfig": {"other": {}}}})

@@ -409,3 +409,36 @@ def test_attach_failures_leave_nothing(world: World) -> None:
     routes = ca.run(_netlink(lambda ipr: list(ipr.get_default_routes(family=socket.AF_INET))))
     assert [r.get("RTA_GATEWAY") for r in routes] == [NET1.gateway]  # the first one stays
     assert ca.ping("10.0.2.1")
+
+
+def test_node_local_network_is_a_bridge_without_vxlan_device(world: World) -> None:
+    host = world.a
+    baseline = (host.rules(), set(host.links()))
+    local = OverlaySpec("4" * 64, "loc", 400, "10.0.4.0/24", "10.0.4.1", local=True)
+    # A VXLAN device left with this VNI by an earlier overlay network goes: it would carry the
+    # local network's traffic to other nodes.
+    old = OverlaySpec("5" * 64, "old", 400, "10.0.5.0/24", "10.0.5.1")
+    host.call("ensure", old)
+    host.call("ensure", local)
+    c1 = world.container(host, local, "10.0.4.2")
+    c2 = world.container(host, local, "10.0.4.3")
+    links = host.links()
+    assert vxlan_name(local.vni) not in links
+    for name in (bridge_name(local.vni), c1.veth, c2.veth):
+        # Nothing is encapsulated: the underlay's MTU.
+        assert links[name].get("mtu") == UNDERLAY_MTU, name
+    assert links[c1.veth].get("master") == links[bridge_name(local.vni)]["index"]
+    assert c1.ping(c2.ip) and c2.ping(c1.ip) and c1.ping(local.gateway)
+    host.call("set_peers", local, {"10.0.4.9": ("02:42:0a:00:04:09", VTEP_B)})  # no peers
+    assert host.call("peers", local) == {} and vxlan_name(local.vni) not in host.links()
+    assert host.call("present") == [local.vni]
+    # Isolated from an overlay network on the same node, as two overlay networks are.
+    o1, _ = _two_way(world, NET1)
+    assert not c1.ping(o1.ip) and not o1.ping(c1.ip)
+    assert host.call("present") == [NET1.vni, local.vni]
+    for c in host.containers:
+        host.call("detach", c.veth)
+    for spec in (NET1, old, local, local):
+        host.call("teardown", spec)
+    assert host.call("present") == []
+    assert (host.rules(), set(host.links())) == baseline
