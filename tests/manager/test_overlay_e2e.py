@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -20,12 +19,19 @@ import pytest
 from deploy import dev_drills
 from deploy import devcluster as dc
 from tests.fixtures import dev_cluster, docker
+from tests.manager.overlay_helpers import (
+    SERVE,
+    address,
+    fdb_macs,
+    overlay_links,
+    reaches,
+    run,
+    sh,
+    vni_of_the_one_network,
+)
 from tests.manager.swarm_compat import heal_and_reset, inspect, wait_for
 
 POLICY = "reschedule:on-node-failure"
-# A TCP server: every connection to 8080 gets one line. (busybox-static's wget crashes here,
-# so nc is the client too.)
-SERVE = "while true; do echo hello-from-$(hostname) | nc -l -p 8080; done"
 
 
 @pytest.fixture(scope="module")
@@ -40,49 +46,6 @@ def clean(cluster: dict[str, object]) -> Iterator[None]:
     heal_and_reset(cluster)
     for net in docker("network", "ls", "--filter", "driver=overlay", "-q").stdout.split():
         docker("network", "rm", net, check=False)
-
-
-def run(name: str, node: str, *args: str, cmd: tuple[str, ...] = ("sleep", "3600")) -> str:
-    return docker(
-        "run", "-d", "--name", name, "-e", f"constraint:node=={node}", *args, "busybox", *cmd
-    ).stdout.strip()
-
-
-def sh(container: str, script: str) -> subprocess.CompletedProcess[str]:
-    return docker("exec", container, "sh", "-c", script, check=False)
-
-
-def reaches(container: str, target: str) -> bool:
-    return sh(container, f"ping -c1 -W2 {target}").returncode == 0
-
-
-def address(container: str, network: str) -> str:
-    return str(inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"])
-
-
-def in_netns(node: str, *cmd: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", node, *cmd], capture_output=True, text=True, check=True
-    ).stdout
-
-
-def vni_of_the_one_network() -> int:
-    """The VNI of the only overlay network in use, read from node-0's kernel."""
-    links = json.loads(in_netns("node-0", "ip", "-j", "-d", "link", "show", "type", "vxlan"))
-    ids = [link["linkinfo"]["info_data"]["id"] for link in links]
-    assert len(ids) == 1, links
-    return int(ids[0])
-
-
-def fdb_macs(node: str, vni: int) -> set[str]:
-    """The static FDB entries of a node's vxlan device: the remote containers' MACs."""
-    rows = json.loads(in_netns(node, "bridge", "-j", "fdb", "show", "dev", f"fl-vx-{vni}"))
-    return {r["mac"] for r in rows if r.get("dst") and r["mac"] != "00:00:00:00:00:00"}
-
-
-def overlay_links(node: str) -> list[str]:
-    links = json.loads(in_netns(node, "ip", "-j", "link", "show"))
-    return [link["ifname"] for link in links if link["ifname"].startswith(("fl-br-", "fl-vx-"))]
 
 
 def test_cross_host_by_address_name_alias_and_tcp(clean: None) -> None:
