@@ -34,7 +34,6 @@ from agent.tasks import cancel
 from proto.docker.errors import DockerError
 from proto.keys import DEFAULT_PREFIX, Keys
 from proto.kv import KV, KVError, parse_discovery
-from proto.logical import SWARM_ID_LABEL
 from proto.rpc import TlsConfig
 from runtime import fence as fence_policy
 from runtime.containers import Runtime
@@ -258,7 +257,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         node_id,
         plane.vtep_ip,
         lease=lambda: registration.lease_id if registration is not None else 0,
-        swarm_id_of=lambda cid: identity.labels_of(runtime.get(cid)).get(SWARM_ID_LABEL, ""),
+        labels_of=lambda cid: identity.labels_of(runtime.get(cid)),
     )
     dns = directory.dns = EmbeddedDNS(directory.resolve, reverse=directory.reverse)
     runtime = Runtime(

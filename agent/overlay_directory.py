@@ -3,25 +3,30 @@ claims of the containers running here.
 
 An address is claimed by creating `endpoints/<net>/<ip>` only if it is absent, under the node's
 lease: no address is ever handed out twice (however many starts race on however many nodes),
-and a dead node's addresses go with its lease, so the rescheduled copy can take its old one
-back. After every registration the claims are asserted again under the current lease (an
-expired lease took them away; a restarted agent's previous lease is about to), and claims of
-this node that no running container holds any more are deleted."""
+and a node's endpoints leave every view with its lease. A reschedulable container's address is
+then free for its replacement (its shim fenced it before the lease could expire). Any other
+container may still be running on a node that is only cut off, so its address is also kept in
+`reserved/<net>/<ip>`, without a lease, until it stops (or its node comes back without it): a
+claim needs both keys absent. After every registration the claims are asserted again under the
+current lease (an expired lease took them away; a restarted agent's previous lease is about to),
+and claims and reservations of this node that no running container holds are deleted."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from agent.embedded_dns import EmbeddedDNS
 from agent.overlay_peers import PeerSync, spec_of
 from agent.overlay_view import OverlayView, find_network
 from proto.docker.errors import NotFound, SystemError_
 from proto.keys import Keys
-from proto.kv import KV, Absent, KVError, ModRevisionIs, Present, Put
+from proto.kv import KV, Absent, Condition, KVError, ModRevisionIs, Present, Put, ValueIs
+from proto.logical import SWARM_ID_LABEL
 from proto.records_pb2 import EndpointRecord, NetworkRecord
+from runtime.fence import is_reschedulable
 from runtime.net_directory import EndpointRequest, UserNetwork, address_in_use
 from runtime.network import mac_for_ip
 from runtime.overlay import OverlaySpec
@@ -39,7 +44,7 @@ class EtcdDirectory:
         node_id: str,
         vtep: str,
         lease: Callable[[], int],
-        swarm_id_of: Callable[[str], str] = lambda cid: "",
+        labels_of: Callable[[str], Mapping[str, str]] = lambda cid: {},
         dns: EmbeddedDNS | None = None,
     ) -> None:
         self.kv = kv
@@ -49,7 +54,7 @@ class EtcdDirectory:
         self.node_id = node_id
         self.vtep = vtep
         self.lease = lease
-        self.swarm_id_of = swarm_id_of  # container id -> com.docker.swarm.id ("" when none)
+        self.labels_of = labels_of  # container id -> its labels (swarm id, reschedule policy)
         self.dns = dns
         self.joined_nets: dict[str, list[str]] = {}  # container id -> its networks, in order
 
@@ -115,7 +120,7 @@ class EtcdDirectory:
     async def _last_address(self, spec: OverlaySpec, container_id: str) -> str:
         """The address the logical container had on the network before it was rescheduled
         here (its old copy's claim went with the dead node's lease)."""
-        swarm_id = self.swarm_id_of(container_id)
+        swarm_id = self.labels_of(container_id).get(SWARM_ID_LABEL, "")
         if not swarm_id:
             return ""
         try:
@@ -126,10 +131,21 @@ class EtcdDirectory:
 
     async def _taken_in_etcd(self, spec: OverlaySpec) -> set[str]:
         try:
-            entries = await self.kv.get_prefix(self.keys.endpoints_prefix(spec.id))
+            claims = await self.kv.get_prefix(self.keys.endpoints_prefix(spec.id))
+            kept = await self.kv.get_prefix(self.keys.reservations_prefix(spec.id))
         except KVError as e:
             raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
-        return {self.keys.endpoint_ids(e.key)[1] for e in entries}
+        return {self.keys.endpoint_ids(e.key)[1] for e in claims} | {
+            self.keys.reservation_ids(e.key)[1] for e in kept
+        }
+
+    def _owner(self, container_id: str) -> bytes:
+        """A reservation's value: whose it is."""
+        return f"{self.node_id}/{container_id}".encode()
+
+    def _kept(self, container_id: str) -> bool:
+        """Whether the container's address outlives the lease (it is not fenced: see above)."""
+        return not is_reschedulable(self.labels_of(container_id))
 
     def _record(self, spec: OverlaySpec, req: EndpointRequest, ip: str) -> EndpointRecord:
         return EndpointRecord(
@@ -146,16 +162,19 @@ class EtcdDirectory:
 
     async def _create(self, spec: OverlaySpec, req: EndpointRequest, ip: str, lease: int) -> bool:
         key = self.keys.endpoint(spec.id, ip)
+        reservation = self.keys.reservation(spec.id, ip)
         rec = self._record(spec, req, ip)
         puts = [Put(key, rec.SerializeToString(), lease)]
-        swarm_id = self.swarm_id_of(req.container_id)
+        if self._kept(req.container_id):
+            puts.append(Put(reservation, self._owner(req.container_id)))
+        swarm_id = self.labels_of(req.container_id).get(SWARM_ID_LABEL, "")
         if swarm_id:
             puts.append(Put(self.keys.last_address(swarm_id, spec.id), ip.encode()))
         # The network must still exist: its removal checks for endpoints in its own
         # transaction, so one of the two fails and no endpoint outlives its network.
         present = Present(self.keys.network(spec.id))
         try:
-            created = await self.kv.txn([Absent(key), present], puts)
+            created = await self.kv.txn([Absent(key), Absent(reservation), present], puts)
             gone = not created and await self.kv.get(self.keys.network(spec.id)) is None
         except KVError as e:
             raise SystemError_(f"cannot allocate an address on network {spec.name}: {e}") from None
@@ -171,16 +190,20 @@ class EtcdDirectory:
         key = self.keys.endpoint(spec.id, ip)
         try:
             entry = await self.kv.get(key)
-            if entry is None:
-                return
-            rec = EndpointRecord()
-            rec.ParseFromString(entry.value)
-            if rec.node_id == self.node_id:
-                await self.kv.compare_and_delete(key, entry.mod_revision)
+            if entry is not None:
+                rec = EndpointRecord()
+                rec.ParseFromString(entry.value)
+                if rec.node_id == self.node_id:
+                    await self.kv.compare_and_delete(key, entry.mod_revision)
+                    await self._unreserve(spec.id, ip, rec.container_id)
         except KVError as e:
             # The claim dies with the lease if etcd stays away; the next registration's
             # reassert deletes it otherwise.
             log.warning("could not release %s: %s", key, e)
+
+    async def _unreserve(self, net_id: str, ip: str, container_id: str) -> None:
+        key = self.keys.reservation(net_id, ip)
+        await self.kv.txn([ValueIs(key, self._owner(container_id))], deletes=[key])
 
     # ------------------------------------------------------------- joining
     async def joined(self, container_id: str, netns_path: str, specs: list[OverlaySpec]) -> None:
@@ -207,9 +230,9 @@ class EtcdDirectory:
 
     # ------------------------------------------------------------- after a registration
     async def reassert(self, held: list[tuple[OverlaySpec, EndpointRequest, str]]) -> None:
-        """Make etcd's claims of this node equal `held` (`UserNetworks.held`: the addresses the
-        running containers here hold), under the current lease. Raises KVError (the
-        registration hook retries)."""
+        """Make etcd's claims and reservations of this node equal `held`
+        (`UserNetworks.held`: the addresses the running containers here hold), under the
+        current lease. Raises KVError (the registration hook retries)."""
         lease = self.lease()
         if not lease:
             return
@@ -217,6 +240,7 @@ class EtcdDirectory:
         wanted = {
             self.keys.endpoint(spec.id, ip): self._record(spec, req, ip) for spec, req, ip in held
         }
+        kept = {self.keys.reservation(r.network_id, r.ip): r for r in wanted.values()}
         for entry in entries:
             rec = EndpointRecord()
             rec.ParseFromString(entry.value)
@@ -228,15 +252,33 @@ class EtcdDirectory:
                         [Put(entry.key, entry.value, lease)],
                     )
             elif want is not None:
-                log.error(
-                    "address %s of container %s was taken by %s on node %s while this node "
-                    "was away",
-                    want.ip,
-                    want.container_id[:12],
-                    rec.container_id[:12],
-                    rec.node_id,
-                )
+                _taken_meanwhile(want, rec.container_id, rec.node_id)
             elif rec.node_id == self.node_id:
                 await self.kv.compare_and_delete(entry.key, entry.mod_revision)
         for key, want in wanted.items():
-            await self.kv.txn([Absent(key)], [Put(key, want.SerializeToString(), lease)])
+            reservation = self.keys.reservation(want.network_id, want.ip)
+            ours = self._owner(want.container_id)
+            held_by = await self.kv.get(reservation)
+            if held_by is not None and held_by.value != ours:
+                _taken_meanwhile(want, *held_by.value.decode().split("/")[::-1])
+                continue
+            compares: list[Condition] = [Absent(key)]
+            compares.append(ValueIs(reservation, ours) if held_by else Absent(reservation))
+            puts = [Put(key, want.SerializeToString(), lease)]
+            if self._kept(want.container_id) and held_by is None:
+                puts.append(Put(reservation, ours))
+            await self.kv.txn(compares, puts)
+        mine = self.node_id.encode() + b"/"
+        for entry in await self.kv.get_prefix(self.keys.reservations_prefix()):
+            if entry.value.startswith(mine) and entry.key not in kept:
+                await self.kv.compare_and_delete(entry.key, entry.mod_revision)
+
+
+def _taken_meanwhile(want: EndpointRecord, holder: str, node_id: str) -> None:
+    log.error(
+        "address %s of container %s was taken by %s on node %s while this node was away",
+        want.ip,
+        want.container_id[:12],
+        holder[:12],
+        node_id,
+    )

@@ -174,6 +174,9 @@ class NetworkStore:
                 deletes=[key, name_key(self.keys, rec), self.keys.vni(rec.vni)],
             )
             if removed:
+                # Addresses kept for containers of nodes that are away (docs/networking.md):
+                # their network is gone, so are they.
+                await self.kv.delete_prefix(self.keys.reservations_prefix(rec.id))
                 return rec
             if await self.kv.get_prefix(self.keys.endpoints_prefix(rec.id)):
                 raise active_endpoints(rec)

@@ -14,6 +14,8 @@
 <prefix>/network-seq                  rewritten by every network create: creates compare its mod
                                       revision, so they commit one at a time (no shared subnet)
 <prefix>/endpoints/<net-id>/<ip>      EndpointRecord, the address claim (agent, under its lease)
+<prefix>/reserved/<net-id>/<ip>       "<node-id>/<container-id>": the address of a container that is
+                                      not reschedulable, kept (no lease) while its node is away
 <prefix>/addresses/<swarm-id>/<net-id>  the address a logical container last had on a network
                                       (agent, no lease: its replacement asks for it again)
 <prefix>/leader                       manager election
@@ -72,6 +74,9 @@ class Keys:
     def network_seq(self) -> str:
         return self._join("network-seq")
 
+    def reservation(self, net_id: str, ip: str) -> str:
+        return self._join("reserved", net_id, ip)
+
     def last_address(self, swarm_id: str, net_id: str) -> str:
         return self._join("addresses", swarm_id, net_id)
 
@@ -111,6 +116,9 @@ class Keys:
 
     def vnis_prefix(self) -> str:
         return self._dir("vnis")
+
+    def reservations_prefix(self, net_id: str | None = None) -> str:
+        return self._dir("reserved") if net_id is None else self._dir("reserved", net_id)
 
     def last_addresses_prefix(self, swarm_id: str) -> str:
         self._join(swarm_id)  # validates
@@ -159,6 +167,10 @@ class Keys:
     def status_ids(self, key: str | bytes) -> tuple[str, str]:
         """(node_id, container_id) of a status key."""
         return self._two(key, self.status_prefix())
+
+    def reservation_ids(self, key: str | bytes) -> tuple[str, str]:
+        """(network_id, ip) of a reservation key."""
+        return self._two(key, self.reservations_prefix())
 
     def endpoint_ids(self, key: str | bytes) -> tuple[str, str]:
         """(network_id, ip) of an endpoint key."""

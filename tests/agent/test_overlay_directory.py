@@ -29,7 +29,9 @@ pytestmark = pytest.mark.timeout(60)
 NET = NetworkRecord(
     id="a" * 64, name="web", driver="overlay", vni=4097, subnet="10.7.0.0/24", gateway="10.7.0.1"
 )
-SWARM_IDS: dict[str, str] = {}  # container id -> com.docker.swarm.id, as the runtime's labels say
+# container id -> its labels, as the runtime's records say (swarm id, reschedule policy)
+LABELS: dict[str, dict[str, str]] = {}
+RESCHEDULE = {"com.docker.swarm.reschedule-policies": '["on-node-failure"]'}
 SMALL = NetworkRecord(
     id="b" * 64, name="tiny", driver="overlay", vni=4098, subnet="10.8.0.0/29", gateway="10.8.0.1"
 )
@@ -84,7 +86,7 @@ async def cluster(etcd: EtcdServer) -> AsyncIterator[tuple[KV, Keys, list[Node]]
                 f"N{i}",
                 f"192.0.2.{i + 1}",
                 lambda n=i: nodes[n].lease,
-                swarm_id_of=lambda cid: SWARM_IDS.get(cid, ""),
+                labels_of=lambda cid: LABELS.get(cid, {}),
             )
             nodes.append(
                 Node(f"N{i}", f"192.0.2.{i + 1}", kv, lease, view, peers, directory, plane, in_use)
@@ -149,17 +151,53 @@ async def test_wanted_taken_previous_and_exhausted(cluster) -> None:
 
 async def test_a_dead_nodes_addresses_go_with_its_lease(cluster) -> None:
     admin, keys, nodes = cluster
+    LABELS["5" * 64] = RESCHEDULE  # fenced before its lease can expire: nothing to keep
     ip = await nodes[1].directory.claim(spec(NET), request("5" * 64))
     await nodes[1].kv.lease_revoke(nodes[1].lease)
     assert await admin.get(keys.endpoint(NET.id, ip)) is None
+    assert await admin.get(keys.reservation(NET.id, ip)) is None
     # Its rescheduled copy on another node gets the same address back.
     assert await nodes[2].directory.claim(spec(NET), request("6" * 64, previous=ip)) == ip
+
+
+async def test_a_cut_off_nodes_running_container_keeps_its_address(cluster) -> None:
+    """Not reschedulable: nothing fences it, so it may still run on a node that is only cut
+    off, and its address is not handed out while the node is away."""
+    admin, keys, nodes = cluster
+    ip = await nodes[1].directory.claim(spec(SMALL), request("7" * 64))
+    await nodes[1].kv.lease_revoke(nodes[1].lease)  # its claim went with the lease
+    assert await admin.get(keys.endpoint(SMALL.id, ip)) is None
+    got = [await nodes[2].directory.claim(spec(SMALL), request(f"{i:064x}")) for i in range(4)]
+    assert ip not in got  # the other 4 of the /29's 5 addresses
+    with pytest.raises(DockerError) as err:
+        await nodes[2].directory.claim(spec(SMALL), request("8" * 64, wanted=ip))
+    assert err.value.message == ADDRESS_IN_USE
+    # Its node comes back with the container still running: the claim is asserted again.
+    nodes[1].lease = await nodes[1].kv.lease_grant(30)
+    await nodes[1].directory.reassert([(spec(SMALL), request("7" * 64), ip)])
+    entry = await admin.get(keys.endpoint(SMALL.id, ip))
+    assert entry is not None and entry.lease == nodes[1].lease
+    # It stops: both keys go, and the address is free again.
+    await nodes[1].directory.release(spec(SMALL), ip)
+    assert await admin.get(keys.reservation(SMALL.id, ip)) is None
+    assert await nodes[2].directory.claim(spec(SMALL), request("9" * 64)) == ip
+
+
+async def test_a_node_back_without_its_container_frees_the_address(cluster) -> None:
+    admin, keys, nodes = cluster
+    ip = await nodes[1].directory.claim(spec(NET), request("a" * 64))
+    await nodes[1].kv.lease_revoke(nodes[1].lease)
+    nodes[1].lease = await nodes[1].kv.lease_grant(30)
+    await nodes[1].directory.reassert([])  # it did not survive (a crashed host)
+    assert await admin.get(keys.reservation(NET.id, ip)) is None
+    assert await nodes[0].directory.claim(spec(NET), request("b" * 64, wanted=ip)) == ip
 
 
 async def test_a_rescheduled_copy_gets_its_address_back_by_its_swarm_id(cluster) -> None:
     admin, keys, nodes = cluster
     old, new = "1" * 64, "2" * 64
-    SWARM_IDS.update({old: "s" * 64, new: "s" * 64})
+    swarm = {"com.docker.swarm.id": "s" * 64, **RESCHEDULE}
+    LABELS.update({old: swarm, new: swarm})
     ip = await nodes[1].directory.claim(spec(NET), request(old, previous="10.7.0.20"))
     assert ip == "10.7.0.20"
     await nodes[1].kv.lease_revoke(nodes[1].lease)  # its node died: its claim went
