@@ -20,6 +20,12 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # A node that was down is dialled again within a second of its agent being back: gRPC's
+    # default back-off grows to two minutes, and calls fail at once ("failed to connect to all
+    # addresses") until its next attempt, long after the node is Healthy again.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
