@@ -48,18 +48,17 @@ def partition_rules() -> list[Rule]:
 
 
 def etcd_rules(endpoints: Iterable[str]) -> list[Rule]:
-    """Drop this host's connections to every etcd client endpoint ("host:port"), both ways:
-    with only what it sends dropped, data etcd already sends on an open connection (a watch's
-    events) would still arrive."""
-    tag = ["-m", "comment", "--comment", COMMENT, "-j", "DROP"]
+    """Drop this host's connections to every etcd client endpoint ("host:port")."""
     rules: list[Rule] = []
     for endpoint in endpoints:
         host, _, port = endpoint.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(host, int(port), socket.AF_INET)})
         for addr in addrs:
-            rules.append(["OUTPUT", "-p", "tcp", "-d", addr, "--dport", port, *tag])
-            rules.append(["INPUT", "-p", "tcp", "-s", addr, "--sport", port, *tag])
+            rules.append(
+                ["OUTPUT", "-p", "tcp", "-d", addr, "--dport", port]
+                + ["-m", "comment", "--comment", COMMENT, "-j", "DROP"]
+            )
     return rules
 
 
