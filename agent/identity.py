@@ -11,11 +11,11 @@ import logging
 import time
 from typing import Any, Protocol
 
+from proto import logical
 from proto.docker.errors import DockerError
 from proto.keys import Keys
 from proto.kv import KV
 from proto.logical import (
-    FIRST_GENERATION,
     GENERATION_LABEL,
     PLACED,
     SWARM_ID_LABEL,
@@ -43,10 +43,7 @@ def labels_of(rec: Any) -> dict[str, str]:
 
 def is_replacement(rec: Any) -> bool:
     """Made by a reschedule (generation past the first): an older copy existed elsewhere."""
-    try:
-        return int(labels_of(rec).get(GENERATION_LABEL) or FIRST_GENERATION) > FIRST_GENERATION
-    except ValueError:
-        return False
+    return logical.is_replacement(labels_of(rec))
 
 
 def same_generation(runtime: _Runtime, body: dict[str, Any]) -> str | None:

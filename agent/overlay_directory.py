@@ -24,7 +24,7 @@ from agent.overlay_view import OverlayView, find_network
 from proto.docker.errors import NotFound, SystemError_
 from proto.keys import Keys
 from proto.kv import KV, Absent, Condition, KVError, ModRevisionIs, Present, Put, ValueIs
-from proto.logical import SWARM_ID_LABEL
+from proto.logical import SWARM_ID_LABEL, is_replacement
 from proto.records_pb2 import EndpointRecord, NetworkRecord
 from runtime.fence import is_reschedulable
 from runtime.net_directory import EndpointRequest, UserNetwork, address_in_use
@@ -120,9 +120,10 @@ class EtcdDirectory:
     async def _last_address(self, spec: OverlaySpec, container_id: str) -> str:
         """The address the logical container had on the network before it was rescheduled
         here (its old copy's claim went with the dead node's lease)."""
-        swarm_id = self.labels_of(container_id).get(SWARM_ID_LABEL, "")
-        if not swarm_id:
-            return ""
+        labels = self.labels_of(container_id)
+        swarm_id = labels.get(SWARM_ID_LABEL, "")
+        if not swarm_id or not is_replacement(labels):
+            return ""  # a first copy had no address before (one etcd read saved per start)
         try:
             entry = await self.kv.get(self.keys.last_address(swarm_id, spec.id))
         except KVError as e:

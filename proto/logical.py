@@ -5,6 +5,8 @@ reschedule is moving away from (an agent that comes back in time keeps it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from proto.records_pb2 import LogicalContainer
 
 SWARM_ID_LABEL = "com.docker.swarm.id"
@@ -44,3 +46,11 @@ def names_copy(logical: LogicalContainer, node_id: str, cid: str) -> bool:
         and logical.previous_node_id == node_id
         and logical.previous_container_id == cid
     )
+
+
+def is_replacement(labels: Mapping[str, str]) -> bool:
+    """Made by a reschedule (generation past the first): an older copy existed elsewhere."""
+    try:
+        return int(labels.get(GENERATION_LABEL) or FIRST_GENERATION) > FIRST_GENERATION
+    except ValueError:
+        return False

@@ -197,7 +197,7 @@ async def test_a_rescheduled_copy_gets_its_address_back_by_its_swarm_id(cluster)
     admin, keys, nodes = cluster
     old, new = "1" * 64, "2" * 64
     swarm = {"com.docker.swarm.id": "s" * 64, **RESCHEDULE}
-    LABELS.update({old: swarm, new: swarm})
+    LABELS.update({old: swarm, new: {**swarm, "com.docker.swarm.generation": "2"}})
     ip = await nodes[1].directory.claim(spec(NET), request(old, previous="10.7.0.20"))
     assert ip == "10.7.0.20"
     await nodes[1].kv.lease_revoke(nodes[1].lease)  # its node died: its claim went
