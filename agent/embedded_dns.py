@@ -168,16 +168,19 @@ class _Listener:
     container_id: str
     netns_path: str
     udp: asyncio.DatagramTransport | None = None
+    udp_closed: asyncio.Future[None] | None = None
     tcp: asyncio.Server | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, udp: socket.socket, tcp: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        self.udp_closed = loop.create_future()
         transport, _ = await loop.create_datagram_endpoint(lambda: _UDPProtocol(self), sock=udp)
         self.udp = transport
         self.tcp = await asyncio.start_server(self._serve_tcp, sock=tcp)
 
     async def close(self) -> None:
+        """Stop serving; on return both ports are free to bind again."""
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
@@ -188,6 +191,10 @@ class _Listener:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.tcp is not None:
             await self.tcp.wait_closed()
+        if self.udp is not None and self.udp_closed is not None:
+            # A datagram transport closes its socket on a later turn of the loop, not in
+            # close(): a container restarted at once would find its resolver's port taken.
+            await self.udp_closed
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` as a query in flight; False (not run) when too many are."""
@@ -249,6 +256,11 @@ class _UDPProtocol(asyncio.DatagramProtocol):
             reply = error_reply(query, dns.rcode.REFUSED).to_wire()
             if self._listener.udp is not None:
                 self._listener.udp.sendto(reply, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        closed = self._listener.udp_closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors of earlier replies (a client that went away): nothing to do.

@@ -296,8 +296,10 @@ async def test_stop_frees_the_port_and_serve_works_again(
     with pytest.raises(OSError):
         await asyncio.to_thread(run_in_netns, ns, _bind_resolver_port)
     await resolver.stop("c1")
+    # Checked on the loop's own thread, before the loop turns again: free means freed by
+    # stop() itself, not by a close the loop had still queued.
+    run_in_netns(ns, _bind_resolver_port)
     await resolver.stop("c1")  # idempotent
-    await asyncio.to_thread(run_in_netns, ns, _bind_resolver_port)
     await resolver.serve("c1", ns)
     assert addresses(await ask(ns, "db")) == {"10.0.0.4"}
     assert addresses(await ask(ns, "db", tcp=True)) == {"10.0.0.4"}
@@ -309,8 +311,8 @@ async def test_serving_into_another_namespace_moves_the_resolver(
     before, after = make_netns("before"), make_netns("after")
     await resolver.serve("c1", before)
     await resolver.serve("c1", after)  # the container was restarted with a new namespace
+    run_in_netns(before, _bind_resolver_port)  # on the loop's thread, as above
     assert addresses(await ask(after, "db")) == {"10.0.0.4"}
-    await asyncio.to_thread(run_in_netns, before, _bind_resolver_port)
 
 
 async def test_two_containers_have_independent_resolvers(
