@@ -104,9 +104,22 @@ def fence_peers(node: str) -> float:
 def wait_for(check, timeout: float, what: str) -> float:  # noqa: ANN001
     start = time.monotonic()
     while not check():
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout:.1f}s"
+        if time.monotonic() - start >= timeout:
+            post_mortem()
+            raise AssertionError(f"{what}: not within {timeout:.1f}s")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def post_mortem(lines: int = 60) -> None:
+    """The last lines (debug left out) of the manager's and agents' logs, on stdout: pytest
+    shows them with a failure, where the log files themselves are gone with the machine."""
+    names = os.listdir(dc.ROOT) if os.path.isdir(dc.ROOT) else []
+    for log in sorted(n for n in names if n.endswith(".log")):
+        with open(os.path.join(dc.ROOT, log), errors="replace") as f:
+            kept = [line.rstrip()[:300] for line in f if " DEBUG " not in line]
+        print(f"----- {log} (last {lines} lines without DEBUG)")
+        print("\n".join(kept[-lines:]))
 
 
 def dev(*args: str) -> None:
