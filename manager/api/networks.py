@@ -6,6 +6,7 @@ Overlay is the default driver through the manager. The docker CLI always sends i
 (`bridge`), so a plain `docker network create NAME` arrives as `bridge` and must give a network
 spanning every node: `bridge` without a node is taken as that default. Swarm's `node/NAME`
 makes a node-local network (driver bridge, scope local) on that node, listed as `node/NAME`;
+`-d bridge --scope local NAME` makes one on the node the scheduler picks, as Swarm's `-d bridge`;
 built-in networks keep dockerd's 403s. Connect and disconnect go to the agent of the
 container's node with the network's full ID.
 """
@@ -38,6 +39,7 @@ from manager.api.networks_local import (
 )
 from manager.api.networks_overlay import (
     BRIDGE,
+    LOCAL_SCOPE,
     OVERLAY,
     candidates,
     parse_create,
@@ -164,8 +166,11 @@ async def create(request: web.Request) -> web.Response:
     if bare in PREDEFINED:
         raise predefined_create(bare)
     driver = str(body.get("Driver") or OVERLAY)
-    if driver == BRIDGE and not sep:
-        driver = OVERLAY  # the CLI's default, which cannot be told from `-d bridge`
+    # The CLI's default driver, which cannot be told from `-d bridge`, means overlay; asking for
+    # scope local (`--scope local`) is what says "one node's bridge".
+    local = driver == BRIDGE and (bool(sep) or body.get("Scope") == LOCAL_SCOPE)
+    if driver == BRIDGE and not local:
+        driver = OVERLAY
     if driver in ("host", "null"):
         raise DockerError(f'only one instance of "{driver}" network is allowed', 403)
     if driver not in (OVERLAY, BRIDGE):
@@ -176,23 +181,23 @@ async def create(request: web.Request) -> web.Response:
             '[a-zA-Z0-9_.-]" are allowed'
         )
     # `-d overlay node/NAME`: Swarm asks that node's engine, which makes a global network.
-    node_id = _node_for(request, node) if sep else ""
-    template, ipam = parse_create({**body, "Name": bare}, node_id if driver == BRIDGE else "")
+    node_id = _node_for(request, node) if sep or local else ""
+    template, ipam = parse_create({**body, "Name": bare}, node_id if local else "")
     rec = await store_of(cluster).create(template, ipam)
     return web.json_response({"Id": rec.id, "Warning": ""}, status=201)
 
 
 def _node_for(request: web.Request, node: str) -> str:
-    """The node `node/NAME` names, chosen as Swarm's CreateNetwork does: the scheduler with a
-    `node==NODE` constraint (an unknown node is its error)."""
-    config = {"Env": [f"constraint:node=={node}"]}
+    """The node of a node-local network, chosen as Swarm's CreateNetwork does: for `node/NAME`
+    the scheduler with a `node==NODE` constraint (an unknown node is its error), else the
+    scheduler's first choice for an empty container."""
+    config = {"Env": [f"constraint:node=={node}"]} if node else {}
     scheduler = scheduler_for(request.app[SETTINGS_KEY])
     try:
         # No image lists: a network's placement does not depend on them.
-        nodes = scheduler.eligible(build_infos(request.app[CLUSTER_KEY], {}), config)
+        return scheduler.select(build_infos(request.app[CLUSTER_KEY], {}), config).id
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
-    return nodes[0].id
 
 
 async def remove(request: web.Request) -> web.Response:

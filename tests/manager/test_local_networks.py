@@ -94,6 +94,19 @@ async def test_names_are_unique_per_node_and_against_overlays(api: Any) -> None:
     assert status == 400 and doc["message"].startswith("invalid name: node-0/a/b")
 
 
+async def test_scope_local_bridge_goes_to_the_schedulers_node(api: Any) -> None:
+    client, cluster = api
+    net_id = await _create(client, "picked", Scope="local")
+    rec = (await NetworkStore(cluster.kv, cluster.keys).get(net_id) or (None, 0))[0]
+    assert rec is not None and rec.driver == "bridge" and rec.node_id in ("ID0", "ID1")
+    _, doc, _ = await call(client, "GET", "/networks/picked")
+    assert (doc["Scope"], doc["Driver"]) == ("local", "bridge")
+    # Without the scope, the CLI's default `bridge` is the cluster's default: an overlay.
+    net_id = await _create(client, "spanning")
+    rec = (await NetworkStore(cluster.kv, cluster.keys).get(net_id) or (None, 0))[0]
+    assert rec is not None and (rec.driver, rec.node_id) == ("overlay", "")
+
+
 async def test_remove_and_prune(api: Any) -> None:
     client, cluster = api
     await _create(client, "node-0/gone")

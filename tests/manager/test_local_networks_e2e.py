@@ -88,3 +88,21 @@ def test_network_on_one_node_by_name_and_rm(clean: None) -> None:
     docker("network", "rm", "node-1/loc")
     assert user_links("node-1") == []
     assert docker("network", "ls", "--filter", "type=custom", "-q").stdout.strip() == ""
+
+
+def test_scope_local_bridge_lands_on_the_node_the_scheduler_picks(clean: None) -> None:
+    # The CLI sends `bridge` for a plain `network create` too (an overlay through the manager):
+    # `--scope local` is what asks for one node's bridge, as Swarm's `-d bridge NAME` gave.
+    docker("network", "create", "-d", "bridge", "--scope", "local", "loc")
+    row = docker("network", "ls", "--filter", "type=custom", "--format", "{{.Name}} {{.Scope}}")
+    shown, scope = row.stdout.strip().split()
+    node, _, name = shown.partition("/")
+    assert (name, scope) == ("loc", "local") and node in ("node-0", "node-1"), row.stdout
+    docker("run", "-d", "--name", "here", "--net", "loc", "busybox", "sleep", "3600")
+    assert node_of("here") == node
+    assert [n for n in user_links(node) if n.startswith("fl-vx-")] == []
+    other = "node-1" if node == "node-0" else "node-0"
+    assert user_links(other) == []
+    docker("rm", "-f", "here")
+    docker("network", "rm", "loc")
+    assert user_links(node) == []
