@@ -13,12 +13,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import time
 from typing import Any, BinaryIO
 
 from proto.docker.errors import InvalidParameter, NotFound, go_quote
-from runtime import layers
+from runtime import inroot, layers
 from runtime.blobio import canonical_json, decompressed, spool
 from runtime.changes import apply_changes
 from runtime.imageconfig import host_architecture, image_config_bytes, normalize_config
@@ -65,9 +66,9 @@ def load(store: ImageStore, src: BinaryIO) -> list[str]:
         work = store.tmp_dir("docker-import-")
         try:
             layers.unpack_layer(decompressed(src), work)
-            if os.path.exists(os.path.join(work, "manifest.json")):
+            if _exists_inside(work, "manifest.json"):
                 entries = _docker_manifest(work)
-            elif os.path.exists(os.path.join(work, "index.json")):
+            elif _exists_inside(work, "index.json"):
                 entries = _oci_manifests(work)
             else:
                 raise InvalidParameter(f"open {work}/repositories: no such file or directory")
@@ -82,7 +83,7 @@ def load(store: ImageStore, src: BinaryIO) -> list[str]:
 def _load_one(
     store: ImageStore, work: str, config_path: str, layer_paths: list[str], tags: list[str]
 ) -> list[str]:
-    with open(_inside(work, config_path), "rb") as f:
+    with _inside(work, config_path) as f:
         config_bytes = f.read()
     try:
         cfg = json.loads(config_bytes)
@@ -119,7 +120,7 @@ def _load_one(
 
 def _load_layer(store: ImageStore, work: str, index: int, diff_id: str, path: str) -> None:
     def fill(tmp_blob: str) -> str:
-        with open(_inside(work, path), "rb") as f:
+        with _inside(work, path) as f:
             got = spool(f, tmp_blob)
         if "sha256:" + got != diff_id:
             raise InvalidParameter(
@@ -205,17 +206,32 @@ def _save_image(
 # --------------------------------------------------------------------------- helpers
 
 
-def _inside(root: str, rel: str) -> str:
-    """rel under root, symlinks resolved, refusing anything that leaves root."""
-    path = os.path.realpath(os.path.join(root, rel))
-    if not path.startswith(os.path.realpath(root) + os.sep) or not os.path.isfile(path):
+def _inside(root: str, rel: str) -> BinaryIO:
+    """The regular file rel under the unpacked archive, its symlinks followed inside it (as
+    dockerd's safePath scopes them): a `manifest.json -> /etc/shadow` reads nothing of the host."""
+    try:
+        with inroot.opened(inroot.open_root(root)) as rootfd:
+            fd = inroot.open_in_root(rootfd, rel, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        raise InvalidParameter(f"open {rel}: no such file or directory") from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
         raise InvalidParameter(f"open {rel}: no such file or directory")
-    return path
+    return f
+
+
+def _exists_inside(root: str, rel: str) -> bool:
+    try:
+        _inside(root, rel).close()
+    except InvalidParameter:
+        return False
+    return True
 
 
 def _docker_manifest(work: str) -> list[tuple[str, list[str], list[str]]]:
     try:
-        with open(os.path.join(work, "manifest.json"), "rb") as f:
+        with _inside(work, "manifest.json") as f:
             manifest = json.load(f)
         return [
             (m["Config"], list(m.get("Layers") or []), list(m.get("RepoTags") or []))
@@ -233,13 +249,13 @@ def _blob_path(descriptor: dict[str, Any]) -> str:
 
 
 def _read_blob_json(work: str, descriptor: dict[str, Any]) -> dict[str, Any]:
-    with open(_inside(work, _blob_path(descriptor)), "rb") as f:
+    with _inside(work, _blob_path(descriptor)) as f:
         return json.load(f)
 
 
 def _oci_manifests(work: str) -> list[tuple[str, list[str], list[str]]]:
     try:
-        with open(os.path.join(work, "index.json"), "rb") as f:
+        with _inside(work, "index.json") as f:
             index = json.load(f)
         entries = []
         for desc in index.get("manifests") or []:

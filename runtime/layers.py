@@ -7,6 +7,7 @@ directories can be stacked as `lowerdir`s directly. Packing an overlay upper dir
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -15,6 +16,7 @@ import tarfile
 from typing import Any, BinaryIO
 
 from proto.docker.errors import InvalidParameter, go_quote
+from runtime import inroot
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -65,7 +67,7 @@ class _Unpacker:
             os.utime(path, (mtime, mtime), follow_symlinks=False)
 
     def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
-        rel = _clean_name(m.name)
+        rel = _clean_name(m.name, self.dest)
         if rel is None:
             return  # the root itself ("./"): nothing to create
         parent_rel, base = os.path.split(rel)
@@ -107,7 +109,9 @@ class _Unpacker:
                 os.mkdir(cur, 0o755)
                 continue
             if stat.S_ISLNK(st.st_mode):
-                raise InvalidParameter(f"{go_quote(name)} is outside of {go_quote(self.dest)}")
+                # dockerd would follow it inside its chroot; a layer never needs to write
+                # through a link it just made, and refusing keeps every write in this layer.
+                raise _breakout(name, self.dest)
             if not stat.S_ISDIR(st.st_mode):
                 raise InvalidParameter(f"{go_quote(name)}: parent is not a directory")
         return cur
@@ -121,7 +125,11 @@ class _Unpacker:
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return  # aufs hardlink bookkeeping (.wh..wh.plnk etc.): not content
-        target = os.path.join(parent, base[len(WHITEOUT_PREFIX) :])
+        original = base[len(WHITEOUT_PREFIX) :]
+        if original in ("", ".", ".."):
+            # ".wh..." would whiteout "..": the directory above this one, or above the layer.
+            raise _breakout(m.name, self.dest)
+        target = os.path.join(parent, original)
         _remove(target)
         if not self.flat:
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
@@ -153,9 +161,15 @@ class _Unpacker:
                 shutil.copyfileobj(data, out, 1 << 20)
 
     def _hardlink(self, path: str, m: tarfile.TarInfo) -> None:
-        rel = _clean_name(m.linkname)
+        target_path = os.path.normpath(os.path.join(self.dest, m.linkname.lstrip("/")))
+        try:
+            rel = _clean_name(m.linkname, self.dest)
+        except InvalidParameter:
+            rel = None
         if rel is None:
-            raise InvalidParameter(f"invalid hardlink {go_quote(m.linkname)}")
+            raise InvalidParameter(
+                f"invalid hardlink {go_quote(target_path)} -> {go_quote(m.linkname)}"
+            )
         parent_rel, base = os.path.split(rel)
         target = os.path.join(self._safe_dir(parent_rel, m.linkname), base)
         if not os.path.lexists(target):
@@ -170,19 +184,27 @@ def _tar_error_text(e: Exception) -> str:
     return f"archive/tar: {text}"
 
 
-def _clean_name(name: str) -> str | None:
-    """The entry's path relative to the layer root, or None for the root; refuses `..` escapes."""
+def _clean_name(name: str, dest: str) -> str | None:
+    """The entry's path relative to the layer root, or None for the root; refuses `..` escapes.
+
+    A leading "/" means the layer root, as filepath.Join(dest, name) makes it for dockerd.
+    """
     parts: list[str] = []
     for part in name.replace("\\", "/").split("/"):
         if part in ("", "."):
             continue
         if part == "..":
             if not parts:
-                raise InvalidParameter(f"{go_quote(name)} is outside of the layer")
+                raise _breakout(name, dest)
             parts.pop()
             continue
         parts.append(part)
     return "/".join(parts) if parts else None
+
+
+def _breakout(name: str, dest: str) -> InvalidParameter:
+    """dockerd's breakoutError text for an entry that would leave the directory unpacked into."""
+    return InvalidParameter(f"{go_quote(os.path.normpath(name))} is outside of {go_quote(dest)}")
 
 
 def _remove(path: str) -> None:
@@ -229,52 +251,138 @@ def tar_tree(root: str, out: BinaryIO) -> None:
 
 
 def _write_tree(root: str, out: BinaryIO, overlay: bool) -> None:
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for rel in _walk_sorted(root):
-            _add_entry(tar, os.path.join(root, rel), rel, overlay)
+    with (
+        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        inroot.opened(inroot.open_root(root)) as rootfd,
+    ):
+        _TreePacker(tar, overlay).children(rootfd, "")
 
 
-def _walk_sorted(root: str) -> list[str]:
-    """Every path under root, relative, parents before children, in name order."""
-    result: list[str] = []
-    _walk_into(root, "", result)
-    return result
+class _TreePacker:
+    """Tar entries of a tree that a running container may be changing (`commit --pause=false`):
+    walked with directory fds and single names, so a directory swapped for a symlink is packed
+    as that symlink and nothing outside the tree is ever opened."""
+
+    def __init__(self, tar: tarfile.TarFile, overlay: bool) -> None:
+        self.tar = tar
+        self.overlay = overlay
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def children(self, dirfd: int, rel: str) -> None:
+        for name in sorted(os.listdir(dirfd)):
+            self.entry(dirfd, name, f"{rel}/{name}" if rel else name)
+
+    def entry(self, dirfd: int, name: str, rel: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if self.overlay and _is_whiteout(st):
+            parent, base = os.path.split(rel)
+            info = _plain_info(os.path.join(parent, WHITEOUT_PREFIX + base), st)
+            info.mode = 0o600
+            self.tar.addfile(info)
+        elif stat.S_ISLNK(st.st_mode):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                target = os.readlink(name, dir_fd=dirfd)
+                self.tar.addfile(_stat_info(rel, st, tarfile.SYMTYPE, target))
+        elif stat.S_ISDIR(st.st_mode):
+            fd = _open_nofollow(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
+            if fd is not None:
+                with inroot.opened(fd):
+                    self._directory(fd, rel)
+        elif stat.S_ISREG(st.st_mode):
+            # O_NONBLOCK: a FIFO swapped in meanwhile must not block the open.
+            fd = _open_nofollow(dirfd, name, os.O_RDONLY | os.O_NONBLOCK)
+            if fd is not None:
+                with inroot.opened(fd):
+                    self._regular(fd, rel)
+        elif stat.S_IFMT(st.st_mode) in _SPECIAL:
+            fd = _open_nofollow(dirfd, name, os.O_PATH)
+            if fd is not None:
+                with inroot.opened(fd):
+                    st = os.fstat(fd)
+                    if stat.S_IFMT(st.st_mode) in _SPECIAL:
+                        info = _stat_info(rel, st, _SPECIAL[stat.S_IFMT(st.st_mode)])
+                        _add_xattrs(info, inroot.fd_path(fd))
+                        self.tar.addfile(info)
+
+    def _directory(self, fd: int, rel: str) -> None:
+        st = os.fstat(fd)
+        info = _stat_info(rel, st, tarfile.DIRTYPE)
+        _add_xattrs(info, fd)
+        self.tar.addfile(info)
+        if self.overlay and _is_opaque(fd):
+            opq = _plain_info(os.path.join(rel, WHITEOUT_OPAQUE), st)
+            opq.mode = st.st_mode & 0o777
+            self.tar.addfile(opq)
+        self.children(fd, rel)
+
+    def _regular(self, fd: int, rel: str) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.inodes:
+            self.tar.addfile(_stat_info(rel, st, tarfile.LNKTYPE, self.inodes[key]))
+            return
+        if st.st_nlink > 1:
+            self.inodes[key] = rel
+        info = _stat_info(rel, st, tarfile.REGTYPE)
+        info.size = st.st_size
+        _add_xattrs(info, fd)
+        self.tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]
 
 
-def _walk_into(root: str, rel: str, result: list[str]) -> None:
-    host = os.path.join(root, rel) if rel else root
-    for name in sorted(os.listdir(host)):
-        child = f"{rel}/{name}" if rel else name
-        result.append(child)
-        st = os.lstat(os.path.join(root, child))
-        if stat.S_ISDIR(st.st_mode):
-            _walk_into(root, child, result)
+_SPECIAL = {
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+}
 
 
-def _add_entry(tar: tarfile.TarFile, host: str, rel: str, overlay: bool) -> None:
-    st = os.lstat(host)
-    if overlay and _is_whiteout(st):
-        parent, base = os.path.split(rel)
-        info = _plain_info(os.path.join(parent, WHITEOUT_PREFIX + base), st)
-        info.mode = 0o600
-        tar.addfile(info)
-        return
-    info = tar.gettarinfo(host, arcname=rel)
-    info.uname = ""
-    info.gname = ""
+def _open_nofollow(dirfd: int, name: str, flags: int) -> int | None:
+    """name in dirfd, never through a symlink; None when it changed kind since the lstat."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+            return None
+        raise
+
+
+class _Exactly:
+    """`size` bytes of an open file, zero-padded if it shrank after the header was written."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = os.read(self.fd, n) if n else b""
+        data += b"\0" * (n - len(data))
+        self.left -= n
+        return data
+
+
+def _stat_info(rel: str, st: os.stat_result, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(rel)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid = st.st_uid
+    info.gid = st.st_gid
     info.mtime = int(st.st_mtime)
-    xattrs = _read_xattrs(host)
-    for key, value in xattrs.items():
+    info.linkname = linkname
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor = os.major(st.st_rdev)
+        info.devminor = os.minor(st.st_rdev)
+    return info
+
+
+def _add_xattrs(info: tarfile.TarInfo, target: int | str) -> None:
+    for key, value in _read_xattrs(target).items():
         info.pax_headers[_XATTR_PAX + key] = value.decode("utf-8", "surrogateescape")
-    if info.isreg():
-        with open(host, "rb") as f:
-            tar.addfile(info, f)
-    else:
-        tar.addfile(info)
-    if overlay and info.isdir() and _is_opaque(host):
-        opq = _plain_info(os.path.join(rel, WHITEOUT_OPAQUE), st)
-        opq.mode = st.st_mode & 0o777
-        tar.addfile(opq)
 
 
 def _plain_info(name: str, st: os.stat_result) -> tarfile.TarInfo:
@@ -291,16 +399,19 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: str) -> bool:
+def _is_opaque(path: int | str) -> bool:
     try:
+        if isinstance(path, int):
+            return os.getxattr(path, OPAQUE_XATTR) == b"y"
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
 
-def _read_xattrs(path: str) -> dict[str, bytes]:
+def _read_xattrs(path: int | str) -> dict[str, bytes]:
+    """xattrs of an fd, or of a /proc/self/fd path (followed: it names the inode itself)."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path)
     except OSError:
         return {}
     result: dict[str, bytes] = {}
@@ -308,7 +419,7 @@ def _read_xattrs(path: str) -> dict[str, bytes]:
         if name.startswith(_OVERLAY_XATTR_PREFIX):
             continue
         try:
-            result[name] = os.getxattr(path, name, follow_symlinks=False)
+            result[name] = os.getxattr(path, name)
         except OSError:
             continue
     return result
@@ -318,13 +429,16 @@ def _read_xattrs(path: str) -> dict[str, bytes]:
 
 
 def changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
-    """`docker diff` of an overlay upper dir against its lower dirs (top first), sorted by path."""
+    """`docker diff` of an overlay upper dir against its lower dirs (top first), sorted by path.
+
+    The upper dir belongs to a container that may be running: it is walked with directory fds,
+    and lower paths are looked up without following any symlink.
+    """
     result: dict[str, int] = {}
     changed_dirs: set[str] = set()
-    for rel in _walk_sorted(upper):
+    for rel, st, opaque in _walk_upper(upper):
         path = "/" + rel
-        st = os.lstat(os.path.join(upper, rel))
-        kind = _change_kind(upper, rel, st, lowers)
+        kind = _change_kind(rel, st, opaque, lowers)
         if kind is None:
             continue
         result[path] = kind
@@ -338,25 +452,58 @@ def changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
     return [{"Path": p, "Kind": result[p]} for p in sorted(result)]
 
 
-def _change_kind(upper: str, rel: str, st: os.stat_result, lowers: list[str]) -> int | None:
+def _walk_upper(upper: str) -> list[tuple[str, os.stat_result, bool]]:
+    """(path, lstat, opaque) of every entry, parents before children, in name order."""
+    out: list[tuple[str, os.stat_result, bool]] = []
+    with inroot.opened(inroot.open_root(upper)) as fd:
+        _walk_fd(fd, "", out)
+    return out
+
+
+def _walk_fd(dirfd: int, rel: str, out: list[tuple[str, os.stat_result, bool]]) -> None:
+    for name in sorted(os.listdir(dirfd)):
+        child = f"{rel}/{name}" if rel else name
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            out.append((child, st, False))
+            continue
+        fd = _open_nofollow(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:
+            continue
+        with inroot.opened(fd):
+            out.append((child, os.fstat(fd), _is_opaque(fd)))
+            _walk_fd(fd, child, out)
+
+
+def _lower_lstat(lower: str, rel: str) -> os.stat_result | None:
+    """lstat of rel in a lower layer as overlayfs merges it: no symlink is followed on the way."""
+    parent, base = os.path.split(rel)
+    resolve = inroot.RESOLVE_BENEATH | inroot.RESOLVE_NO_SYMLINKS
+    try:
+        with inroot.opened(inroot.open_root(lower)) as root:
+            fd = inroot.openat2(root, parent or ".", inroot.O_PATH | os.O_DIRECTORY, 0, resolve)
+            with inroot.opened(fd):
+                return os.stat(base, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _change_kind(rel: str, st: os.stat_result, opaque: bool, lowers: list[str]) -> int | None:
     if _is_whiteout(st):
         return CHANGE_DELETE
+    found = [lst for lst in (_lower_lstat(lower, rel) for lower in lowers) if lst is not None]
     # An opaque dir hides a lower one: Docker reports that as a delete.
-    if (
-        stat.S_ISDIR(st.st_mode)
-        and _is_opaque(os.path.join(upper, rel))
-        and any(os.path.exists(os.path.join(lower, rel)) for lower in lowers)
-    ):
+    if stat.S_ISDIR(st.st_mode) and opaque and found:
         return CHANGE_DELETE
-    for lower in lowers:
-        try:
-            lst = os.stat(os.path.join(lower, rel))
-        except OSError:
-            continue
-        if stat.S_ISDIR(lst.st_mode) and stat.S_ISDIR(st.st_mode) and _same_dir(st, lst):
-            return None  # only there as a parent of a change; recorded via the child
-        return CHANGE_MODIFY
-    return CHANGE_ADD
+    if not found:
+        return CHANGE_ADD
+    lst = found[0]
+    if stat.S_ISDIR(lst.st_mode) and stat.S_ISDIR(st.st_mode) and _same_dir(st, lst):
+        return None  # only there as a parent of a change; recorded via the child
+    return CHANGE_MODIFY
 
 
 def _same_dir(a: os.stat_result, b: os.stat_result) -> bool:
