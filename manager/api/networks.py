@@ -52,6 +52,7 @@ from manager.placing import build_infos, scheduler_for
 from manager.scheduler import SchedulingError
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
+from proto import patterns
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.records_pb2 import NetworkRecord
 
@@ -84,12 +85,7 @@ async def resolve(cluster: Cluster, ref: str) -> Network:
 
 def _search(pattern: str, text: str) -> bool:
     """dockerd's filters Match: equal, or the value as a regular expression found in `text`."""
-    if pattern == text:
-        return True
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
+    return pattern == text or patterns.search(pattern, text)
 
 
 def _matches(net: dict[str, Any], names: tuple[str, ...], filters: dict[str, list[str]]) -> bool:
