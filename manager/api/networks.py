@@ -45,6 +45,7 @@ from manager.api.networks_overlay import (
     view,
 )
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.api_types import NETWORK_CONNECT, NETWORK_CREATE, NETWORK_DISCONNECT
 from manager.cluster import Cluster
 from manager.errors import read_json
 from manager.network_store import NetworkStore
@@ -150,9 +151,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("network create body must be a JSON object")
+    body = await read_json(request, NETWORK_CREATE, {})
     name = str(body.get("Name") or "")
     node, sep, bare = name.partition("/")  # Swarm's `node-1/name` creates on that node
     if not sep:
@@ -211,9 +210,8 @@ async def _attach(request: web.Request, verb: str) -> web.Response:
     found = await resolve(cluster, ref)
     if not isinstance(found, NetworkRecord):
         raise not_yet(f"{verb} containers to the nodes' built-in networks")
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter(f"network {verb} body must be a JSON object")
+    schema = NETWORK_CONNECT if verb == "connect" else NETWORK_DISCONNECT
+    body = await read_json(request, schema, {})
     container = str(body.get("Container") or "")
     node_id, cid = await cluster.resolve(container)
     if found.node_id and found.node_id != node_id:
