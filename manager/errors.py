@@ -109,6 +109,8 @@ async def read_json(request: web.Request, schema: GoType, default: Any = None) -
     except EOFError:
         return default
     except gojson.GoJSONError as e:
+        if str(e) == gojson.TRAILING:
+            raise InvalidParameter(gojson.TRAILING) from None  # dockerd's own words, bare
         raise InvalidParameter(f"invalid JSON: {e}") from None
     try:
         value = gojson.check(value, schema)

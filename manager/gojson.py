@@ -25,6 +25,9 @@ _INT_RANGE = {
 }
 
 
+TRAILING = "unexpected content after JSON"  # dockerd's check after json.Decoder, not Go's
+
+
 class GoJSONError(ValueError):
     """encoding/json's error text for a document (without dockerd's `invalid JSON: `)."""
 
@@ -226,7 +229,7 @@ def loads(raw: bytes, *, stream: bool = True) -> Any:
         if not stream:
             raise GoJSONError(f"invalid character {_quote_char(rest[0])} after top-level value")
         if rest[0] not in "]}":
-            raise GoJSONError("unexpected content after JSON")
+            raise GoJSONError(TRAILING)
     return _fix_surrogates(value)
 
 

@@ -89,8 +89,8 @@ async def changes(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
+    body = await read_json(request, CONTAINER_UPDATE, {})  # dockerd decodes before it looks
     node_id, cid = await cluster.resolve(request.match_info["ref"])
-    body = await read_json(request, CONTAINER_UPDATE, {})
     req = pb.ContainerUpdateRequest(id=cid, json=json.dumps(body).encode())
     reply = await cluster.call(node_id, lambda s: s.ContainerUpdate(req))
     return web.json_response({"Warnings": list(reply.warnings)})

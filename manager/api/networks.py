@@ -207,11 +207,11 @@ async def _attach(request: web.Request, verb: str) -> web.Response:
     full ID and the client's body with `Container` as the node's own container ID."""
     cluster = request.app[CLUSTER_KEY]
     ref = request.match_info["id"]
+    schema = NETWORK_CONNECT if verb == "connect" else NETWORK_DISCONNECT
+    body = await read_json(request, schema, {})  # dockerd decodes before it looks
     found = await resolve(cluster, ref)
     if not isinstance(found, NetworkRecord):
         raise not_yet(f"{verb} containers to the nodes' built-in networks")
-    schema = NETWORK_CONNECT if verb == "connect" else NETWORK_DISCONNECT
-    body = await read_json(request, schema, {})
     container = str(body.get("Container") or "")
     node_id, cid = await cluster.resolve(container)
     if found.node_id and found.node_id != node_id:

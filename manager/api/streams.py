@@ -388,8 +388,8 @@ EXECS_KEY = web.AppKey("exec_nodes", dict)
 
 async def exec_create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
+    body = await read_json(request, EXEC_CREATE, {})  # dockerd decodes before it looks
     node_id, cid = await cluster.resolve(request.match_info["ref"])
-    body = await read_json(request, EXEC_CREATE, {})
     reply = await cluster.call(
         node_id,
         lambda s: s.ExecCreate(pb.ExecCreateRequest(id=cid, json=json.dumps(body).encode())),
