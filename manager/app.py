@@ -18,17 +18,14 @@ from manager.api import (
 )
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster
-from manager.errors import error_middleware
+from manager.errors import MAX_JSON_BODY, error_middleware
 from manager.versioning import add_engine_headers, version_middleware
-
-# Docker clients send large create bodies and image tarballs; aiohttp's default is 1 MiB.
-MAX_BODY = 1 << 30
 
 
 def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     # error_middleware is outermost so version errors and handler failures share one shape.
     app = web.Application(
-        middlewares=[error_middleware, version_middleware], client_max_size=MAX_BODY
+        middlewares=[error_middleware, version_middleware], client_max_size=MAX_JSON_BODY
     )
     app[CLUSTER_KEY] = cluster
     app[SETTINGS_KEY] = settings

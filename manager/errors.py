@@ -14,11 +14,17 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from manager import gojson
+from manager.gojson import GoType
 from manager.versioning import Handler, split_version
 from proto.docker.errors import DockerError, InvalidParameter
 from proto.rpc_errors import raise_for_rpc_error
 
 log = logging.getLogger(__name__)
+
+# Engine API JSON bodies are small (a create body is a few KiB); dockerd streams its decode,
+# we read the body whole, so a bound keeps one request from taking the manager's memory.
+MAX_JSON_BODY = 16 << 20
 
 # Swarm-mode endpoints of the Engine API: known, but not part of classic Swarm. (Not /plugins:
 # `docker inspect X` asks /plugins/X/json last and needs a 404 there.)
@@ -85,24 +91,37 @@ def _docker_error(e: DockerError) -> web.Response:
     return error_response(e.status, e.message)
 
 
-def go_json_error(text: str, e: json.JSONDecodeError) -> str:
-    """The wording of Go's encoding/json for the same malformed document (dockerd 20.10)."""
-    if e.pos >= len(text.rstrip()):
-        return "unexpected EOF"
-    ch = text[e.pos]
-    return f"invalid character {ch!r} looking for beginning of value"
+async def read_json(request: web.Request, schema: GoType, default: Any = None) -> Any:
+    """The request body decoded as dockerd 28 decodes it into `schema`'s Go struct: 400
+    `invalid JSON: …` in encoding/json's words for malformed JSON or a wrong type, struct keys
+    spelt as Go's fields. An empty body (or `null`) is `default`, Go's zero value.
 
-
-async def read_json(request: web.Request, default: Any = None) -> Any:
-    """The request body as JSON; malformed JSON is a 500 like dockerd 20.10's."""
-    raw = await request.read()
-    if not raw.strip():
-        return default
-    text = raw.decode(errors="replace")
+    Bodies are read whole, so they are bounded (MAX_JSON_BODY, through the app's
+    client_max_size); uploads (load, import, cp) are streamed and never pass here."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise _too_large()
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DockerError(go_json_error(text, e), 500) from None
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large() from None
+    try:
+        value = gojson.loads(raw)
+    except EOFError:
+        return default
+    except gojson.GoJSONError as e:
+        if str(e) == gojson.TRAILING:
+            raise InvalidParameter(gojson.TRAILING) from None  # dockerd's own words, bare
+        raise InvalidParameter(f"invalid JSON: {e}") from None
+    try:
+        value = gojson.check(value, schema)
+    except gojson.GoJSONError as e:
+        raise InvalidParameter(f"invalid JSON: {e}") from None
+    return default if value is None else value
+
+
+def _too_large() -> DockerError:
+    # Go's http.MaxBytesReader words; 413 rather than the 500 dockerd would make of them.
+    return DockerError(f"http: request body too large (limit {MAX_JSON_BODY} bytes)", 413)
 
 
 def bool_param(request: web.Request, name: str, default: bool = False) -> bool:

@@ -5,10 +5,10 @@ its filters), read from an ImageStore under its lock.
 from __future__ import annotations
 
 import os
-from fnmatch import fnmatchcase
 from typing import Any
 
 from proto.docker.errors import InvalidParameter, NotFound
+from proto.patterns import glob_match
 from runtime.imageconfig import normalize_config
 from runtime.images import ImageStore
 from runtime.timefmt import ZERO_TIME, parse_rfc3339
@@ -209,4 +209,4 @@ def _labels_match(labels: dict[str, str] | None, wanted: list[str]) -> bool:
 
 def _ref_matches(tag: str, patterns: list[str]) -> bool:
     name = tag.rpartition(":")[0]
-    return any(fnmatchcase(tag, p) or fnmatchcase(name, p) for p in patterns)
+    return any(glob_match(tag, p) or glob_match(name, p) for p in patterns)

@@ -11,6 +11,7 @@ import grpc
 from aiohttp import web
 
 from manager.api.system import CLUSTER_KEY
+from manager.api_types import CONTAINER_CREATE, CONTAINER_UPDATE
 from manager.errors import bool_param, read_json
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
@@ -88,10 +89,8 @@ async def changes(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
+    body = await read_json(request, CONTAINER_UPDATE, {})  # dockerd decodes before it looks
     node_id, cid = await cluster.resolve(request.match_info["ref"])
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("update body must be a JSON object")
     req = pb.ContainerUpdateRequest(id=cid, json=json.dumps(body).encode())
     reply = await cluster.call(node_id, lambda s: s.ContainerUpdate(req))
     return web.json_response({"Warnings": list(reply.warnings)})
@@ -167,7 +166,7 @@ async def commit(request: web.Request) -> web.Response:
     if not ref:
         raise InvalidParameter("No container specified")  # dockerd needs one too
     node_id, cid = await cluster.resolve(ref)
-    config = await read_json(request, None)
+    config = await read_json(request, CONTAINER_CREATE)
     repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
     reference = f"{repo}:{tag}" if repo and tag else repo
     req = pb.ContainerCommitRequest(

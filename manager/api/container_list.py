@@ -4,7 +4,6 @@ logical records); stale copies (docs/failover.md) are never listed."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from typing import Any
@@ -18,6 +17,7 @@ from manager.cluster import Cluster
 from manager.errors import bool_param, int_param
 from manager.logical import body_of
 from proto import agent_pb2 as pb
+from proto import patterns
 from proto.docker.errors import InvalidParameter
 from proto.logical import PENDING, SWARM_ID_LABEL
 from proto.records_pb2 import NodeRecord
@@ -59,7 +59,7 @@ def label_ok(labels: dict[str, str], want: str) -> bool:
 
 def node_ok(rec: NodeRecord, want: str) -> bool:
     """The `node` filter: a node's name, ID or a glob over names."""
-    return want in (rec.name, rec.id) or fnmatch.fnmatchcase(rec.name, want)
+    return want in (rec.name, rec.id) or patterns.glob_match(rec.name, want)
 
 
 def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
@@ -74,7 +74,7 @@ def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
 def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[str]]) -> bool:
     checks = {
         "id": lambda v: str(row["Id"]).startswith(v),
-        "name": lambda v: any(re.search(v, n) for n in _names_of(row)),
+        "name": lambda v: any(patterns.search(v, n) for n in _names_of(row)),
         "status": lambda v: row.get("State") == v,
         "node": lambda v: node_ok(rec, v),
         "ancestor": lambda v: _ancestor_ok(row, v),

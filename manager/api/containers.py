@@ -17,6 +17,7 @@ from manager.api.networks_local import BUILTIN
 from manager.api.networks_overlay import overlay_refs, with_network_ids
 from manager.api.node_ports import inspect_ports, node_ip
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.api_types import CONFIG, CONTAINER_CREATE
 from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
 from manager.cluster_records import conflict_message
 from manager.create_intent import create_on_node
@@ -37,6 +38,7 @@ from proto.records_pb2 import NodeRecord
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
+_NO_BODY: dict[str, Any] = {}
 
 
 def _check_name(cluster: Cluster, name: str) -> None:
@@ -54,8 +56,11 @@ def _check_name(cluster: Cluster, name: str) -> None:
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     name = request.query.get("name", "").lstrip("/")
-    body = await read_json(request)
-    if not isinstance(body, dict) or not body:
+    body = await read_json(request, CONTAINER_CREATE, _NO_BODY)
+    if body is _NO_BODY:
+        raise InvalidParameter("invalid JSON: got EOF while reading request body")
+    if not any(key in CONFIG.fields for key in body):
+        # No field of the embedded *Config: Go leaves it nil.
         raise InvalidParameter("config cannot be empty in order to create a container")
     body = _network_on_node(cluster, body)
     home = None

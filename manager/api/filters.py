@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 
 from aiohttp import web
 
-from manager.errors import go_json_error
-from proto.docker.errors import DockerError, InvalidParameter
+from manager import gojson
+from proto.docker.errors import InvalidParameter
 
 
 def parse_filters(raw: str | None) -> dict[str, list[str]]:
-    """Docker's `filters` query: {"key": ["v"]} or the older {"key": {"v": true}}."""
+    """Docker's `filters` query: {"key": {"v": true}} or the older {"key": ["v"]}; anything
+    else is dockerd 28's 400 `invalid filter` (filters.FromJSON)."""
     if not raw:
         return {}
     try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DockerError(
-            go_json_error(raw, e).replace("beginning of value", "beginning of object key string")
-            if raw.lstrip().startswith("{")
-            else go_json_error(raw, e),
-            500,
-        ) from None
+        doc = gojson.loads(raw.encode(), stream=False)
+    except (EOFError, gojson.GoJSONError):
+        raise InvalidParameter("invalid filter") from None
+    if doc is None:
+        return {}
     if not isinstance(doc, dict):
-        raise InvalidParameter("invalid filter format")
+        raise InvalidParameter("invalid filter")
     out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            out[key] = [str(value)]
-    return out
+    if all(v is None or _bool_map(v) for v in doc.values()):
+        for key, value in doc.items():
+            out[key] = [k for k, on in (value or {}).items() if on]
+        return out
+    if all(v is None or _string_list(v) for v in doc.values()):
+        for key, value in doc.items():
+            out[key] = list(value or [])
+        return out
+    raise InvalidParameter("invalid filter")
+
+
+def _string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _bool_map(value: object) -> bool:
+    return isinstance(value, dict) and all(v is None or isinstance(v, bool) for v in value.values())
 
 
 def request_filters(request: web.Request, known: Collection[str]) -> dict[str, list[str]]:

@@ -47,6 +47,7 @@ from manager.api.networks_overlay import (
     view,
 )
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.api_types import NETWORK_CONNECT, NETWORK_CREATE, NETWORK_DISCONNECT
 from manager.cluster import Cluster
 from manager.errors import read_json
 from manager.network_store import NetworkStore
@@ -54,6 +55,7 @@ from manager.placing import build_infos, scheduler_for
 from manager.scheduler import SchedulingError
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
+from proto import patterns
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 from proto.records_pb2 import NetworkRecord
 
@@ -86,12 +88,7 @@ async def resolve(cluster: Cluster, ref: str) -> Network:
 
 def _search(pattern: str, text: str) -> bool:
     """dockerd's filters Match: equal, or the value as a regular expression found in `text`."""
-    if pattern == text:
-        return True
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
+    return pattern == text or patterns.search(pattern, text)
 
 
 def _matches(net: dict[str, Any], names: tuple[str, ...], filters: dict[str, list[str]]) -> bool:
@@ -156,9 +153,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("network create body must be a JSON object")
+    body = await read_json(request, NETWORK_CREATE, {})
     name = str(body.get("Name") or "")
     node, sep, bare = name.partition("/")  # Swarm's `node-1/name` creates on that node
     if not sep:
@@ -217,12 +212,11 @@ async def _attach(request: web.Request, verb: str) -> web.Response:
     full ID and the client's body with `Container` as the node's own container ID."""
     cluster = request.app[CLUSTER_KEY]
     ref = request.match_info["id"]
+    schema = NETWORK_CONNECT if verb == "connect" else NETWORK_DISCONNECT
+    body = await read_json(request, schema, {})  # dockerd decodes before it looks
     found = await resolve(cluster, ref)
     if not isinstance(found, NetworkRecord):
         raise not_yet(f"{verb} containers to the nodes' built-in networks")
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter(f"network {verb} body must be a JSON object")
     container = str(body.get("Container") or "")
     node_id, cid = await cluster.resolve(container)
     if found.node_id and found.node_id != node_id:

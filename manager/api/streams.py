@@ -18,6 +18,7 @@ from aiohttp import web
 
 from manager.api import containers
 from manager.api.system import CLUSTER_KEY
+from manager.api_types import EXEC_CREATE, EXEC_START
 from manager.cluster import Cluster
 from manager.errors import bool_param, int_param, read_json
 from manager.versioning import VERSION_KEY, Handler, add_versioned_routes
@@ -387,10 +388,8 @@ EXECS_KEY = web.AppKey("exec_nodes", dict)
 
 async def exec_create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
+    body = await read_json(request, EXEC_CREATE, {})  # dockerd decodes before it looks
     node_id, cid = await cluster.resolve(request.match_info["ref"])
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("exec body must be a JSON object")
     reply = await cluster.call(
         node_id,
         lambda s: s.ExecCreate(pb.ExecCreateRequest(id=cid, json=json.dumps(body).encode())),
@@ -422,7 +421,7 @@ async def exec_inspect(request: web.Request) -> web.Response:
 async def exec_start(request: web.Request) -> web.StreamResponse:
     cluster = request.app[CLUSTER_KEY]
     eid = request.match_info["eid"]
-    body = await read_json(request, {}) or {}
+    body = await read_json(request, EXEC_START, {})
     node_id, doc = await _exec_node(request, eid)
     opts = pb.ExecStartOptions(id=eid, detach=bool(body.get("Detach")), tty=bool(body.get("Tty")))
     if doc.get("Running") or doc.get("ExitCode") is not None:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.api_types import VOLUME_CREATE
 from manager.cluster import Cluster
 from manager.errors import bool_param, read_json
 from manager.placing import node_infos, scheduler_for
@@ -67,9 +68,7 @@ async def _placement(request: web.Request, node: str, labels: object) -> list[st
 
 async def create(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("volume create body must be a JSON object")
+    body = await read_json(request, VOLUME_CREATE, {})
     node, sep, bare = str(body.get("Name") or "").partition("/")
     if not sep:
         node, bare = "", node

@@ -6,12 +6,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from proto import patterns
+
 OPERATORS = ("==", "!=")
 # Swarm's validation regexes; \Z and ASCII because Go's `$` and `\s` mean exactly that.
 _KEY_RE = re.compile(r"^[a-z_][a-z0-9\-_.]+\Z", re.IGNORECASE | re.ASCII)
 _VALUE_RE = re.compile(r"^[=!/]?(~)?[a-z0-9:\-_\s.*/()?+\[\]\\^$|]+\Z", re.IGNORECASE | re.ASCII)
-# Go RE2 accepts `(?i)` anywhere; Python only at the start, so leading flags are hoisted.
-_INLINE_FLAGS_RE = re.compile(r"\(\?([ims]+)\)")
 _REGEX_META = frozenset(".*?+[](){}\\^$|")
 
 
@@ -91,7 +91,6 @@ def parse_exprs(entries: Iterable[str]) -> list[Expr]:
 
 
 _literal_cache: dict[str, str | None] = {}
-_compile_cache: dict[str, re.Pattern[str] | None] = {}
 
 
 def _literal(value: str) -> str | None:
@@ -107,28 +106,11 @@ def _literal(value: str) -> str | None:
     return lit
 
 
-def _compile(value: str) -> re.Pattern[str] | None:
+def _compile(value: str) -> patterns.Pattern | None:
     """Swarm's pattern: `/re/` is an unanchored regex, anything else a glob where only `*`
     is translated (other regex characters keep their meaning). None if it does not compile
-    (Swarm logs it and treats it as no match)."""
-    try:
-        return _compile_cache[value]
-    except KeyError:
-        pass
+    (Swarm logs it and treats it as no match). RE2, as Swarm's Go regexp: linear matching, and
+    inline flags such as `(?i)` anywhere."""
     if len(value) >= 2 and value[0] == "/" and value[-1] == "/":
-        body, anchored = value[1:-1], False
-    else:
-        body, anchored = value.replace("*", ".*"), True
-    flags = ""
-    m = _INLINE_FLAGS_RE.match(body)
-    if m:
-        flags, body = m.group(1), body[m.end() :]
-    pattern = f"(?{flags})" if flags else ""
-    pattern += f"^{body}\\Z" if anchored else body
-    try:
-        compiled: re.Pattern[str] | None = re.compile(pattern)
-    except re.error:
-        compiled = None
-    if len(_compile_cache) < 4096:
-        _compile_cache[value] = compiled
-    return compiled
+        return patterns.compile_regex(value[1:-1])
+    return patterns.compile_regex("^" + value.replace("*", ".*") + r"\z")
