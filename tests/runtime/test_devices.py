@@ -240,6 +240,12 @@ async def test_device_errors_in_dockerd_words(rt: Runtime) -> None:
     with pytest.raises(DockerError, match=r"^invalid device cgroup rule format: 'c 1:3'$"):
         await rt.start(rec.id)
     assert rt.cgroups.list_ids() == []  # nothing left behind by the failed starts
+    # `docker run --rm` waits for the removal dockerd does after a failed start.
+    body = {"Image": "busybox", "HostConfig": {"AutoRemove": True, "DeviceCgroupRules": ["x"]}}
+    rec = await rt.create(body)
+    with pytest.raises(DockerError, match="invalid device cgroup rule format: 'x'"):
+        await rt.start(rec.id)
+    assert rec.id not in [r.id for r in rt.list()]
 
 
 def _layer_with_node(lp: Loop, busybox_tar: str) -> bytes:
