@@ -19,7 +19,15 @@ from typing import Any
 
 from proto.docker.errors import DockerError, InvalidParameter
 from runtime.config_caps import normalize_caps
-from runtime.config_fields import get_bool, get_dict, get_int, get_opt_int, get_str, get_strlist
+from runtime.config_fields import (
+    get_bool,
+    get_dict,
+    get_int,
+    get_opt_int,
+    get_str,
+    get_strlist,
+    type_error,
+)
 from runtime.config_inspect import config_json, host_config_json
 from runtime.config_logs import parse_log_config
 from runtime.config_mounts import parse_mount, parse_volumes_from, register_binds
@@ -324,6 +332,8 @@ def _build_host_config(
         cap_add=normalize_caps(get_strlist(hc, "CapAdd") or []),
         cap_drop=normalize_caps(get_strlist(hc, "CapDrop") or []),
         privileged=privileged,
+        devices=_device_mappings(hc),
+        device_cgroup_rules=get_strlist(hc, "DeviceCgroupRules") or [],
         readonly_rootfs=get_bool(hc, "ReadonlyRootfs"),
         dns=get_strlist(hc, "Dns") or [],
         dns_search=get_strlist(hc, "DnsSearch") or [],
@@ -344,6 +354,22 @@ def _build_host_config(
         pid_mode=get_str(hc, "PidMode"),
         uts_mode=get_str(hc, "UTSMode"),
     )
+
+
+def _device_mappings(hc: dict[str, Any]) -> list[dict[str, str]]:
+    """HostConfig.Devices as []DeviceMapping: objects of three strings."""
+    raw = hc.get("Devices")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise type_error(raw, "[]container.DeviceMapping")
+    out = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise type_error(entry, "container.DeviceMapping")
+        keys = ("PathOnHost", "PathInContainer", "CgroupPermissions")
+        out.append({k: get_str(entry, k) for k in keys})
+    return out
 
 
 def process_env(spec: ContainerSpec, hostname: str, link_env: list[str] | None = None) -> list[str]:

@@ -94,16 +94,28 @@ def _known_caps() -> list[str]:
     return ALL_CAPABILITIES[: last + 1]
 
 
+def _available_caps() -> list[str]:
+    """The known capabilities this process can grant: dockerd's GetAllCapabilities leaves out
+    those missing from its own bounding set (Docker-in-Docker, a restricted host), which a
+    privileged container could never get (capset fails)."""
+    try:
+        with open("/proc/self/status") as f:
+            bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return _known_caps()
+    return [c for c in _known_caps() if bounding >> ALL_CAPABILITIES.index(c) & 1]
+
+
 def effective_caps(cap_add: list[str], cap_drop: list[str], privileged: bool) -> list[str]:
     """caps.TweakCapabilities over Docker's default 14 (duplicates kept, as dockerd does)."""
     if privileged:
-        return _known_caps()
+        return _available_caps()
     if not cap_add and not cap_drop:
         return list(DEFAULT_CAPABILITIES)
     drops = normalize_caps(cap_drop)
     adds = normalize_caps(cap_add)
     if "ALL" in adds:
-        return [c for c in _known_caps() if c not in drops]
+        return [c for c in _available_caps() if c not in drops]
     if "ALL" in drops:
         return adds
     return [c for c in DEFAULT_CAPABILITIES if c not in drops] + adds

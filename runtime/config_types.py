@@ -85,6 +85,10 @@ class HostConfig:
     cap_add: list[str] = field(default_factory=list)  # normalized: CAP_X or ALL
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
+    # HostConfig.Devices entries (PathOnHost, PathInContainer, CgroupPermissions) and
+    # DeviceCgroupRules, resolved at start by runtime/devices.py as dockerd does.
+    devices: list[dict[str, str]] = field(default_factory=list)
+    device_cgroup_rules: list[str] = field(default_factory=list)
     readonly_rootfs: bool = False
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)

@@ -301,6 +301,7 @@ class Runtime(ContainerIO):
         for stale in ("exit.json", "start-error.json", "init.pid", "shim.pid", "attach.sock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(bundle, stale))
+        started = False
         try:
             inputs = await self._prep.prepare(rec, spec)
             inputs.hold_output = hold_output
@@ -309,6 +310,7 @@ class Runtime(ContainerIO):
                 records.append(("fence_path", self.fence_path))
             shim.write_spec(os.path.join(bundle, "spec"), records)
             rec.shim_pid = await shim.start_shim(bundle)
+            started = True
         except shim.ShimStartError as err:
             await self._prep.teardown(rec)
             rec.exit_code = err.exit_code
@@ -322,6 +324,11 @@ class Runtime(ContainerIO):
         except BaseException:
             await self._prep.teardown(rec)
             raise
+        finally:
+            if not started and spec.host_config.auto_remove:
+                # dockerd removes an AutoRemove container whose start failed (`docker run --rm`
+                # waits for that removal after reporting the error).
+                await self._remove_failed(rec.id)
         rec.pid = shim.read_pid(os.path.join(bundle, "init.pid"))
         rec.status = "running"
         rec.started_ns = now_ns()
@@ -405,6 +412,10 @@ class Runtime(ContainerIO):
         elif self.spec(rec).host_config.auto_remove and cid not in self._stopping:
             with contextlib.suppress(DockerError):
                 await self.remove(cid, force=True)
+
+    async def _remove_failed(self, cid: str) -> None:
+        with contextlib.suppress(DockerError):
+            await self.remove(cid, force=True, volumes=True)
 
     async def _restart_later(self, cid: str, delay: float) -> None:
         await asyncio.sleep(delay)

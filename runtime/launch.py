@@ -72,6 +72,8 @@ class ShimInputs:
     log_max_file: int = 1
     log_path: str = ""
     hold_output: bool = False
+    # devices_default / device_rule / device records (runtime/devices.py)
+    devices: list[tuple[str, str]] = field(default_factory=list)
 
 
 def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[tuple[str, str]]:
@@ -117,6 +119,7 @@ def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[t
         records += [("mask", p) for p in config_types.MASKED_PATHS]
         records += [("readonly", p) for p in config_types.READONLY_PATHS]
     records += [("cap", c) for c in inputs.caps]
+    records += inputs.devices
     return records
 
 

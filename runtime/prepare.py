@@ -22,6 +22,7 @@ from runtime.config_logs import log_limits
 from runtime.config_mounts import check_bind_source
 from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec, HostConfig
+from runtime.devices import container_devices
 from runtime.fileio import write_atomic
 from runtime.netns import create_netns, delete_netns
 from runtime.overlay import bridge_name as overlay_bridge
@@ -46,6 +47,10 @@ class Preparer:
         hc = spec.host_config
         bundle = self._rt.paths.container(rec.id)
         lowerdirs = self._rt.lowerdirs(rec)
+        # First: a bad --device or --device-cgroup-rule fails the start before anything exists.
+        device_config = await asyncio.to_thread(
+            container_devices, hc.devices, hc.device_cgroup_rules, hc.privileged
+        )
         cgroup_dirs = await asyncio.to_thread(self._rt.cgroups.create, rec.id, cgroup_resources(hc))
         inputs = launch.ShimInputs(
             bundle=bundle,
@@ -53,6 +58,7 @@ class Preparer:
             cgroup_dirs=cgroup_dirs,
             netns="new",
             log_path=os.path.join(bundle, f"{rec.id}-json.log"),
+            devices=device_config.records(),
         )
         hostname = spec.hostname
         extra_env: list[str] = []

@@ -366,6 +366,9 @@ static void setup_rootfs(void)
     for (int i = 0; i < s->mounts.n; i++)
         spec_mount(s->rootfs, s->mounts.v[i]);
     pivot(s->rootfs);
+    char derr[1024];
+    if (devices_create(s, derr, sizeof derr) < 0)
+        fail(128, "%s", derr);
     open_console();
     mask_paths();
     readonly_paths();

@@ -848,6 +848,10 @@ static void start_process(void)
     c->cap_last = read_cap_last();
     int flags = setup_namespaces(c);
     st.oom_before = oom_kills();
+    /* Before the child can join the cgroups: it must never run without the device policy. */
+    char derr[1024];
+    if (!S.exec_mode && devices_apply(&S, derr, sizeof derr) < 0)
+        shim_fail(128, "%s", derr);
 
     /* SIGCHLD goes through a signalfd; block it before the child can exist. */
     sigset_t mask;

@@ -25,6 +25,8 @@ struct spec {
     int log_max_file;
     const char *exit_path, *pid_path, *attach_sock;
     const char *fence_path; /* container mode: node fence deadline file (docs/shim-protocol.md) */
+    const char *devices_default;        /* "allow" | "deny"; NULL: leave the devices cgroup */
+    struct strlist device_rules, devices; /* policy exceptions; nodes to create (devices.c) */
     int target_pid;
     int exec_mode;
 };
@@ -57,6 +59,13 @@ void strlist_add(struct strlist *l, char *v);
 
 /* cgroup.c */
 int process_cgroup_dirs(int pid, struct strlist *out);
+
+/* devices.c */
+struct bpf_insn;
+int devices_apply(const struct spec *s, char *err, size_t errlen);
+int devices_create(const struct spec *s, char *err, size_t errlen);
+int device_filter(int default_allow, const struct strlist *rules, struct bpf_insn *out, int max,
+                  char *err, size_t errlen);
 
 /* child.c */
 void child_main(struct child_ctx *c) __attribute__((noreturn));
