@@ -58,6 +58,11 @@ void strlist_add(struct strlist *l, char *v);
 /* cgroup.c */
 int process_cgroup_dirs(int pid, struct strlist *out);
 
+/* inroot.c: O_PATH fds of paths looked up inside a root directory (docs/shim-protocol.md) */
+enum { INROOT_EXISTING, INROOT_DIR, INROOT_FILE };
+int inroot_open(int rootfd, const char *path, int kind, mode_t mode);
+void procfd_path(char *out, size_t len, int fd);
+
 /* child.c */
 void child_main(struct child_ctx *c) __attribute__((noreturn));
 
