@@ -183,7 +183,7 @@ class Runtime(ContainerIO):
         async with self._lock:
             name = names.claim_name(name, self._records.values())
             bundle = self.paths.container(cid)
-            os.makedirs(bundle)
+            os.makedirs(bundle, 0o710)
             for sub in ("upper", "work", "rootfs", "execs"):
                 os.mkdir(os.path.join(bundle, sub))
             etcfiles.make_init_layer(os.path.join(bundle, "init"))

@@ -13,12 +13,16 @@ import threading
 from typing import Any
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data`, made with exactly `mode` (umask aside). Private by default:
+    records hold Env secrets (dockerd writes config.v2.json and hostconfig.json 0600)."""
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with open(fd, "wb") as f:
+        os.fchmod(fd, mode)
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        os.fsync(fd)
     os.replace(tmp, path)
 
 

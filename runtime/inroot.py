@@ -66,7 +66,7 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) 
     return fd
 
 
-def open_in_root(rootfd: int, path: str, flags: int, mode: int = 0) -> int:
+def open_in_root(rootfd: int, path: str, flags: int = os.O_PATH, mode: int = 0) -> int:
     """Open `path` (absolute or not) as if `rootfd` were "/": nothing outside it is reachable."""
     resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
     path = path or "/"

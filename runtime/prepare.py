@@ -10,12 +10,15 @@ removes what a crash left between two steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from proto.docker.errors import Conflict, InvalidParameter
 from runtime import config as cfg
-from runtime import container_mounts, etcfiles, launch, links
+from runtime import container_mounts, etcfiles, launch, links, mounts
 from runtime.cgroups import Resources as CgroupResources
 from runtime.config_caps import effective_caps
 from runtime.config_logs import log_limits
@@ -31,6 +34,8 @@ from runtime.record import ContainerRecord, NetState
 
 if TYPE_CHECKING:
     from runtime.containers import Runtime
+
+MS_RDONLY = 1
 
 
 class Preparer:
@@ -187,7 +192,8 @@ class Preparer:
                 with open("/etc/hosts") as f:
                     files["hosts"] = f.read()
             for fname, text in files.items():
-                write_atomic(os.path.join(bundle, fname), text.encode())
+                # Bound into the container: any of its users reads them, as with dockerd.
+                write_atomic(os.path.join(bundle, fname), text.encode(), 0o644)
         return [
             launch.bind(os.path.join(source_dir, f), f"/etc/{f}", readonly=hc.readonly_rootfs)
             for f in ("hostname", "hosts", "resolv.conf")
@@ -199,23 +205,26 @@ class Preparer:
         out: list[launch.MountSpec] = []
         for mount in spec.host_config.mounts:
             check_bind_source(mount)  # `--mount type=bind` refuses a missing source
-        for m in container_mounts.mounts(self._rt, rec, spec):
-            dest = m["Destination"]
-            if m["Type"] == "bind":
-                if m.get("CreateSource"):
-                    os.makedirs(m["Source"], exist_ok=True)  # `-v /src:/dst` creates it
-                out.append(launch.bind(m["Source"], dest, readonly=not m["RW"]))
-            elif m["Type"] == "volume":
-                existed = self._rt.volumes.exists(m["Name"])
-                self._rt.volumes.create(m["Name"])
-                source = await asyncio.to_thread(self._rt.volumes.mount, m["Name"])
-                if not existed or not os.listdir(source):
-                    image_dir = _image_path(lowerdirs, dest)
-                    if image_dir and not m.get("NoCopy"):
-                        await asyncio.to_thread(self._rt.volumes.copy_up, m["Name"], image_dir)
-                out.append(launch.bind(source, dest, readonly=not m["RW"]))
-            elif m["Type"] == "tmpfs":
-                out.append(launch.tmpfs(dest, m.get("Options", "")))
+        async with contextlib.AsyncExitStack() as stack:
+            view: str | None = None
+            for m in container_mounts.mounts(self._rt, rec, spec):
+                dest = m["Destination"]
+                if m["Type"] == "bind":
+                    if m.get("CreateSource"):
+                        os.makedirs(m["Source"], exist_ok=True)  # `-v /src:/dst` creates it
+                    out.append(launch.bind(m["Source"], dest, readonly=not m["RW"]))
+                elif m["Type"] == "volume":
+                    existed = self._rt.volumes.exists(m["Name"])
+                    self._rt.volumes.create(m["Name"])
+                    source = await asyncio.to_thread(self._rt.volumes.mount, m["Name"])
+                    if (not existed or not os.listdir(source)) and not m.get("NoCopy"):
+                        if view is None:
+                            bundle = self._rt.paths.container(rec.id)
+                            view = await stack.enter_async_context(_root_view(bundle, lowerdirs))
+                        await asyncio.to_thread(self._rt.volumes.copy_up, m["Name"], view, dest)
+                    out.append(launch.bind(source, dest, readonly=not m["RW"]))
+                elif m["Type"] == "tmpfs":
+                    out.append(launch.tmpfs(dest, m.get("Options", "")))
         return out
 
     async def teardown(self, rec: ContainerRecord) -> None:
@@ -312,13 +321,19 @@ def _own_ip(rec: ContainerRecord) -> str | None:
     return next((ep.ip for ep in rec.networks if ep.ip), None)
 
 
-def _image_path(lowerdirs: list[str], dest: str) -> str | None:
-    """The image's directory at `dest` (top layer first), if it has content to copy up."""
-    rel = dest.lstrip("/")
-    for layer in lowerdirs:
-        candidate = os.path.join(layer, rel)
-        if os.path.isdir(candidate) and not os.path.islink(candidate):
-            return candidate
-        if os.path.lexists(candidate):
-            return None
-    return None
+@contextlib.asynccontextmanager
+async def _root_view(bundle: str, lowerdirs: list[str]) -> AsyncIterator[str]:
+    """The container's root filesystem before start (its rw layer over the image, read-only) on
+    a private directory of its bundle: what a new volume copies up from, as dockerd copies from
+    the container's mounted root. The container is not running, so its rw layer is at rest."""
+    mnt = os.path.join(bundle, f"copyup-{secrets.token_hex(4)}")
+    os.mkdir(mnt, 0o700)
+    try:
+        opts = f"lowerdir={':'.join([os.path.join(bundle, 'upper'), *lowerdirs])}"
+        await asyncio.to_thread(mounts.mount, "overlay", mnt, "overlay", MS_RDONLY, opts)
+        try:
+            yield mnt
+        finally:
+            await asyncio.to_thread(mounts.unmount, mnt)
+    finally:
+        os.rmdir(mnt)

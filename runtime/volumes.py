@@ -22,6 +22,7 @@ from typing import Any
 from proto.docker.errors import Conflict, InvalidParameter, NotFound, SystemError_
 from runtime import mounts
 from runtime.fileio import write_atomic
+from runtime.inroot import open_in_root
 from runtime.paths import DataRoot
 
 DATA_DIR = "_data"
@@ -195,17 +196,35 @@ class VolumeStore:
     def is_empty(self, name: str) -> bool:
         return not os.listdir(self.mountpoint(name))
 
-    def copy_up(self, name: str, src_dir: str) -> bool:
-        """Copy an image directory into the volume if the volume is empty (Docker does this when
-        an empty volume is first mounted over a non-empty image path). Ownership, modes,
-        timestamps, symlinks, hard links, device nodes and xattrs are preserved, and the volume
-        root takes the ownership and mode of `src_dir`. Returns whether anything was copied."""
+    def copy_up(self, name: str, root: str, path: str) -> bool:
+        """Copy the directory at `path` of a container's root filesystem `root` into the volume
+        if the volume is empty (dockerd does this when an empty volume is first mounted over a
+        non-empty image path). `path` is looked up inside `root` (runtime/inroot.py): a symlink
+        on the way, absolute or relative, resolves within the image and never onto the host.
+        Ownership, modes, timestamps, symlinks (as symlinks, never followed), hard links, device
+        nodes and xattrs are preserved, and the volume root takes the ownership and mode of the
+        source. Returns whether anything was copied."""
         dest = self.mount(name)
         with self._lock:
-            if os.listdir(dest) or not os.path.isdir(src_dir):
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                # A link as the last component is followed too, inside the root, as dockerd does.
+                src_fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
                 return False
-            _copy_tree(src_dir, dest)
-            return True
+            finally:
+                os.close(root_fd)
+            try:
+                dest_fd = os.open(dest, _DIR_FLAGS)
+                try:
+                    if os.listdir(dest_fd):
+                        return False
+                    _copy_tree(src_fd, dest_fd)
+                    return True
+                finally:
+                    os.close(dest_fd)
+            finally:
+                os.close(src_fd)
 
     # ------------------------------------------------------------ metadata
 
@@ -346,70 +365,96 @@ def _unmount(target: str) -> None:
 # ---------------------------------------------------------------- copy-up
 
 
-def _copy_tree(src: str, dest: str) -> None:
-    links: dict[tuple[int, int], str] = {}
-    dirs: list[tuple[str, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        target_dir = dest if rel == "." else os.path.join(dest, rel)
-        for d in dirnames:
-            sp, dp = os.path.join(dirpath, d), os.path.join(target_dir, d)
-            st = os.lstat(sp)
-            if stat.S_ISLNK(st.st_mode):  # os.walk lists symlinks to dirs as dirs
-                _copy_entry(sp, dp, st, links)
-                continue
-            os.mkdir(dp, 0o700)
-            _copy_meta(sp, dp, st)
-            dirs.append((dp, st))
-        for f in filenames:
-            sp = os.path.join(dirpath, f)
-            _copy_entry(sp, os.path.join(target_dir, f), os.lstat(sp), links)
-    root_st = os.lstat(src)
-    _copy_meta(src, dest, root_st)
-    # Directory times last: filling them in changed their mtimes.
-    for dp, st in [*dirs, (dest, root_st)]:
-        os.utime(dp, ns=(st.st_atime_ns, st.st_mtime_ns))
+# Every step is relative to a directory fd and refuses to follow a symlink, on both sides: the
+# image's tree is the container's to shape, and the volume may be in use by a running container.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy_entry(sp: str, dp: str, st: os.stat_result, links: dict[tuple[int, int], str]) -> None:
-    key = (st.st_dev, st.st_ino)
-    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and key in links:
-        os.link(links[key], dp, follow_symlinks=False)
-        return
-    links[key] = dp
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        os.symlink(os.readlink(sp), dp)
-    elif stat.S_ISREG(mode):
-        _copy_file(sp, dp)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-        os.mknod(dp, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-    else:  # sockets are not copied
-        return
-    _copy_meta(sp, dp, st)
-    os.utime(dp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _copy_file(sp: str, dp: str) -> None:
-    with open(sp, "rb") as fin:
-        fd = os.open(dp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-
-
-def _copy_meta(sp: str, dp: str, st: os.stat_result) -> None:
-    os.lchown(dp, st.st_uid, st.st_gid)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(dp, stat.S_IMODE(st.st_mode))
-    _copy_xattrs(sp, dp)
-
-
-def _copy_xattrs(sp: str, dp: str) -> None:
+def _copy_tree(src_fd: int, dest_fd: int) -> None:
+    links: dict[tuple[int, int], int] = {}  # (dev, ino) of a hard-linked file → its copy (O_PATH)
     try:
-        names = os.listxattr(sp, follow_symlinks=False)
+        _copy_dir(src_fd, dest_fd, links)
+    finally:
+        for fd in links.values():
+            os.close(fd)
+    _copy_fd_meta(src_fd, dest_fd, os.fstat(src_fd))
+
+
+def _copy_dir(src_fd: int, dest_fd: int, links: dict[tuple[int, int], int]) -> None:
+    for name in os.listdir(src_fd):
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(name, 0o700, dir_fd=dest_fd)
+            sub_src = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
+            try:
+                sub_dest = os.open(name, _DIR_FLAGS, dir_fd=dest_fd)
+                try:
+                    _copy_dir(sub_src, sub_dest, links)
+                    # Last: filling it in changed its mtime.
+                    _copy_fd_meta(sub_src, sub_dest, st)
+                finally:
+                    os.close(sub_dest)
+            finally:
+                os.close(sub_src)
+            continue
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            os.link(f"/proc/self/fd/{links[key]}", name, dst_dir_fd=dest_fd, follow_symlinks=True)
+            continue
+        if stat.S_ISREG(mode):
+            _copy_file(src_fd, dest_fd, name, st)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(name, dir_fd=src_fd), name, dir_fd=dest_fd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dest_fd, follow_symlinks=False)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+            os.mknod(name, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dest_fd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dest_fd, follow_symlinks=False)
+            node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_fd)
+            try:
+                os.chmod(f"/proc/self/fd/{node}", stat.S_IMODE(mode))
+            finally:
+                os.close(node)
+        else:  # sockets are not copied
+            continue
+        if not stat.S_ISLNK(mode) and not stat.S_ISREG(mode):
+            _copy_xattrs(f"/proc/self/fd/{src_fd}/{name}", f"/proc/self/fd/{dest_fd}/{name}")
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dest_fd, follow_symlinks=False)
+        if st.st_nlink > 1:
+            links[key] = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_fd)
+
+
+def _copy_file(src_fd: int, dest_fd: int, name: str, st: os.stat_result) -> None:
+    fin = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fout = os.open(name, flags, 0o600, dir_fd=dest_fd)
+        try:
+            while os.sendfile(fout, fin, None, 1 << 20) > 0:
+                pass
+            _copy_fd_meta(fin, fout, st)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_fd_meta(src: int, dest: int, st: os.stat_result) -> None:
+    # chown before chmod: chown clears the setuid/setgid bits.
+    os.fchown(dest, st.st_uid, st.st_gid)
+    os.fchmod(dest, stat.S_IMODE(st.st_mode))
+    _copy_xattrs(src, dest)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_xattrs(src: int | str, dest: int | str) -> None:
+    """Between two fds, or two paths whose last component is not followed."""
+    follow = isinstance(src, int)  # an fd cannot be combined with follow_symlinks=False
+    try:
+        names = os.listxattr(src, follow_symlinks=follow)
     except OSError:
         return
     for key in names:
         with contextlib.suppress(OSError):
-            value = os.getxattr(sp, key, follow_symlinks=False)
-            os.setxattr(dp, key, value, follow_symlinks=False)
+            value = os.getxattr(src, key, follow_symlinks=follow)
+            os.setxattr(dest, key, value, follow_symlinks=follow)

@@ -61,12 +61,9 @@ static void mkdir_p(const char *path, mode_t mode)
     mkdir(p, mode);
 }
 
-static void join(char *out, size_t len, const char *root, const char *path)
-{
-    while (*path == '/')
-        path++;
-    snprintf(out, len, "%s/%s", root, path);
-}
+/* The container's root (the overlay) while its mounts are set up; every target is looked up
+ * inside it (inroot.c), never joined to its host path as a string. */
+static int root_fd = -1;
 
 static void do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
                      const char *data)
@@ -76,74 +73,26 @@ static void do_mount(const char *src, const char *dst, const char *type, unsigne
              src ? src : "", dst, src ? src : "", dst, flags, go_strerror(errno));
 }
 
-static void mount_in_root(const char *root, const char *target, const char *src, const char *type,
-                          unsigned long flags, const char *data)
+/* An O_PATH fd of `target` inside the root; `kind` says what to create if it is missing. */
+static int target_fd(const char *src, const char *target, int kind)
 {
-    char dst[4096];
-    join(dst, sizeof dst, root, target);
-    mkdir_p(dst, 0755);
-    do_mount(src, dst, type, flags, data);
+    int fd = inroot_open(root_fd, target, kind, kind == INROOT_FILE ? 0644 : 0755);
+    if (fd < 0)
+        fail(128, "error mounting \"%s\" to rootfs at \"%s\": %s", src ? src : "", target,
+             go_strerror(errno));
+    return fd;
 }
 
-static void make_dev_nodes(const char *root)
+/* mount(2) onto a target fd through its /proc/self/fd magic link, so the kernel mounts on the
+ * inode we resolved, not on whatever the string would resolve to on the host. */
+static void mount_fd(const char *src, const char *target, int fd, const char *type,
+                     unsigned long flags, const char *data)
 {
-    static const struct {
-        const char *name;
-        unsigned maj, min;
-    } devs[] = {{"null", 1, 3}, {"zero", 1, 5},    {"full", 1, 7},
-                {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
-    static const char *links[][2] = {
-        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
-        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
-        {"pts/ptmx", "ptmx"},          {"/proc/kcore", "core"},
-    };
-    char path[4096], host[64];
-    mode_t old = umask(0);
-    for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, devs[i].name);
-        if (mknod(path, S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) == 0)
-            continue;
-        /* mknod can be refused (devices cgroup): bind the host node instead. */
-        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd >= 0)
-            close(fd);
-        snprintf(host, sizeof host, "/dev/%s", devs[i].name);
-        do_mount(host, path, NULL, MS_BIND, NULL);
-    }
-    umask(old);
-    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
-        if (symlink(links[i][0], path) < 0 && errno != EEXIST)
-            fail(128, "symlink %s %s: %s", links[i][0], path, go_strerror(errno));
-    }
-}
-
-static void mount_sys(const char *root)
-{
-    char dst[4096];
-    join(dst, sizeof dst, root, "/sys");
-    mkdir_p(dst, 0755);
-    unsigned long fl = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
-    if (mount("sysfs", dst, "sysfs", fl, NULL) == 0)
-        return;
-    /* sysfs can't be mounted without owning the netns: bind the host's read-only. */
-    do_mount("/sys", dst, NULL, MS_BIND | MS_REC, NULL);
-    do_mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | fl, NULL);
-}
-
-static void default_mounts(const char *root)
-{
-    mount_in_root(root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    mount_in_root(root, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME,
-                  "mode=755,size=65536k");
-    mount_in_root(root, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
-                  "newinstance,ptmxmode=0666,mode=0620,gid=5");
-    mount_in_root(root, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  "mode=1777,size=65536k");
-    mount_in_root(root, "/dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  NULL);
-    make_dev_nodes(root);
-    mount_sys(root);
+    char p[64];
+    procfd_path(p, sizeof p, fd);
+    if (mount(src, p, type, flags, data) < 0)
+        fail(128, "error mounting \"%s\" to rootfs at \"%s\": mount %s:%s (via %s), flags: %#lx: %s",
+             src ? src : "", target, src ? src : "", target, p, flags, go_strerror(errno));
 }
 
 /* A bind remount replaces the per-mount flags: keep the nosuid/nodev/noexec it already has. */
@@ -159,34 +108,119 @@ static unsigned long mount_flags_of(const char *path)
     return keep;
 }
 
-/* Make the bind target exist with the same kind (file or dir) as the source, like runc. */
-static void make_target(const char *src, const char *dst)
+/* Flags or propagation for the mount now on `target`: looked up again, since the fd the mount
+ * was made on still names the directory underneath it. */
+static void change_mount(const char *target, unsigned long flags, int keep_flags)
+{
+    int fd = target_fd(NULL, target, INROOT_EXISTING);
+    char p[64];
+    procfd_path(p, sizeof p, fd);
+    if (keep_flags)
+        flags |= mount_flags_of(p);
+    mount_fd(NULL, target, fd, NULL, flags, NULL);
+    close(fd);
+}
+
+static void mount_in_root(const char *target, const char *src, const char *type,
+                          unsigned long flags, const char *data)
+{
+    int fd = target_fd(src, target, INROOT_DIR);
+    mount_fd(src, target, fd, type, flags, data);
+    close(fd);
+}
+
+/* proc and sysfs go on a plain directory only, never through a symlink (runc's rule: a symlinked
+ * /proc was a container escape). */
+static void check_plain_dir(const char *fstype, const char *target)
+{
+    struct stat st;
+    if (fstatat(root_fd, target + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+        fail(128, "error mounting \"%s\" to rootfs at \"%s\": filesystem \"%s\" must be mounted "
+                  "on ordinary directory",
+             fstype, target, fstype);
+}
+
+/* /dev is a fresh tmpfs by now: everything below is made relative to its fd. */
+static void make_dev_nodes(void)
+{
+    static const struct {
+        const char *name;
+        unsigned maj, min;
+    } devs[] = {{"null", 1, 3}, {"zero", 1, 5},    {"full", 1, 7},
+                {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+    static const char *links[][2] = {
+        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+        {"pts/ptmx", "ptmx"},          {"/proc/kcore", "core"},
+    };
+    char host[64], target[80];
+    int dev = target_fd("tmpfs", "/dev", INROOT_EXISTING);
+    mode_t old = umask(0);
+    for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
+        if (mknodat(dev, devs[i].name, S_IFCHR | 0666, makedev(devs[i].maj, devs[i].min)) == 0)
+            continue;
+        /* mknod can be refused (devices cgroup): bind the host node instead. */
+        int fd = openat(dev, devs[i].name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd >= 0)
+            close(fd);
+        snprintf(host, sizeof host, "/dev/%s", devs[i].name);
+        snprintf(target, sizeof target, "/dev/%s", devs[i].name);
+        fd = openat(dev, devs[i].name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            fail(128, "error mounting \"%s\" to rootfs at \"%s\": %s", host, target,
+                 go_strerror(errno));
+        mount_fd(host, target, fd, NULL, MS_BIND, NULL);
+        close(fd);
+    }
+    umask(old);
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST)
+            fail(128, "symlink %s /dev/%s: %s", links[i][0], links[i][1], go_strerror(errno));
+    close(dev);
+}
+
+static void mount_sys(void)
+{
+    check_plain_dir("sysfs", "/sys");
+    int fd = target_fd("sysfs", "/sys", INROOT_DIR);
+    char p[64];
+    procfd_path(p, sizeof p, fd);
+    unsigned long fl = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
+    if (mount("sysfs", p, "sysfs", fl, NULL) == 0) {
+        close(fd);
+        return;
+    }
+    /* sysfs can't be mounted without owning the netns: bind the host's read-only. */
+    mount_fd("/sys", "/sys", fd, NULL, MS_BIND | MS_REC, NULL);
+    close(fd);
+    change_mount("/sys", MS_BIND | MS_REMOUNT | fl, 0);
+}
+
+static void default_mounts(void)
+{
+    check_plain_dir("proc", "/proc");
+    mount_in_root("/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_in_root("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+    mount_in_root("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+                  "newinstance,ptmxmode=0666,mode=0620,gid=5");
+    mount_in_root("/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "mode=1777,size=65536k");
+    mount_in_root("/dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    make_dev_nodes();
+    mount_sys();
+}
+
+/* The bind target, made with the same kind (file or dir) as the source if missing, like runc. */
+static int bind_target(const char *src, const char *target)
 {
     struct stat st;
     if (stat(src, &st) < 0)
-        fail(128, "error mounting \"%s\" to rootfs at \"%s\": stat %s: %s", src, dst, src,
+        fail(128, "error mounting \"%s\" to rootfs at \"%s\": stat %s: %s", src, target, src,
              go_strerror(errno));
-    if (S_ISDIR(st.st_mode)) {
-        mkdir_p(dst, 0755);
-        return;
-    }
-    /* Opening an existing lower-layer file for writing would copy it up into the rw layer. */
-    struct stat existing;
-    if (stat(dst, &existing) == 0)
-        return;
-    char parent[4096];
-    snprintf(parent, sizeof parent, "%s", dst);
-    char *slash = strrchr(parent, '/');
-    if (slash && slash != parent) {
-        *slash = 0;
-        mkdir_p(parent, 0755);
-    }
-    int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOCTTY, 0644);
-    if (fd >= 0)
-        close(fd);
+    return target_fd(src, target, S_ISDIR(st.st_mode) ? INROOT_DIR : INROOT_FILE);
 }
 
-static void spec_mount(const char *root, const char *rec)
+static void spec_mount(const char *rec)
 {
     char copy[8192];
     char *f[5] = {0};
@@ -227,22 +261,18 @@ static void spec_mount(const char *root, const char *rec)
         else if (!strcmp(t, "rprivate"))
             prop = MS_PRIVATE | MS_REC;
     }
-    char dst[4096];
-    join(dst, sizeof dst, root, target);
     if (bind) {
-        make_target(src, dst);
+        int fd = bind_target(src, target);
         flags = MS_BIND | (bind == 2 ? MS_REC : 0);
-        if (mount(src, dst, NULL, flags, NULL) < 0)
-            fail(128, "error mounting \"%s\" to rootfs at \"%s\": mount %s:%s, flags: %#lx: %s",
-                 src, target, src, target, flags, go_strerror(errno));
+        mount_fd(src, target, fd, NULL, flags, NULL);
+        close(fd);
         if (extra)
-            do_mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | extra | mount_flags_of(dst), NULL);
+            change_mount(target, MS_BIND | MS_REMOUNT | extra, 1);
     } else {
-        mkdir_p(dst, 0755);
-        do_mount(src, dst, *type ? type : NULL, extra, *data ? data : NULL);
+        mount_in_root(target, src, *type ? type : NULL, extra, *data ? data : NULL);
     }
     if (prop)
-        do_mount(NULL, dst, NULL, prop, NULL);
+        change_mount(target, prop, 0);
 }
 
 static void pivot(const char *root)
@@ -362,9 +392,14 @@ static void setup_rootfs(void)
     } else {
         do_mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL);
     }
-    default_mounts(s->rootfs);
+    root_fd = open(s->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        fail(128, "open rootfs %s: %s", s->rootfs, go_strerror(errno));
+    default_mounts();
     for (int i = 0; i < s->mounts.n; i++)
-        spec_mount(s->rootfs, s->mounts.v[i]);
+        spec_mount(s->mounts.v[i]);
+    close(root_fd);
+    root_fd = -1;
     pivot(s->rootfs);
     char derr[1024];
     if (devices_create(s, derr, sizeof derr) < 0)

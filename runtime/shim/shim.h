@@ -67,6 +67,11 @@ int devices_create(const struct spec *s, char *err, size_t errlen);
 int device_filter(int default_allow, const struct strlist *rules, struct bpf_insn *out, int max,
                   char *err, size_t errlen);
 
+/* inroot.c: O_PATH fds of paths looked up inside a root directory (docs/shim-protocol.md) */
+enum { INROOT_EXISTING, INROOT_DIR, INROOT_FILE };
+int inroot_open(int rootfd, const char *path, int kind, mode_t mode);
+void procfd_path(char *out, size_t len, int fd);
+
 /* child.c */
 void child_main(struct child_ctx *c) __attribute__((noreturn));
 

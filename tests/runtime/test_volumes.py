@@ -135,7 +135,7 @@ def test_copy_up_preserves_everything(store, tmp_path):
     os.chmod(src, 0o711)
     os.utime(src / "sub", (1_600_000_000, 1_600_000_000))
     store.create("cp")
-    assert store.copy_up("cp", str(src)) is True
+    assert store.copy_up("cp", str(tmp_path / "image"), "/var/lib/app") is True
     dst = store.mountpoint("cp")
     st = os.lstat(os.path.join(dst, "file"))
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777, st.st_nlink) == (1000, 1001, 0o4750, 2)
@@ -147,7 +147,7 @@ def test_copy_up_preserves_everything(store, tmp_path):
     root_st = os.lstat(dst)
     assert (root_st.st_uid, root_st.st_mode & 0o777) == (33, 0o711)
     # Not empty any more: a second copy-up is a no-op.
-    assert store.copy_up("cp", str(src)) is False
+    assert store.copy_up("cp", str(tmp_path / "image"), "/var/lib/app") is False
 
 
 def test_concurrent_creates_are_safe(store):
