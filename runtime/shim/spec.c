@@ -148,7 +148,7 @@ static void set_key(struct spec *s, const char *k, char *v)
         {"pidns", &s->pidns},       {"oom_score_adj", &s->oom_score_adj},
         {"log_path", &s->log_path}, {"exit_path", &s->exit_path},
         {"pid_path", &s->pid_path}, {"attach_sock", &s->attach_sock},
-        {"fence_path", &s->fence_path},
+        {"fence_path", &s->fence_path}, {"seccomp", &s->seccomp},
     };
     struct {
         const char *key;
@@ -156,7 +156,7 @@ static void set_key(struct spec *s, const char *k, char *v)
     } lists[] = {
         {"arg", &s->args},     {"env", &s->envs},           {"mount", &s->mounts},
         {"mask", &s->masks},   {"readonly", &s->readonlys}, {"cgroup", &s->cgroups},
-        {"cap", &s->caps},
+        {"cap", &s->caps},     {"sysctl", &s->sysctls},
     };
     struct {
         const char *key;
