@@ -171,8 +171,6 @@ def shim_security(rt: Runtime, spec: ContainerSpec, bundle: str, caps: list[str]
                 f"{what}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)"
             )
         out.ipcns = f"/proc/{pid}/ns/ipc"
-        # The donor's /dev/shm, reached through its root: one tmpfs for both.
-        out.shm_mount = bind(f"/proc/{pid}/root/dev/shm", "/dev/shm")
     if hc.pid_mode == "host":
         out.pidns = "host"
     elif hc.pid_mode.startswith("container:"):
