@@ -289,7 +289,8 @@ async def test_pid_and_ipc_of_another_container(rt: Runtime) -> None:
             [
                 "sh",
                 "-c",
-                "readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; ps -o comm | grep -c sleep",
+                "readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid;"
+                " ps -o comm | grep -c sleep",
             ],
             HostConfig={"IpcMode": f"container:{donor.id}", "PidMode": f"container:{donor.id}"},
         )
