@@ -36,8 +36,9 @@ command -v apt-get >/dev/null || die "apt-get not found: flotilla's setup is for
 
 # python3-venv: flotilla's own venv. util-linux/bsdutils: nsenter, unshare, script(1) (the tty
 # tests). docker-compose (1.29, with its own docker-py): the compose end-to-end tests.
+# libseccomp-dev: the shim is built with -lseccomp to apply containers' seccomp profiles.
 apt_packages=(python3 python3-venv ca-certificates busybox-static iptables iproute2 procps gcc
-    libc6-dev util-linux bsdutils kmod etcd-server openssl docker-compose)
+    libc6-dev libseccomp-dev util-linux bsdutils kmod etcd-server openssl docker-compose)
 # A docker CLI for the end-to-end tests: docker.io is the only Debian 12 package that has it.
 # It also brings dockerd and containerd, which must not run (see below); bench/api.py starts a
 # private dockerd of its own for its comparison.

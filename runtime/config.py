@@ -51,6 +51,7 @@ from runtime.config_types import (
 )
 from runtime.config_values import DEFAULT_STOP_SIGNAL, parse_signal
 from runtime.links import parse_link
+from runtime.security import validate_host_config as validate_security
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -152,6 +153,7 @@ def _verify_platform(hc: dict[str, Any], warnings: list[str]) -> Resources:
             raise InvalidParameter("invalid specification: destination can't be '/'")
         if not dest.startswith("/"):
             raise InvalidParameter(f"invalid mount path: '{dest}' mount path must be absolute")
+    validate_security(hc)
     cgroupns = get_str(hc, "CgroupnsMode")
     if cgroupns not in ("", "host", "private"):
         raise InvalidParameter(f"invalid cgroup namespace mode: {cgroupns}")

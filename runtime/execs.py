@@ -19,6 +19,7 @@ from proto.docker.errors import Conflict, DockerError, InvalidParameter, NotFoun
 from runtime import config as cfg
 from runtime import launch, shim
 from runtime.config_caps import effective_caps
+from runtime.security import parse_security_opts
 
 if TYPE_CHECKING:
     from runtime.containers import Runtime
@@ -121,7 +122,9 @@ class Execs:
             ex.attach_stdin,
             caps,
             cgroup_dirs,
-            hc.privileged or ex.privileged,
+            # runc runs an exec under the container's own no_new_privs and seccomp filter.
+            parse_security_opts(hc.security_opt).no_new_privileges,
+            _seccomp_rules(self._rt.paths.container(rec.id)),
         )
         shim.write_spec(os.path.join(exec_dir, "spec"), records)
         try:
@@ -177,3 +180,9 @@ class Execs:
 def exec_command(args: list[str]) -> str:
     """How dockerd names an exec in its events: entrypoint, a space, the arguments."""
     return f"{args[0]} {' '.join(args[1:])}"
+
+
+def _seccomp_rules(bundle: str) -> str:
+    """The rule file the container's start compiled, if it runs confined."""
+    path = os.path.join(bundle, "seccomp")
+    return path if os.path.exists(path) else ""

@@ -74,6 +74,10 @@ class ShimInputs:
     hold_output: bool = False
     # devices_default / device_rule / device records (runtime/devices.py)
     devices: list[tuple[str, str]] = field(default_factory=list)
+    ipcns: str = "new"
+    pidns: str = "new"
+    seccomp: str = ""  # rule file; "" = unconfined
+    no_new_privs: bool = False
 
 
 def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[tuple[str, str]]:
@@ -94,10 +98,11 @@ def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[t
         ("rootfs", os.path.join(b, "rootfs")),
         ("readonly_rootfs", "1" if spec.host_config.readonly_rootfs else "0"),
         ("netns", inputs.netns),
-        ("ipcns", "new"),
+        ("ipcns", inputs.ipcns),
         ("utsns", "host" if spec.host_config.network_mode == "host" else "new"),
-        ("pidns", "new"),
-        ("no_new_privs", "0" if spec.host_config.privileged else "1"),
+        ("pidns", inputs.pidns),
+        ("no_new_privs", "1" if inputs.no_new_privs else "0"),
+        ("seccomp", inputs.seccomp),
         ("oom_score_adj", str(spec.host_config.oom_score_adj)),
         ("log_path", inputs.log_path),
         ("log_max_size", str(inputs.log_max_size)),
@@ -115,9 +120,9 @@ def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[t
         ]
     records += [("cgroup", d) for d in inputs.cgroup_dirs]
     records += [("mount", m.record()) for m in inputs.mounts]
-    if not spec.host_config.privileged:
-        records += [("mask", p) for p in config_types.MASKED_PATHS]
-        records += [("readonly", p) for p in config_types.READONLY_PATHS]
+    records += [("mask", p) for p in spec.host_config.masked_paths]
+    records += [("readonly", p) for p in spec.host_config.readonly_paths]
+    records += [("sysctl", f"{k}={v}") for k, v in sorted(spec.host_config.sysctls.items())]
     records += [("cap", c) for c in inputs.caps]
     records += inputs.devices
     return records
@@ -134,7 +139,8 @@ def exec_records(
     open_stdin: bool,
     caps: list[str],
     cgroup_dirs: list[str],
-    privileged: bool,
+    no_new_privs: bool,
+    seccomp: str,
 ) -> list[tuple[str, str]]:
     records: list[tuple[str, str]] = [("mode", "exec"), ("target_pid", str(target_pid))]
     records += [("arg", a) for a in args]
@@ -145,7 +151,8 @@ def exec_records(
         ("tty", "1" if tty else "0"),
         ("open_stdin", "1" if open_stdin else "0"),
         ("stdin_once", "1" if open_stdin else "0"),
-        ("no_new_privs", "0" if privileged else "1"),
+        ("no_new_privs", "1" if no_new_privs else "0"),
+        ("seccomp", seccomp),
         ("exit_path", os.path.join(exec_dir, "exit.json")),
         ("pid_path", os.path.join(exec_dir, "init.pid")),
         ("attach_sock", os.path.join(exec_dir, "attach.sock")),

@@ -31,6 +31,7 @@ from runtime.netns import create_netns, delete_netns
 from runtime.overlay import bridge_name as overlay_bridge
 from runtime.ports import PortMapper
 from runtime.record import ContainerRecord, NetState
+from runtime.security import shim_security
 
 if TYPE_CHECKING:
     from runtime.containers import Runtime
@@ -134,8 +135,13 @@ class Preparer:
         inputs.hostname = hostname
         inputs.env = cfg.process_env(spec, hostname, extra_env)
         inputs.caps = effective_caps(hc.cap_add, hc.cap_drop, hc.privileged)
+        sec = shim_security(self._rt, spec, bundle, inputs.caps)
+        inputs.ipcns, inputs.pidns = sec.ipcns, sec.pidns
+        inputs.seccomp, inputs.no_new_privs = sec.seccomp_path, sec.no_new_privs
         inputs.log_max_size, inputs.log_max_file = log_limits(spec.host_config.log_config)
         inputs.mounts = self._etc_mounts(rec, spec, hostname, link_hosts)
+        if sec.shm_mount is not None:
+            inputs.mounts.append(sec.shm_mount)
         inputs.mounts += await self._volume_mounts(rec, spec, lowerdirs)
         rec.save(bundle)
         return inputs

@@ -66,7 +66,7 @@ def shim_binary() -> str:
         try:
             sources = [p for p in _sources() if p.endswith(".c")]
             subprocess.run(
-                ["cc", "-O2", "-Wall", "-o", tmp, *sources],
+                ["cc", "-O2", "-Wall", "-o", tmp, *sources, "-lseccomp"],
                 check=True,
                 capture_output=True,
             )

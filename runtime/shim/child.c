@@ -405,6 +405,10 @@ static void setup_rootfs(void)
     if (devices_create(s, derr, sizeof derr) < 0)
         fail(128, "%s", derr);
     open_console();
+    /* Before readonly_paths makes /proc/sys read-only, as runc orders it. */
+    char err[512];
+    if (sysctls_apply(&s->sysctls, err, sizeof err) < 0)
+        fail(128, "%s", err);
     mask_paths();
     readonly_paths();
     if (s->readonly_rootfs)
@@ -644,8 +648,19 @@ static void set_caps(uint64_t eff)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 }
 
+static void load_seccomp(void)
+{
+    char err[512];
+    if (seccomp_apply(err, sizeof err) < 0)
+        fail(128, "%s", err);
+}
+
 static void switch_user(const struct user *u, uint64_t keep)
 {
+    /* Without no_new_privs only CAP_SYS_ADMIN may load a filter: load it while we have it
+     * (runc's order); everything left before execve is in any profile's allow-list. */
+    if (!C->s->no_new_privs)
+        load_seccomp();
     drop_bounding(keep);
     if (setgroups((size_t)u->ngroups, u->groups) < 0)
         fail(128, "setgroups: %s", go_strerror(errno));
@@ -655,8 +670,11 @@ static void switch_user(const struct user *u, uint64_t keep)
         fail(128, "setuid: %s", go_strerror(errno));
     /* Like Docker: non-root users get no effective/permitted caps, only the bounding set. */
     set_caps(u->uid == 0 ? keep : 0);
-    if (C->s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fail(128, "set no_new_privs: %s", go_strerror(errno));
+    if (C->s->no_new_privs) {
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            fail(128, "set no_new_privs: %s", go_strerror(errno));
+        load_seccomp();
+    }
 }
 
 /* ---- environment and PATH lookup ---- */
@@ -786,6 +804,10 @@ void child_main(struct child_ctx *c)
     close(c->gate_w);
     if (c->attach_w >= 0)
         close(c->attach_w);
+    /* The rule file is a host path: read it before leaving the host's mount namespace. */
+    char err[512];
+    if (seccomp_prepare(s->seccomp, err, sizeof err) < 0)
+        fail(128, "%s", err);
     /* Join namespaces first so everything below happens inside them. */
     join_ns(c->netns_fd, CLONE_NEWNET, "network");
     join_ns(c->ipcns_fd, CLONE_NEWIPC, "ipc");

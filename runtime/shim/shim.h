@@ -13,13 +13,14 @@ struct strlist {
 
 struct spec {
     const char *mode;
-    struct strlist args, envs, mounts, masks, readonlys, cgroups, caps;
+    struct strlist args, envs, mounts, masks, readonlys, cgroups, caps, sysctls;
     const char *cwd, *user, *hostname;
     int tty, open_stdin, stdin_once, readonly_rootfs, no_new_privs, wait_attach;
     int hold_output; /* container mode: keep output for the first attach client */
     const char *lowerdir, *upperdir, *workdir, *rootfs;
     const char *netns, *net_ip, *net_prefix, *net_gw, *ipcns, *utsns, *pidns;
     const char *oom_score_adj;
+    const char *seccomp; /* rule file (runtime/seccomp.py); unset: unconfined */
     const char *log_path;
     long long log_max_size;
     int log_max_file;
@@ -74,6 +75,11 @@ void procfd_path(char *out, size_t len, int fd);
 
 /* child.c */
 void child_main(struct child_ctx *c) __attribute__((noreturn));
+
+/* seccomp.c */
+int seccomp_prepare(const char *path, char *err, size_t errlen);
+int seccomp_apply(char *err, size_t errlen);
+int sysctls_apply(const struct strlist *l, char *err, size_t errlen);
 
 /* fence.c */
 #define FENCE_CHECK_MS 100

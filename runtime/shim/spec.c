@@ -149,6 +149,7 @@ static void set_key(struct spec *s, const char *k, char *v)
         {"log_path", &s->log_path}, {"exit_path", &s->exit_path},
         {"pid_path", &s->pid_path}, {"attach_sock", &s->attach_sock},
         {"fence_path", &s->fence_path}, {"devices_default", &s->devices_default},
+        {"seccomp", &s->seccomp},
     };
     struct {
         const char *key;
@@ -157,6 +158,7 @@ static void set_key(struct spec *s, const char *k, char *v)
         {"arg", &s->args},     {"env", &s->envs},           {"mount", &s->mounts},
         {"mask", &s->masks},   {"readonly", &s->readonlys}, {"cgroup", &s->cgroups},
         {"cap", &s->caps},     {"device_rule", &s->device_rules}, {"device", &s->devices},
+        {"sysctl", &s->sysctls},
     };
     struct {
         const char *key;

@@ -1,0 +1,100 @@
+"""Seccomp and the security options through the real docker CLI on a dev cluster: what the CLI
+sends (`--security-opt seccomp=<file>` becomes the file's JSON) is applied on the node."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures import dev_cluster, docker
+from tests.manager.swarm_compat import reset
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, object]]:
+    with dev_cluster(1) as nodes:
+        yield nodes
+
+
+@pytest.fixture(autouse=True)
+def clean(cluster: dict[str, object]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        reset(cluster)
+
+
+def test_default_profile_and_unconfined() -> None:
+    res = docker("run", "--rm", "busybox", "unshare", "-U", "true", check=False)
+    assert res.returncode != 0 and "Operation not permitted" in res.stderr
+    docker(
+        "run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "unshare", "-U", "true"
+    )
+
+
+def test_profile_file() -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(profile, f)
+    try:
+        res = docker(
+            "run",
+            "--rm",
+            "--security-opt",
+            f"seccomp={f.name}",
+            "busybox",
+            "mkdir",
+            "/x",
+            check=False,
+        )
+        assert res.returncode != 0 and "Operation not permitted" in res.stderr
+    finally:
+        os.unlink(f.name)
+
+
+def test_options() -> None:
+    res = docker("run", "--rm", "--cap-drop", "ALL", "busybox", "chown", "1", "/tmp", check=False)
+    assert res.returncode != 0 and "Operation not permitted" in res.stderr
+    res = docker("run", "--rm", "--read-only", "busybox", "touch", "/x", check=False)
+    assert res.returncode != 0 and "Read-only file system" in res.stderr
+    out = docker("run", "--rm", "--pid", "host", "busybox", "readlink", "/proc/self/ns/pid")
+    assert out.stdout.strip() == os.readlink("/proc/self/ns/pid")
+    out = docker(
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "busybox",
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+    )
+    assert out.stdout.strip() == "1"
+    # The CLI refuses sysctls outside its allow-list itself; this one only the runtime can.
+    # (No --rm: the CLI then waits for a removal that a failed start does not make here.)
+    res = docker(
+        "run",
+        "--net",
+        "host",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "busybox",
+        "true",
+        check=False,
+    )
+    assert res.returncode != 0
+    assert (
+        "Error response from daemon: failed to create shim task: OCI runtime create failed: runc "
+        'create failed: sysctl "net.ipv4.ip_forward" is not allowed in the hosts network '
+        "namespace: unknown"
+    ) in res.stderr
+    res = docker("run", "--rm", "--security-opt", "bogus", "busybox", "true", check=False)
+    assert 'invalid --security-opt 1: \\"bogus\\"' in res.stderr or (
+        'invalid --security-opt 1: "bogus"' in res.stderr
+    )
