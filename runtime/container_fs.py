@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from proto.docker.errors import DockerError
-from runtime import archive, layers, mounts
+from runtime import archive_pack, archive_unpack, layers, mounts
+from runtime.archive_stat import stat_path
 from runtime.record import ContainerRecord
 
 if TYPE_CHECKING:
@@ -58,13 +59,13 @@ async def _overlay_view(rt: Runtime, rec: ContainerRecord, writable: bool) -> As
 async def archive_stat(rt: Runtime, ref: str, path: str) -> dict[str, Any]:
     rec = rt.get(ref)
     async with _root_view(rt, rec, writable=False) as root:
-        return await asyncio.to_thread(archive.stat_path, root, path)
+        return await asyncio.to_thread(stat_path, root, path)
 
 
 async def archive_get(rt: Runtime, ref: str, path: str, out: BinaryIO) -> dict[str, Any]:
     rec = rt.get(ref)
     async with _root_view(rt, rec, writable=False) as root:
-        return await asyncio.to_thread(archive.get_archive, root, path, out)
+        return await asyncio.to_thread(archive_pack.get_archive, root, path, out)
 
 
 async def archive_put(
@@ -74,13 +75,15 @@ async def archive_put(
     if rt.spec(rec).host_config.readonly_rootfs:
         raise DockerError("container rootfs is marked read-only", 403)
     async with _root_view(rt, rec, writable=True) as root:
-        await asyncio.to_thread(archive.put_archive, root, path, src, no_overwrite_dir_non_dir)
+        await asyncio.to_thread(
+            archive_unpack.put_archive, root, path, src, no_overwrite_dir_non_dir
+        )
 
 
 async def export(rt: Runtime, ref: str, out: BinaryIO) -> None:
     rec = rt.get(ref)
     async with _overlay_view(rt, rec, writable=False) as root:
-        await asyncio.to_thread(archive.export_tree, root, out)
+        await asyncio.to_thread(archive_pack.export_tree, root, out)
     rt.emit("export", rec)
 
 

@@ -1,4 +1,5 @@
-"""runtime.archive against a fake container root in a temp dir (no namespaces needed)."""
+"""runtime/archive_*.py (docker cp, export) against a fake container root in a temp
+dir (no namespaces needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from proto.docker.archive import decode_stat_header, encode_stat_header
 from proto.docker.errors import InvalidParameter, NotFound, SystemError_
-from runtime import archive
+from runtime import archive_pack, archive_paths, archive_stat, archive_unpack
 from tests.tarballs import Entry, tar_of_entries
 
 
@@ -63,55 +64,58 @@ def _names(buf: io.BytesIO) -> list[str]:
 
 
 def test_resolve_reroots_absolute_and_clamps_dotdot(root):
-    assert archive.resolve_in_root(root, "/abslink/a.txt") == f"{root}/data/a.txt"
-    assert archive.resolve_in_root(root, "/etc/uplink/sub") == f"{root}/data/sub"
-    assert archive.resolve_in_root(root, "/../../etc") == f"{root}/etc"
-    assert archive.resolve_in_root(root, "/abslink", follow_last=False) == f"{root}/abslink"
-    assert archive.resolve_in_root(root, "/nope/x") == f"{root}/nope/x"
+    assert archive_paths.resolve_in_root(root, "/abslink/a.txt") == f"{root}/data/a.txt"
+    assert archive_paths.resolve_in_root(root, "/etc/uplink/sub") == f"{root}/data/sub"
+    assert archive_paths.resolve_in_root(root, "/../../etc") == f"{root}/etc"
+    assert archive_paths.resolve_in_root(root, "/abslink", follow_last=False) == f"{root}/abslink"
+    assert archive_paths.resolve_in_root(root, "/nope/x") == f"{root}/nope/x"
 
 
 def test_resolve_symlink_loop(root):
     with pytest.raises(SystemError_):
-        archive.resolve_in_root(root, "/loop1/x")
+        archive_paths.resolve_in_root(root, "/loop1/x")
 
 
 # ---------------------------------------------------------------- stat
 
 
 def test_stat_file_dir_symlink(root):
-    st = archive.stat_path(root, "/data/a.txt")
+    st = archive_stat.stat_path(root, "/data/a.txt")
     assert st["name"] == "a.txt" and st["size"] == 3 and st["linkTarget"] == ""
     assert st["mode"] == 0o644
     assert st["mtime"].endswith("Z")
-    d = archive.stat_path(root, "data")
-    assert d["mode"] == archive.GO_MODE_DIR | 0o755
-    link = archive.stat_path(root, "/abslink")
-    assert link["mode"] == archive.GO_MODE_SYMLINK | 0o777
+    d = archive_stat.stat_path(root, "data")
+    assert d["mode"] == archive_stat.GO_MODE_DIR | 0o755
+    link = archive_stat.stat_path(root, "/abslink")
+    assert link["mode"] == archive_stat.GO_MODE_SYMLINK | 0o777
     assert link["linkTarget"] == "/data"
     # A trailing slash follows the link, as Lstat("/abslink/") does.
-    assert archive.stat_path(root, "/abslink/")["mode"] & archive.GO_MODE_DIR
-    assert archive.stat_path(root, "/")["name"] == "/"
+    assert archive_stat.stat_path(root, "/abslink/")["mode"] & archive_stat.GO_MODE_DIR
+    assert archive_stat.stat_path(root, "/")["name"] == "/"
 
 
 def test_stat_missing_uses_docker_wording(root):
     with pytest.raises(NotFound) as e:
-        archive.stat_path(root, "/nope", container="web")
+        archive_stat.stat_path(root, "/nope", container="web")
     assert e.value.status == 404
     assert str(e.value) == "Could not find the file /nope in container web"
 
 
 def test_stat_header_roundtrip(root):
-    st = archive.stat_path(root, "/data/a.txt")
+    st = archive_stat.stat_path(root, "/data/a.txt")
     header = encode_stat_header(st)
     assert decode_stat_header(header) == st
     assert "\n" not in header
 
 
 def test_go_mode_special_bits():
-    assert archive.go_file_mode(0o104755) == archive.GO_MODE_SETUID | 0o755
-    assert archive.go_file_mode(0o41777) == archive.GO_MODE_DIR | archive.GO_MODE_STICKY | 0o777
-    assert archive.go_file_mode(0o20666) == (
-        archive.GO_MODE_DEVICE | archive.GO_MODE_CHAR_DEVICE | 0o666
+    assert archive_stat.go_file_mode(0o104755) == archive_stat.GO_MODE_SETUID | 0o755
+    assert (
+        archive_stat.go_file_mode(0o41777)
+        == archive_stat.GO_MODE_DIR | archive_stat.GO_MODE_STICKY | 0o777
+    )
+    assert archive_stat.go_file_mode(0o20666) == (
+        archive_stat.GO_MODE_DEVICE | archive_stat.GO_MODE_CHAR_DEVICE | 0o666
     )
 
 
@@ -120,7 +124,7 @@ def test_go_mode_special_bits():
 
 def test_get_archive_dir_uses_basename(root):
     buf = io.BytesIO()
-    st = archive.get_archive(root, "/data", buf)
+    st = archive_pack.get_archive(root, "/data", buf)
     assert st["name"] == "data"
     assert _names(buf) == ["data", "data/a.txt", "data/sub", "data/sub/b.txt"]
     buf.seek(0)
@@ -132,13 +136,13 @@ def test_get_archive_dir_uses_basename(root):
 
 def test_get_archive_dot_gives_contents(root):
     buf = io.BytesIO()
-    archive.get_archive(root, "/abslink/.", buf)
+    archive_pack.get_archive(root, "/abslink/.", buf)
     assert _names(buf) == [".", "./a.txt", "./sub", "./sub/b.txt"]
 
 
 def test_get_archive_symlink_not_followed(root):
     buf = io.BytesIO()
-    archive.get_archive(root, "/etclink", buf)
+    archive_pack.get_archive(root, "/etclink", buf)
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         (m,) = tar.getmembers()
@@ -147,7 +151,7 @@ def test_get_archive_symlink_not_followed(root):
 
 def test_get_archive_missing(root):
     with pytest.raises(NotFound):
-        archive.get_archive(root, "/missing", io.BytesIO(), container="c1")
+        archive_pack.get_archive(root, "/missing", io.BytesIO(), container="c1")
 
 
 # ---------------------------------------------------------------- put
@@ -173,7 +177,7 @@ def test_put_archive_extracts_with_metadata(root):
             ),
         ]
     )
-    archive.put_archive(root, "/data", src)
+    archive_unpack.put_archive(root, "/data", src)
     f = os.path.join(root, "data/new/f.txt")
     st = os.lstat(f)
     assert _read(f) == "hi"
@@ -184,7 +188,7 @@ def test_put_archive_extracts_with_metadata(root):
 
 
 def test_put_archive_through_symlink_destination(root):
-    archive.put_archive(root, "/abslink", _tar([(_info("x"), b"x")]))
+    archive_unpack.put_archive(root, "/abslink", _tar([(_info("x"), b"x")]))
     assert os.path.exists(os.path.join(root, "data/x"))
 
 
@@ -196,35 +200,37 @@ def test_put_archive_never_escapes_root(root, tmp_path):
     src = _tar(
         [(_info("esc", tarfile.SYMTYPE, linkname=str(outside)), None), (_info("esc/pwn"), b"!")]
     )
-    archive.put_archive(root, "/", src)
+    archive_unpack.put_archive(root, "/", src)
     assert not (outside / "pwn").exists()
     assert os.path.exists(os.path.join(root, str(outside).lstrip("/"), "pwn"))
     with pytest.raises(SystemError_, match="is outside of"):
-        archive.put_archive(root, "/data", _tar([(_info("../../evil"), b"!")]))
+        archive_unpack.put_archive(root, "/data", _tar([(_info("../../evil"), b"!")]))
     assert not (tmp_path / "evil").exists()
     with pytest.raises(SystemError_, match="invalid hardlink"):
-        archive.put_archive(
+        archive_unpack.put_archive(
             root, "/data", _tar([(_info("h", tarfile.LNKTYPE, linkname="../../../x"), None)])
         )
 
 
 def test_put_archive_destination_errors(root):
     with pytest.raises(NotFound) as e:
-        archive.put_archive(root, "/nope", _tar([]), container="web")
+        archive_unpack.put_archive(root, "/nope", _tar([]), container="web")
     assert str(e.value) == "Could not find the file /nope in container web"
     with pytest.raises(InvalidParameter) as e2:
-        archive.put_archive(root, "/data/a.txt", _tar([]))
+        archive_unpack.put_archive(root, "/data/a.txt", _tar([]))
     assert str(e2.value) == "extraction point is not a directory"
     assert e2.value.status == 400
 
 
 def test_put_archive_no_overwrite_dir_non_dir(root):
     with pytest.raises(SystemError_, match="cannot overwrite directory"):
-        archive.put_archive(root, "/data", _tar([(_info("sub"), b"f")]), True)
+        archive_unpack.put_archive(root, "/data", _tar([(_info("sub"), b"f")]), True)
     with pytest.raises(SystemError_, match="cannot overwrite non-directory"):
-        archive.put_archive(root, "/data", _tar([(_info("a.txt", tarfile.DIRTYPE), None)]), True)
+        archive_unpack.put_archive(
+            root, "/data", _tar([(_info("a.txt", tarfile.DIRTYPE), None)]), True
+        )
     # Without the flag Docker replaces either way.
-    archive.put_archive(root, "/data", _tar([(_info("sub"), b"f")]))
+    archive_unpack.put_archive(root, "/data", _tar([(_info("sub"), b"f")]))
     assert _read(os.path.join(root, "data/sub")) == "f"
 
 
@@ -234,16 +240,16 @@ def test_put_archive_chown_to_and_gzip(root):
     with gzip.GzipFile(fileobj=buf, mode="wb") as gz:
         gz.write(raw)
     buf.seek(0)
-    archive.put_archive(root, "/data", buf, chown_to=(42, 43))
+    archive_unpack.put_archive(root, "/data", buf, chown_to=(42, 43))
     st = os.lstat(os.path.join(root, "data/g.txt"))
     assert (st.st_uid, st.st_gid) == (42, 43)
 
 
 def test_roundtrip_get_then_put(root, tmp_path):
     buf = io.BytesIO()
-    archive.get_archive(root, "/data", buf)
+    archive_pack.get_archive(root, "/data", buf)
     buf.seek(0)
-    archive.put_archive(root, "/etc", buf)
+    archive_unpack.put_archive(root, "/etc", buf)
     assert _read(os.path.join(root, "etc/data/sub/b.txt")) == "bb"
     assert os.lstat(os.path.join(root, "etc/data/a.txt")).st_uid == 1234
 
@@ -253,7 +259,7 @@ def test_roundtrip_get_then_put(root, tmp_path):
 
 def test_export_tree(root):
     buf = io.BytesIO()
-    archive.export_tree(root, buf)
+    archive_pack.export_tree(root, buf)
     names = _names(buf)
     assert "etc/hostname" in names and "data/sub/b.txt" in names and "abslink" in names
     assert not any(n.startswith(("/", "./")) for n in names)
@@ -269,13 +275,13 @@ def test_file_capabilities_survive_get_and_put(root):
     except OSError:
         pytest.skip("filesystem without security xattrs")
     buf = io.BytesIO()
-    archive.get_archive(root, "/data/ping", buf)
+    archive_pack.get_archive(root, "/data/ping", buf)
     buf.seek(0)
-    archive.put_archive(root, "/etc", buf)
+    archive_unpack.put_archive(root, "/etc", buf)
     assert os.getxattr(os.path.join(root, "etc/ping"), "security.capability") == cap
 
 
 def test_put_archive_empty_body_and_garbage(root):
-    archive.put_archive(root, "/data", io.BytesIO(b""))
+    archive_unpack.put_archive(root, "/data", io.BytesIO(b""))
     with pytest.raises(SystemError_, match="Error processing tar file"):
-        archive.put_archive(root, "/data", io.BytesIO(b"not a tar at all" * 64))
+        archive_unpack.put_archive(root, "/data", io.BytesIO(b"not a tar at all" * 64))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from proto.docker.errors import DockerError, InvalidParameter, SystemError_
-from runtime import archive, image_transfer, layers
+from runtime import archive_pack, archive_unpack, image_transfer, layers
 from runtime.images import ImageStore
 from tests.tarballs import Entry, tar_of_entries
 
@@ -224,7 +224,7 @@ def rootfs(tmp_path: str) -> str:
 
 
 def _put(root: str, dest: str, entries: list[Entry]) -> None:
-    archive.put_archive(root, dest, io.BytesIO(tar_of_entries(entries)))
+    archive_unpack.put_archive(root, dest, io.BytesIO(tar_of_entries(entries)))
 
 
 def test_cp_refuses_breakouts(rootfs: str, host: dict[str, str], tmp_path: str) -> None:
@@ -264,7 +264,7 @@ def test_cp_links_resolve_inside_the_container(rootfs: str, host: dict[str, str]
 def test_cp_get_never_opens_a_fifo(rootfs: str) -> None:
     os.mkfifo(os.path.join(rootfs, "etc", "fifo"))
     buf = io.BytesIO()
-    archive.get_archive(rootfs, "/etc", buf)  # a FIFO is a header, never opened
+    archive_pack.get_archive(rootfs, "/etc", buf)  # a FIFO is a header, never opened
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         assert tar.getmember("etc/fifo").isfifo()
@@ -274,4 +274,4 @@ def test_cp_get_missing_through_link(rootfs: str, host: dict[str, str]) -> None:
     os.symlink(host["outside"], os.path.join(rootfs, "out"))
     # "/out" is <root>/<outside> for the container: the host's secret is not there.
     with pytest.raises(DockerError, match="Could not find the file"):
-        archive.get_archive(rootfs, "/out/secret", io.BytesIO())
+        archive_pack.get_archive(rootfs, "/out/secret", io.BytesIO())

@@ -1,0 +1,172 @@
+"""Reading a container's files into a tar: `docker cp` out of a container (GET archive) and
+`docker export`.
+
+The tree is walked with directory fds and single names under a root opened once, never with
+joined host paths, and nothing below the path asked for is followed: a directory the container
+swaps for a symlink meanwhile is archived as that symlink, and FIFOs and devices are headers only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tarfile
+from typing import Any, BinaryIO
+
+from runtime import inroot
+from runtime.archive_paths import abs_container_path, base_name, open_entry
+from runtime.archive_stat import stat_entry
+
+_TAR_FORMAT = tarfile.PAX_FORMAT
+# The PAX key prefix of an extended attribute (written here, read back by archive_unpack).
+XATTR_PREFIX = "SCHILY.xattr."
+
+
+class _Exactly:
+    """`size` bytes of an open file, zero-padded if it shrank under us: the header is written
+    before the data, and tarfile refuses a short body."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = os.read(self.fd, n) if n else b""
+        data += b"\0" * (n - len(data))
+        self.left -= n
+        return data
+
+
+class _TreeWriter:
+    """Tar entries for a container tree, walked with directory fds and single names (never a
+    joined host path), so a directory swapped for a symlink is archived as that symlink."""
+
+    def __init__(self, tar: tarfile.TarFile) -> None:
+        self.tar = tar
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def entry(self, dirfd: int, name: str, arcname: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # removed while we walked
+        if stat.S_ISDIR(st.st_mode):
+            fd = self._open(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
+            if fd is not None:
+                with inroot.opened(fd):
+                    self.directory(fd, arcname, arcname + "/", include_self=True)
+        elif stat.S_ISREG(st.st_mode):
+            # O_NONBLOCK: if a FIFO took the file's place, open must not wait for a writer.
+            fd = self._open(dirfd, name, os.O_RDONLY | os.O_NONBLOCK)
+            if fd is not None:
+                with inroot.opened(fd):
+                    self._regular(fd, arcname)
+        elif stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(name, dir_fd=dirfd)
+            except (FileNotFoundError, OSError):
+                return
+            self.tar.addfile(_header(st, arcname, tarfile.SYMTYPE, target))
+        elif not stat.S_ISSOCK(st.st_mode):  # sockets: Docker skips them too
+            self.tar.addfile(_header(st, arcname, _TYPES[stat.S_IFMT(st.st_mode)]))
+
+    def directory(self, fd: int, arcname: str, prefix: str, include_self: bool) -> None:
+        if include_self:
+            self.tar.addfile(_header(os.fstat(fd), arcname, tarfile.DIRTYPE))
+        for name in sorted(os.listdir(fd)):
+            self.entry(fd, name, prefix + name)
+
+    def _open(self, dirfd: int, name: str, flags: int) -> int | None:
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as e:
+            # Replaced by a symlink or something else between lstat and open: skipped, as a
+            # file removed during the walk is.
+            if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+                return None
+            raise
+
+    def _regular(self, fd: int, arcname: str) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.inodes:
+            self.tar.addfile(_header(st, arcname, tarfile.LNKTYPE, self.inodes[key]))
+            return
+        if st.st_nlink > 1:
+            self.inodes[key] = arcname
+        info = _header(st, arcname, tarfile.REGTYPE)
+        info.size = st.st_size
+        # Docker archives security.capability only (file capabilities, e.g. ping's cap_net_raw).
+        with contextlib.suppress(OSError):
+            cap = os.getxattr(fd, "security.capability")
+            info.pax_headers[XATTR_PREFIX + "security.capability"] = cap.decode(
+                "utf-8", "surrogateescape"
+            )
+        self.tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]
+
+
+_TYPES = {
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+}
+
+
+def _header(st: os.stat_result, arcname: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(arcname)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    # Docker writes numeric ids only: host user names mean nothing inside the container.
+    info.uid = st.st_uid
+    info.gid = st.st_gid
+    info.uname = ""
+    info.gname = ""
+    info.mtime = int(st.st_mtime)
+    info.linkname = linkname
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor = os.major(st.st_rdev)
+        info.devminor = os.minor(st.st_rdev)
+    return info
+
+
+def get_archive(root: str, path: str, out: BinaryIO, container: str = "") -> dict[str, Any]:
+    """Write a tar of container `path` to `out` and return its stat.
+
+    Like Docker, the top entry is the path's basename; a path ending in "/." (or "/") archives
+    the directory as "." so the client copies its contents.
+    """
+    abs_path = abs_container_path(path)
+    with inroot.opened(inroot.open_root(root)) as rootfd:
+        entry = open_entry(rootfd, abs_path, path, container)
+        try:
+            st = stat_entry(rootfd, entry, abs_path, path, container)
+            with tarfile.open(fileobj=out, mode="w|", format=_TAR_FORMAT) as tar:
+                writer = _TreeWriter(tar)
+                if entry.name is not None:
+                    writer.entry(entry.fd, entry.name, base_name(abs_path))
+                else:
+                    # The followed directory itself: reopened for reading through its O_PATH fd.
+                    dirfd = os.open(".", inroot.O_DIR, dir_fd=entry.fd)
+                    with inroot.opened(dirfd):
+                        if abs_path == "/" or abs_path.endswith("/."):
+                            writer.directory(dirfd, ".", "./", include_self=True)
+                        else:
+                            name = base_name(abs_path)
+                            writer.directory(dirfd, name, name + "/", include_self=True)
+        finally:
+            entry.close()
+    return st
+
+
+def export_tree(root: str, out: BinaryIO) -> None:
+    """`docker export`: a tar of the whole root filesystem, entries relative without "./"."""
+    with (
+        inroot.opened(inroot.open_root(root)) as rootfd,
+        tarfile.open(fileobj=out, mode="w|", format=_TAR_FORMAT) as tar,
+    ):
+        _TreeWriter(tar).directory(rootfd, "", "", include_self=False)
