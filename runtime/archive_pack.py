@@ -18,10 +18,9 @@ from typing import Any, BinaryIO
 from runtime import inroot
 from runtime.archive_paths import abs_container_path, base_name, open_entry
 from runtime.archive_stat import stat_entry
+from runtime.layers import PAX_XATTR_PREFIX
 
 _TAR_FORMAT = tarfile.PAX_FORMAT
-# The PAX key prefix of an extended attribute (written here, read back by archive_unpack).
-XATTR_PREFIX = "SCHILY.xattr."
 
 
 class _Exactly:
@@ -104,7 +103,7 @@ class _TreeWriter:
         # Docker archives security.capability only (file capabilities, e.g. ping's cap_net_raw).
         with contextlib.suppress(OSError):
             cap = os.getxattr(fd, "security.capability")
-            info.pax_headers[XATTR_PREFIX + "security.capability"] = cap.decode(
+            info.pax_headers[PAX_XATTR_PREFIX + "security.capability"] = cap.decode(
                 "utf-8", "surrogateescape"
             )
         self.tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]

@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 from proto.docker.errors import InvalidParameter, SystemError_
 from runtime import inroot
-from runtime.archive_pack import XATTR_PREFIX
 from runtime.archive_paths import components, not_found, resolve_name
+from runtime.layers import PAX_XATTR_PREFIX
 
 
 def put_archive(
@@ -228,8 +228,8 @@ class _Extractor:
             target = inroot.fd_path(fd)
             os.chown(target, uid, gid)
             for key, value in member.pax_headers.items():
-                if key.startswith(XATTR_PREFIX):
-                    _set_xattr(target, key[len(XATTR_PREFIX) :], value)
+                if key.startswith(PAX_XATTR_PREFIX):
+                    _set_xattr(target, key[len(PAX_XATTR_PREFIX) :], value)
             # chmod after chown: chown clears setuid/setgid bits.
             os.chmod(target, member.mode & 0o7777)
             if stat.S_ISDIR(st.st_mode):

@@ -24,7 +24,7 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # overlayfs keeps its own bookkeeping in trusted.overlay.*; it never belongs in a layer tar.
 _OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_XATTR_PAX = "SCHILY.xattr."
+PAX_XATTR_PREFIX = "SCHILY.xattr."
 
 CHANGE_MODIFY = 0
 CHANGE_ADD = 1
@@ -224,8 +224,8 @@ def _set_metadata(path: str, m: tarfile.TarInfo) -> None:
     if not m.issym():
         os.chmod(path, m.mode & 0o7777)
     for key, value in m.pax_headers.items():
-        if key.startswith(_XATTR_PAX):
-            _set_xattr(path, key[len(_XATTR_PAX) :], value.encode("utf-8", "surrogateescape"))
+        if key.startswith(PAX_XATTR_PREFIX):
+            _set_xattr(path, key[len(PAX_XATTR_PREFIX) :], value.encode("utf-8", "surrogateescape"))
 
 
 def _set_xattr(path: str, name: str, value: bytes) -> None:
@@ -382,7 +382,7 @@ def _stat_info(rel: str, st: os.stat_result, kind: bytes, linkname: str = "") ->
 
 def _add_xattrs(info: tarfile.TarInfo, target: int | str) -> None:
     for key, value in _read_xattrs(target).items():
-        info.pax_headers[_XATTR_PAX + key] = value.decode("utf-8", "surrogateescape")
+        info.pax_headers[PAX_XATTR_PREFIX + key] = value.decode("utf-8", "surrogateescape")
 
 
 def _plain_info(name: str, st: os.stat_result) -> tarfile.TarInfo:
