@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 import subprocess
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -23,8 +21,12 @@ from proto.docker.errors import DockerError
 from runtime import container_fs, devices, image_transfer
 from runtime.cgroups import Cgroups
 from runtime.containers import Runtime
+from tests.attack_kit import Loop, crafted_rootfs, dev_node, loop_device
 from tests.fixtures import runtime_for_tests
 from tests.runtime.test_containers import run
+from tests.tarballs import tar_of_entries
+
+BLK = tarfile.BLKTYPE
 
 # ------------------------------------------------------------------------------ policy
 
@@ -118,35 +120,15 @@ def test_device_from_path_errors_and_directories() -> None:
 # ------------------------------------------------------------------- attacks, for real
 
 
-@dataclass
-class Loop:
-    path: str
-    major: int
-    minor: int
-    marker: str
-
-
 @pytest.fixture
 def loop() -> Iterator[Loop]:
     """A loop device over a temp file that starts with a random marker; detached after."""
-    marker = f"FLT-DEVICE-MARKER-{secrets.token_hex(8)}"
-    fd, backing = tempfile.mkstemp(prefix="flt-loop-")
-    dev = ""
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(marker.encode().ljust(1 << 20, b"\0"))
+    with contextlib.ExitStack() as stack:
         try:
-            dev = subprocess.run(
-                ["losetup", "-f", "--show", backing], check=True, capture_output=True, text=True
-            ).stdout.strip()
+            lp = stack.enter_context(loop_device())
         except (OSError, subprocess.CalledProcessError) as err:
             pytest.skip(f"no loop device: {err}")
-        st = os.stat(dev)
-        yield Loop(dev, os.major(st.st_rdev), os.minor(st.st_rdev), marker)
-    finally:
-        if dev:
-            subprocess.run(["losetup", "-d", dev], check=False)
-        os.unlink(backing)
+        yield lp
 
 
 @pytest.fixture
@@ -250,15 +232,7 @@ async def test_device_errors_in_dockerd_words(rt: Runtime) -> None:
 
 def _layer_with_node(lp: Loop, busybox_tar: str) -> bytes:
     """busybox plus a 0666 block node with the loop device's numbers at /disk."""
-    buf = io.BytesIO()
-    with tarfile.open(busybox_tar) as src, tarfile.open(fileobj=buf, mode="w") as out:
-        for member in src:
-            out.addfile(member, src.extractfile(member) if member.isfile() else None)
-        node = tarfile.TarInfo("disk")
-        node.type, node.mode = tarfile.BLKTYPE, 0o666
-        node.devmajor, node.devminor = lp.major, lp.minor
-        out.addfile(node)
-    return buf.getvalue()
+    return crafted_rootfs(busybox_tar, extra=[dev_node("disk", lp.major, lp.minor, BLK)])
 
 
 async def test_device_node_from_an_image_layer_is_unusable(
@@ -278,12 +252,7 @@ async def test_device_node_from_an_image_layer_is_unusable(
 
 
 async def test_device_node_copied_in_is_unusable(rt: Runtime, loop: Loop) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        node = tarfile.TarInfo("disk")
-        node.type, node.mode = tarfile.BLKTYPE, 0o666
-        node.devmajor, node.devminor = loop.major, loop.minor
-        tar.addfile(node)
+    buf = io.BytesIO(tar_of_entries([dev_node("disk", loop.major, loop.minor, BLK)]))
     rec = await rt.create({"Image": "busybox", "Cmd": ["sleep", "30"], "User": "nobody"})
     try:
         await rt.start(rec.id)

@@ -11,7 +11,6 @@ import io
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ import pytest
 from proto.docker.errors import DockerError
 from runtime import container_mounts, image_transfer
 from runtime.containers import Runtime
+from tests.attack_kit import as_nobody, crafted_rootfs, host_tree, relative_to_host
 from tests.fixtures import SUBNET, runtime_for_tests
 
 
@@ -41,18 +41,6 @@ def host_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _host_tree(path: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        found += [os.path.relpath(os.path.join(dirpath, n), path) for n in dirnames + filenames]
-    return sorted(found)
-
-
-def _relative_to_host(path: str) -> str:
-    """A relative symlink text that climbs out of any rootfs to the host's `path`."""
-    return "../" * 40 + path.lstrip("/")
-
-
 def _crafted_image(
     rt: Runtime,
     busybox_tar: str,
@@ -63,31 +51,8 @@ def _crafted_image(
     files: dict[str, tuple[bytes, int]] | None = None,
     drop: tuple[str, ...] = (),
 ) -> str:
-    """busybox without the entries under `drop`, plus symlinks (name → text), directories and
-    files (name → (content, mode))."""
-    out = io.BytesIO()
-    with tarfile.open(busybox_tar) as src, tarfile.open(fileobj=out, mode="w") as tar:
-        for member in src:
-            name = member.name.lstrip("./")
-            if any(name == d or name.startswith(d + "/") for d in drop):
-                continue
-            if any(name == n for n in (*links, *(files or {}))):
-                continue
-            tar.addfile(member, src.extractfile(member) if member.isfile() else None)
-        for name in dirs:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for name, target in links.items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-        for name, (data, mode) in (files or {}).items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    out.seek(0)
-    return image_transfer.import_tarball(rt.images, out, reference, changes)
+    rootfs = crafted_rootfs(busybox_tar, links, dirs, files, drop)
+    return image_transfer.import_tarball(rt.images, io.BytesIO(rootfs), reference, changes)
 
 
 async def _run(
@@ -122,9 +87,9 @@ async def test_symlinked_etc_volume_bind_and_tmpfs_targets_stay_in_the_root(
             links={
                 "etc": host_dir,  # the /etc binds: hosts, hostname, resolv.conf
                 "data": host_dir,  # absolute
-                "rel": _relative_to_host(host_dir),  # relative, climbs out of the rootfs
+                "rel": relative_to_host(host_dir),  # relative, climbs out of the rootfs
                 "bnd": host_dir,
-                "scratch": _relative_to_host(host_dir),
+                "scratch": relative_to_host(host_dir),
             },
             changes=["VOLUME /data/vol", "VOLUME /rel/rvol"],
             drop=("etc",),
@@ -145,7 +110,7 @@ async def test_symlinked_etc_volume_bind_and_tmpfs_targets_stay_in_the_root(
         )
         # Nothing on the host: the image's links resolved inside its root, as runc's
         # securejoin does, and the container ran with its mounts there.
-        assert _host_tree(host_dir) == []
+        assert host_tree(host_dir) == []
         assert os.listdir(bind_src) == []
         assert (code, out) == (0, "inside\ntmpfs\ndone\n"), out
         by_dest = {m["Destination"]: m["Source"] for m in mounts}
@@ -170,7 +135,7 @@ async def test_symlinked_proc_is_refused(rt: Runtime, busybox_tar: str, host_dir
     with pytest.raises(DockerError) as e:
         await rt.start(rec.id)
     assert 'filesystem "proc" must be mounted on ordinary directory' in str(e.value)
-    assert _host_tree(host_dir) == []
+    assert host_tree(host_dir) == []
 
 
 async def test_copy_up_never_reads_the_host(rt: Runtime, busybox_tar: str, host_dir: str) -> None:
@@ -178,14 +143,14 @@ async def test_copy_up_never_reads_the_host(rt: Runtime, busybox_tar: str, host_
     os.makedirs(os.path.join(secret, "sub"))
     with open(os.path.join(secret, "sub", "key"), "w") as f:
         f.write("host secret\n")
-    before = _host_tree(host_dir)
+    before = host_tree(host_dir)
     image = _crafted_image(
         rt,
         busybox_tar,
         "escape:copyup",
         links={
             "vol": secret,  # VOLUME /vol/sub: the host's secret/sub on a string join
-            "rvol": _relative_to_host(secret),
+            "rvol": relative_to_host(secret),
             "app/link": secret,  # inside a copied dir: copied as the link it is
             "inlink": "opt/app",  # a link within the image: copied up through, like dockerd
         },
@@ -205,14 +170,7 @@ async def test_copy_up_never_reads_the_host(rt: Runtime, busybox_tar: str, host_
     assert os.readlink(os.path.join(app, "link")) == secret
     assert sorted(os.listdir(app)) == ["file", "link"]
     assert os.listdir(by_dest["/inlink"]) == ["file"]
-    assert _host_tree(host_dir) == before
-
-
-def _as_nobody(command: str) -> subprocess.CompletedProcess[str]:
-    # su, not setpriv: setpriv keeps root's capabilities until the exec, so its own lookup of
-    # the program passes any directory mode.
-    cmd = ["su", "nobody", "-s", "/bin/sh", "-c", command]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert host_tree(host_dir) == before
 
 
 async def test_data_root_modes_keep_host_users_out(rt: Runtime, busybox_tar: str) -> None:
@@ -252,9 +210,9 @@ async def test_data_root_modes_keep_host_users_out(rt: Runtime, busybox_tar: str
             assert stat.S_IMODE(os.stat(os.path.join(bundle, name)).st_mode) == 0o600, name
         # The attack: an unprivileged host user runs the layer's setuid-root busybox (the
         # shell's 126: the lookup is refused before the kernel looks at the setuid bit).
-        result = _as_nobody(f"{suid} true")
+        result = as_nobody(f"{suid} true")
         assert result.returncode == 126 and "Permission denied" in result.stderr, result
-        result = _as_nobody(f"cat {bundle}/config.json")
+        result = as_nobody(f"cat {bundle}/config.json")
         assert result.returncode != 0 and "TOKEN=secret" not in result.stdout, result
     finally:
         await again.remove(rec.id, force=True)

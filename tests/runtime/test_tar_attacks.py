@@ -5,7 +5,6 @@ Each attack names a host path that must never be written, read or deleted.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,22 +18,8 @@ import pytest
 from proto.docker.errors import DockerError, InvalidParameter, SystemError_
 from runtime import archive_pack, archive_unpack, image_transfer, layers
 from runtime.images import ImageStore
+from tests.attack_kit import dev_node, save_archive, tar_info
 from tests.tarballs import Entry, tar_of_entries
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644):
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.linkname = linkname
-    info.mtime = 1_700_000_000
-    return info
-
-
-def _dev(name: str, major: int, minor: int) -> tarfile.TarInfo:
-    info = _info(name, tarfile.CHRTYPE, mode=0o666)
-    info.devmajor, info.devminor = major, minor
-    return info
 
 
 @pytest.fixture
@@ -56,22 +41,25 @@ def _attacks(host: dict[str, str]) -> dict[str, tuple[list[Entry], str]]:
     """name -> (entries, the error text, "" when dockerd accepts the tar)."""
     out = host["outside"]
     return {
-        "dotdot": ([(_info("a/../../escape"), b"x")], "is outside of"),
-        "hardlink-out": ([_info("h", tarfile.LNKTYPE, "../../outside/secret")], "invalid hardlink"),
+        "dotdot": ([(tar_info("a/../../escape"), b"x")], "is outside of"),
+        "hardlink-out": (
+            [tar_info("h", tarfile.LNKTYPE, "../../outside/secret")],
+            "invalid hardlink",
+        ),
         "hardlink-via-symlink": (
-            [_info("s", tarfile.SYMTYPE, out), _info("h", tarfile.LNKTYPE, "s/secret")],
+            [tar_info("s", tarfile.SYMTYPE, out), tar_info("h", tarfile.LNKTYPE, "s/secret")],
             "is outside of",
         ),
         "symlink-then-write": (
-            [_info("a", tarfile.SYMTYPE, out), (_info("a/pwn"), b"x")],
+            [tar_info("a", tarfile.SYMTYPE, out), (tar_info("a/pwn"), b"x")],
             "is outside of",
         ),
         "whiteout-dotdot": (
-            [(_info("keep/f"), b"k"), (_info("keep/.wh..."), b"")],
+            [(tar_info("keep/f"), b"k"), (tar_info("keep/.wh..."), b"")],
             "is outside of",
         ),
-        "whiteout-dotdot-root": ([(_info(".wh..."), b"")], "is outside of"),
-        "whiteout-dot": ([(_info("keep/.wh.."), b"")], "is outside of"),
+        "whiteout-dotdot-root": ([(tar_info(".wh..."), b"")], "is outside of"),
+        "whiteout-dot": ([(tar_info("keep/.wh.."), b"")], "is outside of"),
     }
 
 
@@ -102,7 +90,7 @@ def test_unpack_layer_refuses(attack: str, host: dict[str, str], tmp_path: str) 
 
 def test_unpack_layer_absolute_and_device_like_dockerd(host: dict[str, str], tmp_path: str):
     dest = os.path.join(tmp_path, "diff")
-    entries: list[Entry] = [(_info(host["abs"]), b"x"), _dev("dev/mem2", 1, 1)]
+    entries: list[Entry] = [(tar_info(host["abs"]), b"x"), dev_node("dev/mem2", 1, 1)]
     layers.unpack_layer(io.BytesIO(tar_of_entries(entries)), dest)
     # "/tmp/x" is "tmp/x" under the layer, as filepath.Join(dest, name) makes it.
     assert os.path.exists(os.path.join(dest, host["abs"].lstrip("/")))
@@ -135,30 +123,12 @@ def test_import_refuses(attack: str, host: dict[str, str], tmp_path: str, store:
     _untouched(host, tmp_path)
 
 
-def _save_archive(layer: bytes, extra: list[Entry] | None = None) -> bytes:
-    diff = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}}
-    ).encode()
-    manifest = json.dumps(
-        [{"Config": "c.json", "RepoTags": ["evil:1"], "Layers": ["l/layer.tar"]}]
-    ).encode()
-    return tar_of_entries(
-        [
-            *(extra or []),
-            (_info("manifest.json"), manifest),
-            (_info("c.json"), config),
-            (_info("l/layer.tar"), layer),
-        ]
-    )
-
-
 @pytest.mark.parametrize("attack", sorted(_attacks({"outside": "/x", "abs": "", "token": ""})))
 def test_load_refuses_hostile_layer(
     attack: str, host: dict[str, str], tmp_path: str, store: ImageStore
 ) -> None:
     entries, text = _attacks(host)[attack]
-    src = _save_archive(tar_of_entries(entries))
+    src = save_archive(tar_of_entries(entries))
     with pytest.raises(InvalidParameter, match=text):
         image_transfer.load(store, io.BytesIO(src))
     _store_intact(store)
@@ -166,17 +136,17 @@ def test_load_refuses_hostile_layer(
 
 
 def test_load_outer_archive_attacks(host: dict[str, str], tmp_path: str, store: ImageStore):
-    layer = tar_of_entries([(_info("ok"), b"ok")])
+    layer = tar_of_entries([(tar_info("ok"), b"ok")])
     # A whiteout of ".." in the save archive itself would delete the store's tmp dir.
     with pytest.raises(InvalidParameter, match="is outside of"):
-        image_transfer.load(store, io.BytesIO(_save_archive(layer, [(_info(".wh..."), b"")])))
+        image_transfer.load(store, io.BytesIO(save_archive(layer, [(tar_info(".wh..."), b"")])))
     _store_intact(store)
     # manifest.json as a link to a host file: read inside the archive, where it does not exist.
     host_manifest = os.path.join(host["outside"], "manifest.json")
     with open(host_manifest, "w") as f:
         json.dump([{"Config": "c.json", "RepoTags": ["fromhost:1"], "Layers": []}], f)
     archive_bytes = tar_of_entries(
-        [_info("manifest.json", tarfile.SYMTYPE, host_manifest), (_info("c.json"), b"{}")]
+        [tar_info("manifest.json", tarfile.SYMTYPE, host_manifest), (tar_info("c.json"), b"{}")]
     )
     with pytest.raises(InvalidParameter):
         image_transfer.load(store, io.BytesIO(archive_bytes))
@@ -229,12 +199,12 @@ def _put(root: str, dest: str, entries: list[Entry]) -> None:
 
 def test_cp_refuses_breakouts(rootfs: str, host: dict[str, str], tmp_path: str) -> None:
     with pytest.raises(SystemError_, match="is outside of"):
-        _put(rootfs, "/etc", [(_info("../../escape"), b"x")])
+        _put(rootfs, "/etc", [(tar_info("../../escape"), b"x")])
     with pytest.raises(SystemError_, match='invalid hardlink "/outside/secret"'):
-        _put(rootfs, "/etc", [_info("h", tarfile.LNKTYPE, "../outside/secret")])
+        _put(rootfs, "/etc", [tar_info("h", tarfile.LNKTYPE, "../outside/secret")])
     # dockerd's check: a relative link may not point above the directory extracted into.
     with pytest.raises(SystemError_, match='invalid symlink "/" -> "../.."'):
-        _put(rootfs, "/etc", [_info("up", tarfile.SYMTYPE, "../..")])
+        _put(rootfs, "/etc", [tar_info("up", tarfile.SYMTYPE, "../..")])
     _untouched(host, tmp_path)
 
 
@@ -243,13 +213,13 @@ def test_cp_links_resolve_inside_the_container(rootfs: str, host: dict[str, str]
         rootfs,
         "/",
         [
-            (_info(host["abs"]), b"abs"),  # "/tmp/x" is "tmp/x" under the destination
-            _info("s", tarfile.SYMTYPE, "/etc"),
-            _info("h", tarfile.LNKTYPE, "s/passwd"),  # the container's /etc/passwd
-            _info("w", tarfile.SYMTYPE, host["outside"]),
-            (_info("w/pwn"), b"x"),  # lands in <root>/<outside>/pwn
-            (_info(".wh..."), b""),  # docker cp has no whiteouts: a plain file
-            _dev("dev/mem2", 1, 1),
+            (tar_info(host["abs"]), b"abs"),  # "/tmp/x" is "tmp/x" under the destination
+            tar_info("s", tarfile.SYMTYPE, "/etc"),
+            tar_info("h", tarfile.LNKTYPE, "s/passwd"),  # the container's /etc/passwd
+            tar_info("w", tarfile.SYMTYPE, host["outside"]),
+            (tar_info("w/pwn"), b"x"),  # lands in <root>/<outside>/pwn
+            (tar_info(".wh..."), b""),  # docker cp has no whiteouts: a plain file
+            dev_node("dev/mem2", 1, 1),
         ],
     )
     assert os.path.exists(os.path.join(rootfs, host["abs"].lstrip("/")))
