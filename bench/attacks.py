@@ -64,6 +64,7 @@ from tests.attack_kit import (  # noqa: E402
     loop_device,
     relative_to_host,
     save_archive,
+    swap_script,
     tar_info,
 )
 from tests.fixtures import DOCKER  # noqa: E402
@@ -315,10 +316,7 @@ def attack_cp_race(tries: int) -> Outcome:
     with open(host_secret, "wb") as f:
         f.write(b"HOST-ONLY\n")
     name = f"{PREFIX}race"
-    swap = (
-        f"mkdir /d; echo CONTAINER > /d/{secret_name}; "
-        "while true; do mv /d /d.tmp; ln -s / /d; rm -rf /d; mv /d.tmp /d; done"
-    )
+    swap = swap_script(secret_name)
     found = missing = errors = cut = 0
     conn = _manager_conn()
     try:

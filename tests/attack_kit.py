@@ -147,3 +147,14 @@ def as_nobody(command: str) -> subprocess.CompletedProcess[str]:
     # the program passes any directory mode.
     cmd = ["su", "nobody", "-s", "/bin/sh", "-c", command]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+# The cp race's container: /d (holding `secret_name`) swapped for a link to "/" in a loop, so
+# a copy resolved on the host side follows the link to the host's "/". `rm -rf`: a put that
+# met no /d may have made one; the swap must go on all the same. `wait`: shell words run first
+# (the e2e test lets one put and one get through untouched before it starts the swap).
+def swap_script(secret_name: str, wait: str = "") -> str:
+    return (
+        f"mkdir /d; echo CONTAINER > /d/{secret_name}; {wait}"
+        "while true; do mv /d /d.tmp; ln -s / /d; rm -rf /d; mv /d.tmp /d; done"
+    )

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy import devcluster
+from tests.attack_kit import swap_script
 from tests.fixtures import DOCKER, dev_cluster, docker
 
 TRIES = 50
@@ -92,13 +93,8 @@ def test_cp_against_symlink_swap(
     src = os.path.join(tmp_path, escape_name)
     with open(src, "wb") as f:
         f.write(b"x")
-    swap = (
-        f"mkdir /d; echo CONTAINER > /d/{secret_name}; "
-        # The swap waits for /go: first one put and one get must work with /d left alone.
-        "until [ -e /go ]; do sleep 0.1; done; "
-        # `rm -rf`: a put that met no /d may have made one; the swap must go on all the same.
-        "while true; do mv /d /d.tmp; ln -s / /d; rm -rf /d; mv /d.tmp /d; done"
-    )
+    # The swap waits for /go: first one put and one get must work with /d left alone.
+    swap = swap_script(secret_name, wait="until [ -e /go ]; do sleep 0.1; done; ")
     writes_out = reads_out = found = missing = 0
     with removed_afterwards(host_escape, host_secret), container(f"cprace-{token}", swap) as name:
         with open(host_secret, "wb") as f:

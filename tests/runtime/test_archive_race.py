@@ -19,6 +19,7 @@ import pytest
 from proto.docker.errors import DockerError
 from runtime import container_fs
 from runtime.containers import Runtime
+from tests.attack_kit import swap_script
 from tests.fixtures import runtime_for_tests
 
 # FLT_CP_RACE_TRIES raises the count for a longer hunt (the test asks for at least 2,000).
@@ -59,11 +60,7 @@ async def test_cp_survives_symlink_swap(rt: Runtime) -> None:
     host_secret = f"/{secret_name}"
     with open(host_secret, "wb") as f:
         f.write(b"HOST-ONLY\n")
-    swap = (
-        f"mkdir /d; echo CONTAINER > /d/{secret_name}; "
-        # `rm -rf`: a put that met no /d may have made one; the swap must go on all the same.
-        "while true; do mv /d /d.tmp; ln -s / /d; rm -rf /d; mv /d.tmp /d; done"
-    )
+    swap = swap_script(secret_name)
     writes_out = reads_out = found = missing = os_errors = 0
     try:
         rec = await rt.create({"Image": "busybox", "Cmd": ["sh", "-c", swap]})
