@@ -32,6 +32,7 @@ def test_join_flags() -> None:
             "1s",
             "--ttl",
             "5s",
+            "--insecure-grpc",
         ]
     )
     assert args.command == "join"
