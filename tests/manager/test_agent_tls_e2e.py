@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -32,16 +32,17 @@ CREATE = pb.ContainerCreateRequest(
 )
 
 
-async def _create(channel: grpc.aio.Channel) -> Any:
+async def _create(make: Callable[[], grpc.aio.Channel]) -> Any:
+    channel = make()  # an aio channel belongs to the running loop
     try:
         return await agent_pb2_grpc.AgentStub(channel).ContainerCreate(CREATE, timeout=10)
     finally:
         await channel.close()
 
 
-def _refused(channel: grpc.aio.Channel) -> None:
+def _refused(make: Callable[[], grpc.aio.Channel]) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        asyncio.run(_create(channel))
+        asyncio.run(_create(make))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
 
 
@@ -55,16 +56,17 @@ def test_unauthenticated_clients_cannot_create_containers(
 ) -> None:
     addr = f"{dc.node_ip(1)}:4243"
     # Plaintext: no TLS at all.
-    _refused(grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS))
+    _refused(lambda: grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS))
     # TLS trusting the cluster's CA but without a client certificate.
     with open(dc.dev_tls().ca, "rb") as f:
         ca = f.read()
-    _refused(grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(ca), CHANNEL_OPTIONS))
+    creds = grpc.ssl_channel_credentials(ca)
+    _refused(lambda: grpc.aio.secure_channel(addr, creds, CHANNEL_OPTIONS))
     # A certificate from another CA (for the right name and address).
     other = str(tmp_path / "other")
     certs.make_ca(other)
     stranger = certs.make_cert(other, "node-1", ["node-1", dc.node_ip(1)])
-    _refused(agent_channel(addr, TlsConfig(stranger.cert, stranger.key, dc.dev_tls().ca)))
+    _refused(lambda: agent_channel(addr, TlsConfig(stranger.cert, stranger.key, dc.dev_tls().ca)))
     names = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert not any(n.endswith("intruder") for n in names)
 
