@@ -210,6 +210,14 @@ def cmd_join(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"flotilla join: {e}", file=sys.stderr)
         return 2
+    if config.tls is not None:
+        from agent.tls_identity import check_advertise
+
+        try:
+            check_advertise(config.tls, config.advertise)
+        except (OSError, ValueError) as e:
+            print(f"flotilla join: {e}", file=sys.stderr)
+            return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_agent(config))
     return 0

@@ -80,6 +80,20 @@ def test_join_refuses_grpc_without_mutual_tls(capsys: pytest.CaptureFixture[str]
     assert "refusing to serve gRPC without mutual TLS" in err and "--insecure-grpc" in err
 
 
+def test_join_refuses_a_certificate_for_another_address(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deploy import certs
+
+    d = str(tmp_path)
+    certs.make_ca(d)
+    node = certs.make_cert(d, "node-1", ["node-1", "10.0.0.1"])
+    argv = ["join", "--etcd", "127.0.0.1:1", "--advertise", "10.0.0.2:4243"]
+    argv += ["--tlscacert", node.ca, "--tlscert", node.cert, "--tlskey", node.key]
+    assert cli.main(argv) == 2
+    assert "is not for 10.0.0.2 (its names: 10.0.0.1, node-1)" in capsys.readouterr().err
+
+
 def test_certs_command(tmp_path: object) -> None:
     d = str(tmp_path)
     assert cli.main(["certs", "ca", "--dir", d]) == 0
