@@ -32,8 +32,9 @@ from agent.service_drills import DrillSettings
 from agent.status import StatusReporter
 from agent.tasks import cancel
 from proto.docker.errors import DockerError
+from proto.etcd_flags import add_etcd_security_arguments, etcd_security_from_args
 from proto.keys import DEFAULT_PREFIX, Keys
-from proto.kv import KV, KVError, parse_discovery
+from proto.kv import KV, EtcdSecurity, KVError, parse_discovery
 from proto.rpc import TlsConfig
 from runtime import fence as fence_policy
 from runtime.containers import Runtime
@@ -69,6 +70,7 @@ class AgentConfig:
     bridge_subnet: str = "172.17.0.0/16"
     tls: TlsConfig | None = None
     allow_drills: bool = False  # the Drill RPC may inject faults on this host
+    etcd_security: EtcdSecurity | None = None
 
     def __post_init__(self) -> None:
         self.listen = self.listen or self.advertise
@@ -157,9 +159,21 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default="", metavar="IP:PORT", help="serve /metrics here")
     parser.add_argument("--cgroup-parent", default="", help="default: flotilla/<name>")
     parser.add_argument("--bridge-subnet", default="172.17.0.0/16")
-    parser.add_argument("--tlscacert", default="", help="CA the manager's certificate is from")
-    parser.add_argument("--tlscert", default="", help="this agent's certificate")
+    parser.add_argument(
+        "--tlscacert", default="", help="the cluster CA: callers' certificates must be from it"
+    )
+    parser.add_argument(
+        "--tlscert",
+        default="",
+        help="this agent's certificate (flotilla certs node NAME --host ADVERTISE-HOST)",
+    )
     parser.add_argument("--tlskey", default="", help="this agent's key")
+    parser.add_argument(
+        "--insecure-grpc",
+        action="store_true",
+        help="serve gRPC without mutual TLS (anyone who reaches the port is root on this host)",
+    )
+    add_etcd_security_arguments(parser)
     parser.add_argument(
         "--allow-drills",
         action="store_true",
@@ -180,6 +194,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     tls_files = (args.tlscert, args.tlskey, args.tlscacert)
     if any(tls_files) and not all(tls_files):
         raise ValueError("TLS needs all of --tlscert, --tlskey and --tlscacert")
+    if not all(tls_files) and not args.insecure_grpc:
+        raise ValueError(
+            "refusing to serve gRPC without mutual TLS: anyone who reaches it could run a "
+            "privileged container with the host's / mounted; give --tlscacert, --tlscert and "
+            "--tlskey (see `flotilla certs`), or --insecure-grpc if that is really meant"
+        )
     return AgentConfig(
         etcd_endpoints=endpoints,
         prefix=prefix,
@@ -196,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         bridge_subnet=args.bridge_subnet,
         tls=TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None,
         allow_drills=args.allow_drills,
+        etcd_security=etcd_security_from_args(args),
     )
 
 
@@ -242,7 +263,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     # Overlay networks (docs/networking.md): the view of etcd's networks and endpoints feeds
     # the peer programming, the address claims and the embedded DNS. etcd is dialled lazily,
     # so the agent starts (and re-adopts its containers) while etcd is away.
-    kv = await KV.connect(config.etcd_endpoints)
+    kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
     keys = Keys(config.prefix)
     plane = OverlayPlane(_advertise_ip(config.advertise))
     view = OverlayView(kv, keys)
@@ -292,7 +313,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         await peers_sync.start()
         await runtime.open()  # re-adopts containers that kept running while we were away
         metrics.attach_runtime(runtime)
-        lease_kv = await KV.connect(config.etcd_endpoints)
+        lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
         record = await asyncio.to_thread(
             describe_host, node_id, config.name, config.advertise, config.labels, started_ns
         )

@@ -5,6 +5,7 @@ flotilla manage [discovery-url]  run the manager (Docker Engine API for the whol
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
 flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
 flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
+flotilla certs ca|node|manager|client …   a cluster CA and the certificates signed by it
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default=DEV_DISCOVERY,
         help=f"etcd://host:port[,host:port]/prefix (default: the dev cluster, {DEV_DISCOVERY})",
     )
+    from proto.etcd_flags import add_etcd_security_arguments
+
+    add_etcd_security_arguments(lst)
 
     dev = sub.add_parser("dev", help="the one-machine dev cluster")
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
@@ -108,7 +112,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = dsub.add_parser(action, help=text)
         p.add_argument("node", metavar="NODE", help="node-N")
     add_drill_parser(sub)
+    add_certs_parser(sub)
     return parser
+
+
+def add_certs_parser(sub: argparse._SubParsersAction) -> None:
+    certs = sub.add_parser("certs", help="make a cluster CA and its node/manager/client certs")
+    csub = certs.add_subparsers(dest="certs_command", required=True, metavar="KIND")
+    ca = csub.add_parser("ca", help="a new cluster CA: DIR/ca.pem, DIR/ca-key.pem")
+    node = csub.add_parser(
+        "node", help="an agent's certificate: CN and DNS SAN the node name, --host its address"
+    )
+    node.add_argument("name", metavar="NAME", help="the node's name (flotilla join --name)")
+    manager = csub.add_parser(
+        "manager", help="the manager's: Engine API server and client towards the agents"
+    )
+    manager.add_argument("--name", default="manager", help="CN and file name (default manager)")
+    client = csub.add_parser("client", help="a client's (docker --tlsverify, tools): client auth")
+    client.add_argument("name", metavar="NAME", help="CN and file name, e.g. the operator")
+    for p in (node, manager):
+        p.add_argument(
+            "--host",
+            action="append",
+            default=[],
+            metavar="IP|DNS",
+            help="an address the certificate is for (repeatable; a node: its --advertise host)",
+        )
+    for p in (ca, node, manager, client):
+        p.add_argument("--dir", default=".", help="where the CA is and the files go (default: .)")
+        p.add_argument("--days", type=int, default=None, help="validity in days")
 
 
 def add_drill_parser(sub: argparse._SubParsersAction) -> None:
@@ -162,6 +194,12 @@ def add_drill_parser(sub: argparse._SubParsersAction) -> None:
         default="",
         help="the manager (default: $DOCKER_HOST, else the dev cluster's)",
     )
+    for flag, text in (
+        ("--tlscacert", "the cluster CA (for --rpc on a node outside the dev cluster)"),
+        ("--tlscert", "a client certificate from it (flotilla certs client)"),
+        ("--tlskey", "its key"),
+    ):
+        drill.add_argument(flag, default="", help=text)
 
 
 def cmd_join(args: argparse.Namespace) -> int:
@@ -172,6 +210,14 @@ def cmd_join(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"flotilla join: {e}", file=sys.stderr)
         return 2
+    if config.tls is not None:
+        from agent.tls_identity import check_advertise
+
+        try:
+            check_advertise(config.tls, config.advertise)
+        except (OSError, ValueError) as e:
+            print(f"flotilla join: {e}", file=sys.stderr)
+            return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_agent(config))
     return 0
@@ -196,19 +242,20 @@ def cmd_manage(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _list(discovery: str) -> list[str]:
+async def _list(args: argparse.Namespace) -> list[str]:
+    from proto.etcd_flags import etcd_security_from_args
     from proto.kv import parse_discovery
     from proto.nodes import list_nodes
 
-    endpoints, prefix = parse_discovery(discovery)
-    nodes = await list_nodes(endpoints, prefix)
+    endpoints, prefix = parse_discovery(args.discovery)
+    nodes = await list_nodes(endpoints, prefix, etcd_security_from_args(args))
     # A node key exists only while its lease is kept alive, so every listed node is healthy.
     return [f"{n.name}  {n.addr}  healthy" for n in sorted(nodes, key=lambda n: (n.name, n.id))]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     try:
-        lines = asyncio.run(asyncio.wait_for(_list(args.discovery), 15))
+        lines = asyncio.run(asyncio.wait_for(_list(args), 15))
     except ValueError as e:
         print(f"flotilla list: {e}", file=sys.stderr)
         return 2
@@ -283,6 +330,28 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return drill_main(args)
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from deploy import certs
+
+    kind = args.certs_command
+    days = {"days": args.days} if args.days else {}
+    try:
+        if kind == "ca":
+            print(certs.make_ca(args.dir, **days))
+            return 0
+        if kind == "node":
+            out = certs.make_cert(args.dir, args.name, [args.name, *args.host], **days)
+        elif kind == "manager":
+            out = certs.make_cert(args.dir, args.name, args.host, **days)
+        else:
+            out = certs.make_cert(args.dir, args.name, server=False, **days)
+    except (OSError, ValueError) as e:
+        print(f"flotilla certs {kind}: {e}", file=sys.stderr)
+        return 1
+    print(f"{out.cert}\n{out.key}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(command_of(argv)).parse_args(argv)
@@ -292,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": cmd_list,
         "dev": cmd_dev,
         "drill": cmd_drill,
+        "certs": cmd_certs,
     }
     return handler[args.command](args)
 

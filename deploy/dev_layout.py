@@ -29,6 +29,7 @@ MANAGER_METRICS = "127.0.0.1:9324"  # the manager's Prometheus endpoint
 # The manager also serves a unix socket: over TCP the docker CLI cannot detach (ctrl-p ctrl-q)
 # from `run -it`/`attach` (its escape check misses the error TCPConn.ReadFrom wraps).
 MANAGER_SOCKET = os.path.join(ROOT, "docker.sock")
+CERTS = os.path.join(ROOT, "certs")  # the cluster CA and every certificate (deploy/dev_certs.py)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 Labels = dict[str, dict[str, str]]

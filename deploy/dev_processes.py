@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from deploy import etcd
+from deploy.dev_certs import MANAGER, dev_tls, ensure_ca, ensure_node
 from deploy.dev_layout import (
     AGENT_PORT,
     ETCD_PORT,
@@ -153,14 +154,21 @@ def agent_command(i: int, labels: dict[str, str]) -> list[str]:
         "--metrics",
         f"{node_ip(i)}:{METRICS_PORT}",
         "--allow-drills",  # `flotilla drill --rpc` exercises the agent's own Drill RPC here
+        *_tls_flags(name),
     ]
     for k, v in sorted(labels.items()):
         cmd += ["--label", f"{k}={v}"]
     return cmd
 
 
+def _tls_flags(name: str, prefix: str = "--") -> list[str]:
+    tls = dev_tls(name)
+    return [f"{prefix}tlscacert", tls.ca, f"{prefix}tlscert", tls.cert, f"{prefix}tlskey", tls.key]
+
+
 def spawn_agent(name: str, cmd: list[str]) -> int:
     os.makedirs(os.path.join(ROOT, name), exist_ok=True)
+    ensure_node(name)
     # nsenter execs the interpreter in place, so this pid is the agent's.
     return _spawn(cmd, name).pid
 
@@ -258,7 +266,9 @@ def manager_command(manager_args: Sequence[str] = ()) -> list[str]:
     `sys.executable`: the interpreter flotilla runs in (its venv's, see deploy/setup.sh)."""
     cli = [sys.executable, "-m", "deploy.cli", "manage", discovery_url(), "-H", docker_host()]
     metrics = [] if "--metrics" in manager_args else ["--metrics", MANAGER_METRICS]
-    return [*cli, "-H", f"unix://{MANAGER_SOCKET}", *metrics, *manager_args]
+    # The agents' mutual TLS; the Engine API itself stays plain on loopback and the socket.
+    tls = [] if "--node-tlscert" in manager_args else _tls_flags(MANAGER, "--node-")
+    return [*cli, "-H", f"unix://{MANAGER_SOCKET}", *metrics, *tls, *manager_args]
 
 
 def _is_manager(pid: int) -> bool:
@@ -279,6 +289,7 @@ def start_manager(manager_args: Sequence[str] = (), timeout: float = 30.0) -> in
     """Start `flotilla manage` on 127.0.0.1:2375 in this netns; wait until it answers /_ping.
 
     `manager_args`: more `flotilla manage` flags, e.g. ["--strategy", "binpack"]."""
+    ensure_ca()
     proc = _spawn(manager_command(manager_args), "manager")
     state = load_state()
     state["manager"] = {"pid": proc.pid, "addr": MANAGER_ADDR}

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from deploy import etcd
+from deploy.dev_certs import dev_tls
 from deploy.dev_cleanup import (
     is_dev_shim,
     node_cgroups,
@@ -111,6 +112,7 @@ __all__ = [
     "agent_command",
     "crash",
     "discovery_url",
+    "dev_tls",
     "docker_host",
     "down",
     "etcd_endpoint",
@@ -158,7 +160,7 @@ async def _import_image(addr: str, tar_path: str) -> None:
             while chunk := f.read(1 << 20):
                 yield pb.ImageImportInput(data=chunk)
 
-    stub = agent_client(addr)
+    stub = agent_client(addr, dev_tls())
     try:
         await stub.ImageImport(inputs(), timeout=60)
     finally:
@@ -173,7 +175,7 @@ async def _copy_image(src_addr: str, dst_addrs: list[str]) -> None:
     from proto import agent_pb2 as pb
     from proto.rpc import agent_client
 
-    src = agent_client(src_addr)
+    src = agent_client(src_addr, dev_tls())
     try:
         call = src.ImageSave(pb.ImageSaveRequest(refs=[BUSYBOX_REF]), timeout=60)
         chunks = [chunk async for chunk in call]
@@ -185,7 +187,7 @@ async def _copy_image(src_addr: str, dst_addrs: list[str]) -> None:
             for chunk in chunks:
                 yield chunk
 
-        dst = agent_client(addr)
+        dst = agent_client(addr, dev_tls())
         try:
             await dst.ImageLoad(body(), timeout=60)
         finally:

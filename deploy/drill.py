@@ -304,14 +304,15 @@ async def node_addr(kv: Any, prefix: str, name: str) -> str | None:
     return None
 
 
-async def rpc_drill(addr: str, kind: str, duration_s: float) -> Any:
+async def rpc_drill(addr: str, kind: str, duration_s: float, tls: Any = None) -> Any:
+    """`tls`: the client certificate the agent's mutual TLS asks for (proto.rpc.TlsConfig)."""
     import grpc
 
     from proto import agent_pb2, agent_pb2_grpc
     from proto.rpc import agent_channel
     from proto.rpc_errors import error_from_rpc
 
-    channel = agent_channel(addr)
+    channel = agent_channel(addr, tls)
     try:
         stub = agent_pb2_grpc.AgentStub(channel)
         req = agent_pb2.DrillRequest(kind=kind, duration_ms=int(duration_s * 1000))
@@ -342,10 +343,13 @@ async def run_drill(
     docker_host: str = "",
     containers: int = 0,
     image: str = "busybox:latest",
+    tls: Any = None,
 ) -> DrillReport:
     """Inject `kind` into `node`, watch the cluster until every affected container runs
     elsewhere (or `timeout_s` after the fault), heal, and report. With `containers`, that many
-    reschedulable containers of `image` are started on `node` first and removed at the end."""
+    reschedulable containers of `image` are started on `node` first and removed at the end.
+    `tls`: the client certificate for the agent's Drill RPC (default: a dev node's, the dev
+    cluster's client certificate)."""
     from deploy import dev_drills
     from deploy.dev_layout import DevError, discovery_url
     from deploy.dev_layout import docker_host as dev_docker_host
@@ -404,7 +408,11 @@ async def run_drill(
             except DevError as e:
                 raise DrillError(str(e)) from None
         else:
-            reply = await rpc_drill(addr, kind, duration_s or 0)
+            if tls is None and _dev_node(node):
+                from deploy.dev_certs import dev_tls
+
+                tls = dev_tls()
+            reply = await rpc_drill(addr, kind, duration_s or 0, tls)
             undo_at_ns = reply.undo_at_ns
             # The agent injects the fault a moment after replying, at started_at_ns.
             t0 = time.monotonic() + (reply.started_at_ns - time.time_ns()) / 1e9
@@ -431,9 +439,21 @@ async def run_drill(
         client.close()
 
 
+def _tls_of(args: Any) -> Any:
+    files = tuple(getattr(args, f, "") for f in ("tlscert", "tlskey", "tlscacert"))
+    if not any(files):
+        return None
+    if not all(files):
+        raise DrillError("the agent's TLS needs all of --tlscert, --tlskey and --tlscacert")
+    from proto.rpc import TlsConfig
+
+    return TlsConfig(*files)
+
+
 def main(args: Any) -> int:
     """`flotilla drill` (its parser is in deploy/cli.py)."""
     try:
+        tls = _tls_of(args)
         report = asyncio.run(
             run_drill(
                 args.kind,
@@ -445,6 +465,7 @@ def main(args: Any) -> int:
                 docker_host=args.host,
                 containers=args.containers,
                 image=args.image,
+                tls=tls,
             )
         )
     except DrillError as e:

@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 CANDIDATES = ("/usr/bin/etcd", "/usr/local/bin/etcd")
@@ -57,6 +58,7 @@ def launch(
     peer_url: str,
     log_path: str,
     name: str = "flotilla-dev",
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Start etcd detached (own session) so it outlives the command that started it."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
@@ -83,6 +85,7 @@ def launch(
         "500",
         "--log-outputs",
         "stderr",
+        *extra_args,
     ]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -143,6 +146,8 @@ class EtcdServer:
     """A private etcd on free loopback ports with a temporary data dir (for tests).
 
     `stop()`/`start()` keep the data dir, so an outage can be simulated; `close()` removes it.
+    `client_tls` (cert, key, CA): clients speak TLS and must present a certificate from the CA
+    (`--client-cert-auth`); its health is then read from a plain metrics listener.
     """
 
     host: str = "127.0.0.1"
@@ -150,10 +155,13 @@ class EtcdServer:
     peer_port: int = 0
     data_dir: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    client_tls: tuple[str, str, str] | None = None
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.client_port = self.client_port or free_port(self.host)
         self.peer_port = self.peer_port or free_port(self.host)
+        self.metrics_port = self.metrics_port or free_port(self.host)
         self._tmp = tempfile.mkdtemp(prefix="flt-etcd-")
         self.data_dir = self.data_dir or os.path.join(self._tmp, "data")
 
@@ -163,16 +171,24 @@ class EtcdServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.client_tls else 'http'}://{self.endpoint}"
 
     def start(self, timeout: float = 20.0) -> EtcdServer:
+        health_url, extra = self.url, []
+        if self.client_tls:
+            cert, key, ca = self.client_tls
+            health_url = f"http://{self.host}:{self.metrics_port}"
+            extra += ["--listen-metrics-urls", health_url]
+            extra += ["--cert-file", cert, "--key-file", key]
+            extra += ["--client-cert-auth", "--trusted-ca-file", ca]
         self.proc = launch(
             self.data_dir,
             [self.url],
             f"http://{self.host}:{self.peer_port}",
             os.path.join(self._tmp, "etcd.log"),
+            extra_args=extra,
         )
-        wait_healthy(self.url, timeout, self.proc)
+        wait_healthy(health_url, timeout, self.proc)
         return self
 
     def stop(self) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +22,9 @@ from manager.cluster import Cluster
 from manager.metrics import Metrics, metrics_app
 from manager.placing import scheduler_for
 from manager.rescheduler import DEFAULT_MARGIN_S, Rescheduler
+from proto.etcd_flags import add_etcd_security_arguments, etcd_security_from_args
 from proto.keys import Keys
-from proto.kv import KV, parse_discovery
+from proto.kv import KV, EtcdSecurity, parse_discovery
 from proto.rpc import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,43 @@ FILTERS = (
 )
 
 
+INSECURE_TCP = (
+    "binding to an IP address without --tlsverify is insecure and gives root access on every "
+    "node of the cluster to everyone who can reach it: use --tlsverify --tlscacert --tlscert "
+    "--tlskey, or --insecure-tcp if that is really meant"
+)
+
+
+@dataclass(frozen=True)
+class ApiTls:
+    """The Engine API listener's TLS, as dockerd's flags: `verify` requires client
+    certificates signed by `ca` (a client without one is turned away in the handshake)."""
+
+    cert: str
+    key: str
+    ca: str = ""
+    verify: bool = False
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # dockerd's default minimum
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.verify:
+            ctx.load_verify_locations(self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+def is_loopback(host: str) -> bool:
+    """Whether tcp://`host` listens on loopback only (an empty host is every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name may resolve anywhere: not trusted to be local
+
+
 @dataclass
 class ManagerConfig:
     etcd: list[str]
@@ -47,9 +87,13 @@ class ManagerConfig:
     hosts: list[str] = field(default_factory=lambda: [DEFAULT_HOST])
     strategy: str = "spread"
     filters: list[str] = field(default_factory=lambda: list(FILTERS))
+    # The Engine API's TLS on tcp:// listeners (unix sockets are guarded by their mode).
+    api_tls: ApiTls | None = None
+    # What the manager presents to agents and the CA their certificates must be from.
     tls: TlsConfig | None = None
     reschedule_margin_s: float = DEFAULT_MARGIN_S
     metrics: str = ""  # HOST:PORT of the Prometheus endpoint, "" for none
+    etcd_security: EtcdSecurity | None = None
 
 
 def add_manage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,11 +118,35 @@ def add_manage_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help=f"scheduler filter (repeatable; default all: {', '.join(FILTERS)})",
     )
-    parser.add_argument("--tls", action="store_true", help="accepted; TLS towards agents")
-    parser.add_argument("--tlsverify", action="store_true")
-    parser.add_argument("--tlscacert", default="")
-    parser.add_argument("--tlscert", default="")
-    parser.add_argument("--tlskey", default="")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve the Engine API over TLS (implied by --tlsverify)"
+    )
+    parser.add_argument(
+        "--tlsverify",
+        action="store_true",
+        help="TLS and require client certificates signed by --tlscacert",
+    )
+    parser.add_argument("--tlscacert", default="", help="CA clients' certificates are from")
+    parser.add_argument("--tlscert", default="", help="the Engine API's certificate")
+    parser.add_argument("--tlskey", default="", help="the Engine API's key")
+    parser.add_argument(
+        "--node-tlscacert",
+        default="",
+        help="CA the agents' certificates are from (default: --tlscacert)",
+    )
+    parser.add_argument(
+        "--node-tlscert",
+        default="",
+        help="client certificate presented to agents (default: --tlscert)",
+    )
+    parser.add_argument("--node-tlskey", default="", help="its key (default: --tlskey)")
+    parser.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="allow a tcp:// listener on a non-loopback address without --tlsverify "
+        "(anyone who reaches it drives the cluster)",
+    )
+    add_etcd_security_arguments(parser)
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--reschedule-margin",
@@ -103,16 +171,34 @@ def config_from_args(args: argparse.Namespace) -> ManagerConfig:
     for name in filters:
         if name not in FILTERS:
             raise ValueError(f"unknown filter {name!r} (known: {', '.join(FILTERS)})")
-    tls = None
+    api_tls = None
     if args.tls or args.tlsverify:
         if not (args.tlscert and args.tlskey):
             raise ValueError("--tlscert and --tlskey must be provided when using --tls")
         if args.tlsverify and not args.tlscacert:
             raise ValueError("--tlscacert must be provided when using --tlsverify")
-        tls = TlsConfig(cert=args.tlscert, key=args.tlskey, ca=args.tlscacert)
+        api_tls = ApiTls(args.tlscert, args.tlskey, args.tlscacert, args.tlsverify)
     elif args.tlscert or args.tlskey or args.tlscacert:
         raise ValueError(
             "--tlscert, --tlskey and --tlscacert require the use of either --tls or --tlsverify"
+        )
+    if not args.insecure_tcp and not (api_tls and api_tls.verify):
+        for host in hosts:
+            parts = urlsplit(host)
+            if parts.scheme == "tcp" and not is_loopback(parts.hostname or ""):
+                raise ValueError(f"refusing to listen on {host}: {INSECURE_TCP}")
+    node_files = (
+        args.node_tlscert or (args.tlscert if api_tls else ""),
+        args.node_tlskey or (args.tlskey if api_tls else ""),
+        args.node_tlscacert or (args.tlscacert if api_tls else ""),
+    )
+    tls = None
+    if all(node_files):
+        tls = TlsConfig(*node_files)
+    elif args.node_tlscert or args.node_tlskey or args.node_tlscacert:
+        raise ValueError(
+            "agents' TLS needs a certificate, its key and a CA "
+            "(--node-tlscert, --node-tlskey, --node-tlscacert, or the --tls ones)"
         )
     if args.reschedule_margin < 0:
         raise ValueError("--reschedule-margin must not be negative")
@@ -126,7 +212,9 @@ def config_from_args(args: argparse.Namespace) -> ManagerConfig:
         hosts=hosts,
         strategy=args.strategy,
         filters=filters,
+        api_tls=api_tls,
         tls=tls,
+        etcd_security=etcd_security_from_args(args),
     )
 
 
@@ -137,14 +225,18 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _site(runner: web.AppRunner, host: str) -> web.BaseSite:
+def _site(runner: web.AppRunner, host: str, tls: ApiTls | None) -> web.BaseSite:
     parts = urlsplit(host)
     if parts.scheme == "unix":
         path = parts.path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return web.UnixSite(runner, path)
-    return web.TCPSite(runner, parts.hostname or "127.0.0.1", parts.port or 2375)
+    # dockerd's default ports: 2376 with TLS, 2375 without.
+    port = parts.port or (2376 if tls else 2375)
+    ssl_context = tls.context() if tls else None
+    # An empty host is every interface, as in dockerd's `-H tcp://:2376`.
+    return web.TCPSite(runner, parts.hostname or None, port, ssl_context=ssl_context)
 
 
 async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) -> None:
@@ -154,7 +246,7 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    kv = await KV.connect(config.etcd)
+    kv = await KV.connect(config.etcd, security=config.etcd_security)
     cluster = Cluster(kv, Keys(config.prefix), config.tls)
     runner: web.AppRunner | None = None
     metrics_runner: web.AppRunner | None = None
@@ -184,7 +276,7 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
         )
         await runner.setup()
         for host in config.hosts:
-            await _site(runner, host).start()
+            await _site(runner, host, config.api_tls).start()
             log.info("listening on %s", host)
         await stop.wait()
     finally:

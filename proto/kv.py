@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,6 +39,32 @@ RECONNECT_OPTIONS = [
 
 class KVError(Exception):
     """etcd could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class EtcdSecurity:
+    """How a client proves itself to etcd: TLS (`ca` alone: server authentication; with `cert`
+    and `key`: client certificates too) and/or a user whose password etcd checks (a token is
+    asked for on the first call, and again when etcd no longer accepts it)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    user: str = ""
+    password: str = field(default="", repr=False)
+
+    def tls_args(self) -> dict[str, bytes]:
+        if not self.ca:
+            return {}
+        out = {"ca_cert": _read(self.ca)}
+        if self.cert:
+            out |= {"cert_chain": _read(self.cert), "cert_key": _read(self.key)}
+        return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 @dataclass(frozen=True)
@@ -137,8 +163,21 @@ async def _resolve(endpoints: list[str]) -> list[str]:
     return out
 
 
-async def _unary_client(endpoints: list[str]) -> Etcd3Client:
-    client = Etcd3Client(endpoints, rpc_max_attempts=2)
+def _server_name(endpoints: list[str]) -> str:
+    # The dialled target is a list of resolved addresses (`ipv4:a,b`): TLS checks the server's
+    # certificate against the host the operator named (an IP or DNS SAN), the first one's.
+    return endpoints[0].rpartition(":")[0].strip("[]")
+
+
+async def _unary_client(
+    endpoints: list[str], security: EtcdSecurity, server_name: str
+) -> Etcd3Client:
+    client = Etcd3Client(
+        endpoints,
+        rpc_max_attempts=2,
+        tls_server_name=server_name if security.ca else None,
+        **security.tls_args(),
+    )
     # gRPC's default reconnect backoff grows to minutes; capped here so the agent is back
     # within ~2 s of etcd (etcd3aio has no parameter for it, hence its private manager). A
     # local subchannel pool: a new client gets new connections, not a shared stuck one.
@@ -149,29 +188,51 @@ async def _unary_client(endpoints: list[str]) -> Etcd3Client:
 
 
 class KV:
-    def __init__(self, client: Etcd3Client, endpoints: list[str], timeout: float) -> None:
+    def __init__(
+        self,
+        client: Etcd3Client,
+        endpoints: list[str],
+        timeout: float,
+        security: EtcdSecurity | None = None,
+        server_name: str = "",
+    ) -> None:
         self._client = client
         self.endpoints = endpoints
         self.timeout = timeout
+        self.security = security or EtcdSecurity()
+        self._server_name = server_name
+        self._token = ""  # etcd's auth token, when security.user is set
         # Watches get their own channel so a stuck stream never delays unary calls.
         manager = ConnectionManager(endpoints)
         manager.grpc_options.extend(RECONNECT_OPTIONS)
-        self._watch_channel: grpc.aio.Channel = manager.get_channel()
+        self._watch_channel: grpc.aio.Channel = manager.get_channel(
+            tls_server_name=server_name if self.security.ca else None,
+            **self.security.tls_args(),
+        )
 
     @classmethod
-    async def connect(cls, endpoints: list[str], timeout: float = DEFAULT_TIMEOUT_S) -> KV:
+    async def connect(
+        cls,
+        endpoints: list[str],
+        timeout: float = DEFAULT_TIMEOUT_S,
+        security: EtcdSecurity | None = None,
+    ) -> KV:
         """Set up channels to all `host:port` endpoints. Does not wait for etcd to be up."""
         if not endpoints:
             raise ValueError("no etcd endpoints")
+        security = security or EtcdSecurity()
         resolved = await _resolve(endpoints)
-        return cls(await _unary_client(resolved), resolved, timeout)
+        name = _server_name(endpoints)
+        client = await _unary_client(resolved, security, name)
+        return cls(client, resolved, timeout, security, name)
 
     async def reconnect(self) -> None:
         """Dial etcd afresh for unary calls. After a network blip the old TCP connection may
         wait seconds for its next retransmission (exponential RTO back-off); a new one is
         answered at once. Calls in flight on the old connection fail (KVError)."""
         old = self._client
-        self._client = await _unary_client(self.endpoints)
+        self._client = await _unary_client(self.endpoints, self.security, self._server_name)
+        self._client.set_token(self._token or None)
         try:
             await old.close()
         except Exception as e:  # a broken channel may fail to close; it is dropped anyway
@@ -190,9 +251,31 @@ class KV:
     async def _call(self, aw: Awaitable[T], timeout: float | None = None) -> T:
         try:
             async with asyncio.timeout(timeout or self.timeout):
+                if self.security.user and not self._token:
+                    await self._login()
                 return await aw
         except (etcd3aio.EtcdError, grpc.aio.AioRpcError, TimeoutError) as e:
+            if _unauthenticated(e):
+                self._token = ""  # expired or revoked: the next call asks for a new one
             raise KVError(f"etcd: {e or type(e).__name__}") from e
+        finally:
+            if asyncio.iscoroutine(aw):
+                aw.close()  # not awaited when the login failed: no "never awaited" warning
+
+    async def _login(self) -> None:
+        assert self._client.auth is not None
+        resp = await self._client.auth.authenticate(
+            self.security.user, self.security.password, timeout=self.timeout
+        )
+        self._token = resp.token
+        self._client.set_token(self._token)
+
+    async def _watch_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        if not self.security.user:
+            return None
+        if not self._token:
+            await self._call(asyncio.sleep(0))  # logs in (or raises KVError)
+        return (("token", self._token),)
 
     @property
     def _kv(self):  # noqa: ANN202 - etcd3aio's service type stays inside this module
@@ -325,7 +408,8 @@ class KV:
                 create = WatchCreateRequest(
                     key=prefix.encode(), range_end=end, start_revision=next_rev
                 )
-                call = stub.Watch(_requests(WatchRequest(create_request=create)))
+                metadata = await self._watch_metadata()
+                call = stub.Watch(_requests(WatchRequest(create_request=create)), metadata=metadata)
                 async for resp in call:
                     backoff = 0.1
                     if resp.compact_revision > 0 or resp.canceled:
@@ -343,7 +427,11 @@ class KV:
                             seen.add(key)
                             yield WatchEvent("put", key, ev.kv.value, ev.kv.mod_revision)
             except grpc.aio.AioRpcError as e:
+                if _unauthenticated(e):
+                    self._token = ""
                 log.info("watch %s interrupted (%s), resuming at %d", prefix, e.code(), next_rev)
+            except KVError as e:
+                log.info("watch %s: cannot log in to etcd: %s", prefix, e)
             finally:
                 if call is not None:
                     call.cancel()
@@ -363,6 +451,12 @@ class KV:
                     continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, WATCH_BACKOFF_MAX_S)
+
+
+def _unauthenticated(e: BaseException) -> bool:
+    if isinstance(e, etcd3aio.errors.EtcdUnauthenticatedError):
+        return True
+    return isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def _requests(first: WatchRequest) -> AsyncIterator[WatchRequest]:

@@ -348,6 +348,31 @@ async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
         await server.stop(None)
 
 
+async def test_the_manager_checks_the_node_identity(rt: Runtime, tmp_path: Any) -> None:
+    """An agent whose certificate (from the cluster's CA) is for another address — a node
+    answering for an address it is not — fails the manager's TLS check of the dialled address."""
+    from deploy import certs
+    from proto.rpc import TlsConfig
+
+    d = str(tmp_path)
+    certs.make_ca(d)
+    manager = certs.make_cert(d, "manager", ["127.0.0.1"])
+    impostor = certs.make_cert(d, "node-2", ["node-2", "10.99.0.12"])
+    server = await start_grpc_server(
+        rt, EventBus(), "127.0.0.1:0", tls=TlsConfig(impostor.cert, impostor.key, impostor.ca)
+    )
+    stub = agent_client(
+        f"127.0.0.1:{bound_port(server)}", TlsConfig(manager.cert, manager.key, manager.ca)
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ping(pb.PingRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await stub.channel.close()  # type: ignore[attr-defined]
+        await server.stop(None)
+
+
 async def test_peer_etcd_status_over_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
     """The peer check a node makes when its keep-alives fail, agent to agent over mutual TLS:
     each agent's own certificate serves as its client certificate."""

@@ -32,6 +32,7 @@ def test_join_flags() -> None:
             "1s",
             "--ttl",
             "5s",
+            "--insecure-grpc",
         ]
     )
     assert args.command == "join"
@@ -70,6 +71,50 @@ def test_dev_join_command_parses() -> None:
 def test_join_needs_etcd(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["join", "--advertise", "127.0.0.1:4243"]) == 2
     assert "etcd" in capsys.readouterr().err
+
+
+def test_join_refuses_grpc_without_mutual_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["join", "--etcd", "127.0.0.1:2379", "--advertise", "127.0.0.1:4243"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refusing to serve gRPC without mutual TLS" in err and "--insecure-grpc" in err
+
+
+def test_join_refuses_a_certificate_for_another_address(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deploy import certs
+
+    d = str(tmp_path)
+    certs.make_ca(d)
+    node = certs.make_cert(d, "node-1", ["node-1", "10.0.0.1"])
+    argv = ["join", "--etcd", "127.0.0.1:1", "--advertise", "10.0.0.2:4243"]
+    argv += ["--tlscacert", node.ca, "--tlscert", node.cert, "--tlskey", node.key]
+    assert cli.main(argv) == 2
+    assert "is not for 10.0.0.2 (its names: 10.0.0.1, node-1)" in capsys.readouterr().err
+
+
+def test_certs_command(tmp_path: object) -> None:
+    d = str(tmp_path)
+    assert cli.main(["certs", "ca", "--dir", d]) == 0
+    assert cli.main(["certs", "ca", "--dir", d]) == 1  # never overwrites a CA
+    assert cli.main(["certs", "node", "node-1", "--host", "10.0.0.1", "--dir", d]) == 0
+    assert cli.main(["certs", "manager", "--host", "127.0.0.1", "--dir", d]) == 0
+    assert cli.main(["certs", "client", "me", "--dir", d]) == 0
+    assert cli.main(["certs", "manager", "--dir", d]) == 1  # a server needs --host
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-in", f"{d}/node-1.pem"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DNS:node-1, IP Address:10.0.0.1" in text and "TLS Web Client Authentication" in text
+    for name in ("node-1", "manager", "me"):
+        verify = ["openssl", "verify", "-CAfile", f"{d}/ca.pem", f"{d}/{name}.pem"]
+        assert subprocess.run(verify, capture_output=True).returncode == 0
+    import os
+
+    assert os.stat(f"{d}/ca-key.pem").st_mode & 0o777 == 0o600
 
 
 def test_list_default_discovery_is_dev_cluster() -> None:

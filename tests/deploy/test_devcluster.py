@@ -164,7 +164,7 @@ async def _agent_call(addr: str, fn):  # noqa: ANN001, ANN202
     from proto import agent_pb2_grpc
     from proto.rpc import agent_channel
 
-    channel = agent_channel(addr)
+    channel = agent_channel(addr, dc.dev_tls())
     try:
         return await fn(agent_pb2_grpc.AgentStub(channel))
     finally:

@@ -284,7 +284,7 @@ def test_reservations_of_containers_made_on_the_node(cluster: dict[str, object])
     body = {"Image": "busybox", "Cmd": ["sleep", "300"], "HostConfig": {"Memory": 96 << 20}}
 
     async def create() -> str:
-        stub = agent_client(f"{dc.node_ip(2)}:4243")
+        stub = agent_client(f"{dc.node_ip(2)}:4243", dc.dev_tls())
         try:
             req = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name="direct")
             return (await stub.ContainerCreate(req, timeout=30)).id

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from deploy import dev_drills
+from deploy.dev_certs import dev_tls
 from deploy.dev_layout import PREFIX, etcd_endpoint
 from proto import agent_pb2 as pb
 from proto.keys import Keys
@@ -58,7 +59,7 @@ def agent(addr: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     """One call on a node's agent itself, not through the manager."""
 
     async def go() -> T:
-        stub = agent_client(addr)
+        stub = agent_client(addr, dev_tls())
         try:
             return await fn(stub)
         finally:
