@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -33,27 +32,9 @@ async def _root_view(rt: Runtime, rec: ContainerRecord, writable: bool) -> Async
         yield root
 
 
-@contextlib.asynccontextmanager
-async def _overlay_view(rt: Runtime, rec: ContainerRecord, writable: bool) -> AsyncIterator[str]:
-    """The container's layers mounted on a temporary directory: its files without the
-    mounts a running container has (/proc, volumes, ...)."""
-    bundle = rt.paths.container(rec.id)
-    mnt = os.path.join(bundle, f"mnt-{secrets.token_hex(4)}")
-    os.mkdir(mnt)
-    lowers = [os.path.join(bundle, "upper")] + rt.lowerdirs(rec)
-    if writable:
-        work = os.path.join(bundle, "work")
-        opts = f"lowerdir={':'.join(lowers[1:])},upperdir={lowers[0]},workdir={work}"
-    else:
-        opts = f"lowerdir={':'.join(lowers)}"
-    try:
-        await asyncio.to_thread(mounts.mount, "overlay", mnt, "overlay", 0, opts)
-        try:
-            yield mnt
-        finally:
-            await asyncio.to_thread(mounts.unmount, mnt)
-    finally:
-        os.rmdir(mnt)
+def _overlay_view(rt: Runtime, rec: ContainerRecord, writable: bool):  # noqa: ANN202
+    """The container's layers on a temporary directory (runtime/mounts.overlay_view)."""
+    return mounts.overlay_view(rt.paths.container(rec.id), rt.lowerdirs(rec), writable)
 
 
 async def archive_stat(rt: Runtime, ref: str, path: str) -> dict[str, Any]:

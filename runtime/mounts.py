@@ -1,11 +1,17 @@
-"""mount(2) and umount2(2) through libc: no `mount` process per call."""
+"""mount(2) and umount2(2) through libc (no `mount` process per call), and the temporary overlay
+view of a container's layers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import errno
 import os
+import secrets
+from collections.abc import AsyncIterator
 
+MS_RDONLY = 1
 MS_BIND = 4096
 MNT_DETACH = 2
 
@@ -38,3 +44,26 @@ def unmount(target: str) -> bool:
     if err in (errno.EINVAL, errno.ENOENT):
         return False
     raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+@contextlib.asynccontextmanager
+async def overlay_view(bundle: str, lowerdirs: list[str], writable: bool) -> AsyncIterator[str]:
+    """A container's files without the mounts a running one has (/proc, volumes, ...): its rw
+    layer (`<bundle>/upper`) over `lowerdirs`, mounted on a private directory of its bundle for
+    the duration; read-only unless `writable` (then writes land in its rw layer)."""
+    mnt = os.path.join(bundle, f"mnt-{secrets.token_hex(4)}")
+    os.mkdir(mnt, 0o700)
+    upper = os.path.join(bundle, "upper")
+    if writable:
+        work = os.path.join(bundle, "work")
+        flags, opts = 0, f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work}"
+    else:
+        flags, opts = MS_RDONLY, f"lowerdir={':'.join([upper, *lowerdirs])}"
+    try:
+        await asyncio.to_thread(mount, "overlay", mnt, "overlay", flags, opts)
+        try:
+            yield mnt
+        finally:
+            await asyncio.to_thread(unmount, mnt)
+    finally:
+        os.rmdir(mnt)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from proto.docker.errors import Conflict, InvalidParameter
@@ -35,8 +33,6 @@ from runtime.security import shim_security
 
 if TYPE_CHECKING:
     from runtime.containers import Runtime
-
-MS_RDONLY = 1
 
 
 class Preparer:
@@ -226,7 +222,9 @@ class Preparer:
                     if (not existed or not os.listdir(source)) and not m.get("NoCopy"):
                         if view is None:
                             bundle = self._rt.paths.container(rec.id)
-                            view = await stack.enter_async_context(_root_view(bundle, lowerdirs))
+                            view = await stack.enter_async_context(
+                                mounts.overlay_view(bundle, lowerdirs, writable=False)
+                            )
                         await asyncio.to_thread(self._rt.volumes.copy_up, m["Name"], view, dest)
                     out.append(launch.bind(source, dest, readonly=not m["RW"]))
                 elif m["Type"] == "tmpfs":
@@ -325,21 +323,3 @@ def _own_ip(rec: ContainerRecord) -> str | None:
     if rec.net.ip:
         return rec.net.ip
     return next((ep.ip for ep in rec.networks if ep.ip), None)
-
-
-@contextlib.asynccontextmanager
-async def _root_view(bundle: str, lowerdirs: list[str]) -> AsyncIterator[str]:
-    """The container's root filesystem before start (its rw layer over the image, read-only) on
-    a private directory of its bundle: what a new volume copies up from, as dockerd copies from
-    the container's mounted root. The container is not running, so its rw layer is at rest."""
-    mnt = os.path.join(bundle, f"copyup-{secrets.token_hex(4)}")
-    os.mkdir(mnt, 0o700)
-    try:
-        opts = f"lowerdir={':'.join([os.path.join(bundle, 'upper'), *lowerdirs])}"
-        await asyncio.to_thread(mounts.mount, "overlay", mnt, "overlay", MS_RDONLY, opts)
-        try:
-            yield mnt
-        finally:
-            await asyncio.to_thread(mounts.unmount, mnt)
-    finally:
-        os.rmdir(mnt)

@@ -18,6 +18,7 @@ from proto.docker.errors import DockerError, InvalidParameter
 from runtime import seccomp
 from runtime.containers import Runtime
 from tests.fixtures import runtime_for_tests
+from tests.runtime.test_containers import run
 
 # Each argument names a syscall to try; prints `name=OK` or `name=<strerror>`. Static, so it
 # runs in busybox; bind-mounted from the host.
@@ -79,20 +80,6 @@ def probe_dir() -> Iterator[str]:
 async def rt(busybox_tar: str) -> AsyncIterator[Runtime]:
     async with runtime_for_tests(busybox_tar) as runtime:
         yield runtime
-
-
-async def run(rt: Runtime, cmd: list[str], **body: object) -> tuple[int, str, str]:
-    payload = {"Image": "busybox", "Cmd": cmd, **body}
-    rec = await rt.create(payload)
-    try:
-        await rt.start(rec.id)
-        result = await rt.wait(rec.id)
-        entries = [e async for e in rt.logs(rec.id)]
-        out = b"".join(e.data for e in entries if e.stream == "stdout").decode()
-        err = b"".join(e.data for e in entries if e.stream == "stderr").decode()
-        return result["StatusCode"], out, err
-    finally:
-        await rt.remove(rec.id, force=True)
 
 
 def _probe_body(probe_dir: str, **host: object) -> dict[str, object]:
