@@ -3,6 +3,7 @@ and commit. Tar streams are made and read in worker threads (agent/worker_stream
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,13 +26,25 @@ class FilesystemMixin(ServiceBase):
     async def ArchiveGet(
         self, request: pb.ArchiveRequest, context: Any
     ) -> AsyncIterator[pb.ArchiveChunk]:
-        # Stat first, as dockerd does, so the client has its header before the body.
-        stat = await container_fs.archive_stat(self.rt, request.id, request.path)
-        yield pb.ArchiveChunk(stat_json=dumps(stat))
+        # The stat goes first, as dockerd's header does, and it is the stat of the very entry
+        # the tar is made of (one lookup): a path the container renames or removes meanwhile
+        # fails before any message (404), never as a header over an empty body.
+        loop = asyncio.get_running_loop()
+        stat: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def on_stat(st: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(stat.set_result, st)
+
+        sent = False
         async for data in stream_out(
-            lambda out: container_fs.archive_get(self.rt, request.id, request.path, out)
+            lambda out: container_fs.archive_get(self.rt, request.id, request.path, out, on_stat)
         ):
+            if not sent:
+                sent = True
+                yield pb.ArchiveChunk(stat_json=dumps(await stat))
             yield pb.ArchiveChunk(data=data)
+        if not sent:
+            yield pb.ArchiveChunk(stat_json=dumps(await stat))
 
     @rpc
     async def ArchivePut(

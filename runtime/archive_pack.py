@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from runtime import inroot
@@ -133,17 +134,27 @@ def _header(st: os.stat_result, arcname: str, kind: bytes, linkname: str = "") -
     return info
 
 
-def get_archive(root: str, path: str, out: BinaryIO, container: str = "") -> dict[str, Any]:
+def get_archive(
+    root: str,
+    path: str,
+    out: BinaryIO,
+    container: str = "",
+    on_stat: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Write a tar of container `path` to `out` and return its stat.
 
     Like Docker, the top entry is the path's basename; a path ending in "/." (or "/") archives
-    the directory as "." so the client copies its contents.
+    the directory as "." so the client copies its contents. `on_stat` gets the stat of the
+    entry being archived before any byte is written: a caller that sends it as a header
+    describes exactly what follows, even if the container renames the path meanwhile.
     """
     abs_path = abs_container_path(path)
     with inroot.opened(inroot.open_root(root)) as rootfd:
         entry = open_entry(rootfd, abs_path, path, container)
         try:
             st = stat_entry(rootfd, entry, abs_path, path, container)
+            if on_stat is not None:
+                on_stat(st)
             with tarfile.open(fileobj=out, mode="w|", format=_TAR_FORMAT) as tar:
                 writer = _TreeWriter(tar)
                 if entry.name is not None:

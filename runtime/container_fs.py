@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from proto.docker.errors import DockerError
@@ -43,10 +43,17 @@ async def archive_stat(rt: Runtime, ref: str, path: str) -> dict[str, Any]:
         return await asyncio.to_thread(stat_path, root, path)
 
 
-async def archive_get(rt: Runtime, ref: str, path: str, out: BinaryIO) -> dict[str, Any]:
+async def archive_get(
+    rt: Runtime,
+    ref: str,
+    path: str,
+    out: BinaryIO,
+    on_stat: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The tar of `path` into `out`; `on_stat` (called from a worker thread) gets its stat first."""
     rec = rt.get(ref)
     async with _root_view(rt, rec, writable=False) as root:
-        return await asyncio.to_thread(archive_pack.get_archive, root, path, out)
+        return await asyncio.to_thread(archive_pack.get_archive, root, path, out, on_stat=on_stat)
 
 
 async def archive_put(
