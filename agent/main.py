@@ -397,7 +397,7 @@ async def _reassert_addresses(runtime: Runtime, directory: EtcdDirectory) -> Non
     """The overlay addresses of the running containers, claimed again under the new lease."""
     while True:
         try:
-            await directory.reassert(runtime.user_nets.held())
+            await directory.reassert(runtime.user_nets.held)
             return
         except KVError as e:
             log.warning("re-claiming overlay addresses failed, retrying: %s", e)

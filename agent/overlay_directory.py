@@ -57,6 +57,9 @@ class EtcdDirectory:
         self.labels_of = labels_of  # container id -> its labels (swarm id, reschedule policy)
         self.dns = dns
         self.joined_nets: dict[str, list[str]] = {}  # container id -> its networks, in order
+        # Containers inside claim(): their new claims may be in etcd before the runtime's
+        # record shows the address, and a reassert meanwhile must not take them for stale.
+        self._claiming: dict[str, int] = {}
 
     # ------------------------------------------------------------- lookups
     async def lookup(self, name_or_id: str) -> UserNetwork | None:
@@ -83,6 +86,16 @@ class EtcdDirectory:
 
     # ------------------------------------------------------------- claims
     async def claim(self, spec: OverlaySpec, req: EndpointRequest) -> str:
+        cid = req.container_id
+        self._claiming[cid] = self._claiming.get(cid, 0) + 1
+        try:
+            return await self._claim(spec, req)
+        finally:
+            self._claiming[cid] -= 1
+            if not self._claiming[cid]:
+                del self._claiming[cid]
+
+    async def _claim(self, spec: OverlaySpec, req: EndpointRequest) -> str:
         lease = self.lease()
         if not lease:
             raise SystemError_(
@@ -230,22 +243,29 @@ class EtcdDirectory:
         return self.view.reverse(self.joined_nets.get(container_id, []), ip)
 
     # ------------------------------------------------------------- after a registration
-    async def reassert(self, held: list[tuple[OverlaySpec, EndpointRequest, str]]) -> None:
-        """Make etcd's claims and reservations of this node equal `held`
-        (`UserNetworks.held`: the addresses the running containers here hold), under the
-        current lease. Raises KVError (the registration hook retries)."""
+    async def reassert(
+        self, held: Callable[[], list[tuple[OverlaySpec, EndpointRequest, str]]]
+    ) -> None:
+        """Make etcd's claims and reservations of this node equal `held()`
+        (`UserNetworks.held`: the addresses the containers here hold), under the current
+        lease; claims being made meanwhile are left alone. Raises KVError (the registration
+        hook retries)."""
         lease = self.lease()
         if not lease:
             return
         entries, _ = await self.kv.snapshot(self.keys.endpoints_prefix())
+        # Asked only now, with no await since the snapshot: every claim in it is either on a
+        # container's record already or still inside claim() (`_claiming`).
         wanted = {
-            self.keys.endpoint(spec.id, ip): self._record(spec, req, ip) for spec, req, ip in held
+            self.keys.endpoint(spec.id, ip): self._record(spec, req, ip) for spec, req, ip in held()
         }
-        kept = {self.keys.reservation(r.network_id, r.ip): r for r in wanted.values()}
+        claiming = set(self._claiming)
         for entry in entries:
             rec = EndpointRecord()
             rec.ParseFromString(entry.value)
             want = wanted.pop(entry.key, None)
+            if rec.node_id == self.node_id and rec.container_id in claiming:
+                continue  # made under the current lease by a start in progress
             if want is not None and rec.container_id == want.container_id:
                 if entry.lease != lease:
                     await self.kv.txn(
@@ -270,9 +290,16 @@ class EtcdDirectory:
                 puts.append(Put(reservation, ours))
             await self.kv.txn(compares, puts)
         mine = self.node_id.encode() + b"/"
-        for entry in await self.kv.get_prefix(self.keys.reservations_prefix()):
-            if entry.value.startswith(mine) and entry.key not in kept:
-                await self.kv.compare_and_delete(entry.key, entry.mod_revision)
+        reservations = await self.kv.get_prefix(self.keys.reservations_prefix())
+        # As above, asked after the read: a start may have claimed since the first one.
+        kept = {self.keys.reservation(spec.id, ip) for spec, _, ip in held()}
+        claiming = set(self._claiming)
+        for entry in reservations:
+            if not entry.value.startswith(mine) or entry.key in kept:
+                continue
+            if entry.value[len(mine) :].decode(errors="replace") in claiming:
+                continue
+            await self.kv.compare_and_delete(entry.key, entry.mod_revision)
 
 
 def _taken_meanwhile(want: EndpointRecord, holder: str, node_id: str) -> None:

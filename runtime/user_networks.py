@@ -248,13 +248,14 @@ class UserNetworks:
         )
 
     def held(self) -> list[tuple[OverlaySpec, EndpointRequest, str]]:
-        """(network, request, address) of every address a container here holds: what the
-        directory asserts again after a registration."""
+        """(network, request, address) of every address a container here holds, from its
+        claim on (still starting, or running) until its detach: what the directory asserts
+        again after a registration."""
         return [
             (spec_of(ep), self._request(rec, ep), ep.ip)
             for rec in self._rt.list()
             for ep in rec.networks
-            if ep.ip and rec.running
+            if ep.ip
         ]
 
     def in_use(self) -> set[str]:

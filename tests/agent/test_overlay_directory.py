@@ -174,7 +174,7 @@ async def test_a_cut_off_nodes_running_container_keeps_its_address(cluster) -> N
     assert err.value.message == ADDRESS_IN_USE
     # Its node comes back with the container still running: the claim is asserted again.
     nodes[1].lease = await nodes[1].kv.lease_grant(30)
-    await nodes[1].directory.reassert([(spec(SMALL), request("7" * 64), ip)])
+    await nodes[1].directory.reassert(lambda: [(spec(SMALL), request("7" * 64), ip)])
     entry = await admin.get(keys.endpoint(SMALL.id, ip))
     assert entry is not None and entry.lease == nodes[1].lease
     # It stops: both keys go, and the address is free again.
@@ -188,7 +188,7 @@ async def test_a_node_back_without_its_container_frees_the_address(cluster) -> N
     ip = await nodes[1].directory.claim(spec(NET), request("a" * 64))
     await nodes[1].kv.lease_revoke(nodes[1].lease)
     nodes[1].lease = await nodes[1].kv.lease_grant(30)
-    await nodes[1].directory.reassert([])  # it did not survive (a crashed host)
+    await nodes[1].directory.reassert(list)  # it did not survive (a crashed host)
     assert await admin.get(keys.reservation(NET.id, ip)) is None
     assert await nodes[0].directory.claim(spec(NET), request("b" * 64, wanted=ip)) == ip
 
@@ -216,7 +216,7 @@ async def test_reassert_moves_claims_to_the_new_lease_and_drops_stale_ones(clust
     node.lease = await node.kv.lease_grant(30)  # as after a new registration
     lost = "10.7.0.200"  # held here while the node was away, its key gone with the old lease
     await node.directory.reassert(
-        [(spec(NET), request("7" * 64), kept), (spec(NET), request("a" * 64), lost)]
+        lambda: [(spec(NET), request("7" * 64), kept), (spec(NET), request("a" * 64), lost)]
     )
     kept_entry = await admin.get(keys.endpoint(NET.id, kept))
     assert kept_entry is not None and kept_entry.lease == node.lease
@@ -332,3 +332,34 @@ async def test_a_node_local_network_is_only_on_its_node_and_has_no_peers(cluster
     n1.peers.resync()
     await n1.peers.program({on_n1.id})
     assert on_n1.id not in n1.plane.programmed
+
+
+async def test_reassert_during_a_start_keeps_its_claim(cluster) -> None:
+    # A registration's reassert runs beside starts: a claim already in etcd whose container's
+    # record does not show the address yet (its claim() has not returned) must not be taken
+    # for a stale one, or its address would be handed out twice.
+    admin, keys, nodes = cluster
+    directory = nodes[0].directory
+    claimed, go_on = asyncio.Event(), asyncio.Event()
+    create = directory._create
+
+    async def paused_create(*args: object) -> bool:
+        made = await create(*args)  # type: ignore[arg-type]
+        if made:
+            claimed.set()
+            await go_on.wait()
+        return made
+
+    directory._create = paused_create  # type: ignore[method-assign]
+    start = asyncio.create_task(directory.claim(spec(NET), request("c" * 64)))
+    await claimed.wait()
+    await directory.reassert(list)  # no record shows an address yet
+    go_on.set()
+    ip = await start
+    entry = await admin.get(keys.endpoint(NET.id, ip))
+    assert entry is not None, "the claim of a start in progress was deleted"
+    rec = EndpointRecord()
+    rec.ParseFromString(entry.value)
+    assert rec.container_id == "c" * 64
+    # Another start cannot get the same address.
+    assert await nodes[1].directory.claim(spec(NET), request("d" * 64)) != ip

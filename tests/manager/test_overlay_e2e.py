@@ -124,7 +124,9 @@ def test_no_address_twice_under_concurrent_runs(clean: None) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
         ids = list(pool.map(one, range(50)))
     ips = [address(cid, "busy") for cid in ids]
-    assert len(set(ips)) == 50 and all(ip.startswith("10.123.0.") for ip in ips)
+    twice = {ip: [c[:12] for c, i in zip(ids, ips, strict=True) if i == ip] for ip in ips}
+    assert len(set(ips)) == 50, {ip: cids for ip, cids in twice.items() if len(cids) > 1}
+    assert all(ip.startswith("10.123.0.") for ip in ips), ips
     assert "10.123.0.1" not in ips  # the gateway
     # Addresses are freed when containers go, and handed out again.
     for cid in ids[:10]:
