@@ -20,15 +20,28 @@ Containment (each escape is seen on the host, never inferred from an error messa
   outside the data root prints the marker).
 
 Control plane: the hypothesis fuzz of bench/api_fuzz.py against the manager (`--fuzz-cases`),
-and unauthenticated attempts: an Engine API client without a certificate creating a container,
-a gRPC client without a certificate calling ContainerCreate on every agent, and a fake node
-registered in etcd without credentials. `unauthenticated_ok` counts the ones that succeeded.
+and unauthenticated clients against the secured configuration an operator deploys
+(docs/install.md "Certificates"), started here for real with a fresh PKI (tests/secured_kit.py,
+the code tests/agent/test_etcd_auth.py and tests/manager/test_api_tls.py use): `_ping`, info and
+a container create sent to a `flotilla manage --tlsverify` without a client certificate (plain
+HTTP, TLS 1.2, TLS 1.3) and with another CA's certificate; a fake node record written to an etcd
+with client-certificate auth in plaintext, over TLS without a certificate and with another CA's;
+and a gRPC client without a certificate calling ContainerCreate on every dev cluster agent
+(mutual TLS). The manager and etcd attempts have a control with the right certificate that
+must get through.
+`unauthenticated_ok` counts the unauthenticated attempts that succeeded.
+
+The dev cluster's own Engine API and etcd are plaintext on loopback by design (a developer's
+convenience, not the secured deployment): the same attempts against them are measured too,
+printed with the "plaintext=" label and counted in `dev_plaintext_listeners`, not in
+`unauthenticated_ok`.
 
 Brings up a 1-node dev cluster (or uses the running one with `--use-running`, left up), run it
 from the checkout's root under the shared lock:
 `flock /tmp/flt-dev.lock /opt/flotilla/venv/bin/python bench/attacks.py`. One line per attack
 (name, tries, escapes); the last line is JSON:
-{"attacks": N, "escapes": E, "fuzz_cases": F, "fuzz_5xx": X, "unauthenticated_ok": U}.
+{"attacks": N, "escapes": E, "fuzz_cases": F, "fuzz_5xx": X, "unauthenticated_ok": U,
+ "dev_plaintext_listeners": P}.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -55,6 +69,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from deploy import devcluster  # noqa: E402
 from deploy.busybox_image import build_rootfs_tar  # noqa: E402
 from deploy.dev_layout import AGENT_PORT, NODE_RE  # noqa: E402
+from deploy.etcd import EtcdServer  # noqa: E402
 from tests.attack_kit import (  # noqa: E402
     Loop,
     as_nobody,
@@ -68,6 +83,16 @@ from tests.attack_kit import (  # noqa: E402
     tar_info,
 )
 from tests.fixtures import DOCKER  # noqa: E402
+from tests.secured_kit import (  # noqa: E402
+    PING,
+    Pki,
+    client_context,
+    make_pki,
+    refused,
+    register_node,
+    tls_etcd,
+    tls_manager,
+)
 from tests.tarballs import Entry, tar_of_entries  # noqa: E402
 
 PREFIX = "flt-atk-"
@@ -637,9 +662,105 @@ def attack_api_fuzz(n: int) -> tuple[Outcome, int, int]:
 # ----------------------------------------------------------------------------- unauthenticated
 
 
-def unauth_engine_api() -> Outcome:
-    """A client without a certificate creates a container through the manager's TCP port."""
-    out = Outcome("unauthenticated: Engine API client, no cert", tries=1, label="ok")
+SECURED_PREFIX = f"/{PREFIX}secured"
+DEV_PLAINTEXT = "plaintext on loopback by design (dev cluster only; docs/security.md)"
+
+
+@contextlib.contextmanager
+def secured_control_plane() -> Iterator[tuple[Pki, EtcdServer, int]]:
+    """A fresh PKI, an etcd with client-certificate auth and a `flotilla manage --tlsverify`
+    that reaches it with its own certificate: what docs/install.md "Certificates" deploys."""
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}pki-") as d:
+        pki = make_pki(d)
+        with tls_etcd(pki) as etcd:
+            discovery = f"etcd://{etcd.endpoint}{SECURED_PREFIX}"
+            log_path = os.path.join(d, "manager.log")
+            flags = pki.etcd_flags(pki.manager)
+            with tls_manager(discovery, pki, log_path, *flags) as port:
+                yield pki, etcd, port
+
+
+def _api_requests() -> dict[str, bytes]:
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode()
+    create = (
+        f"POST {API}/containers/create?name={PREFIX}intruder-api HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    info = f"GET {API}/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    return {"_ping": PING, "info": info, "create": create + body}
+
+
+def unauth_engine_api(pki: Pki, port: int) -> list[Outcome]:
+    """`_ping`, info and a container create on `flotilla manage --tlsverify`, without a client
+    certificate and with another CA's; any HTTP answer counts as getting in."""
+    requests = _api_requests()
+    operator = client_context(pki.ca, ssl.TLSVersion.MAXIMUM_SUPPORTED, pki.client)
+    for what, request in requests.items():
+        if refused(port, operator, request):
+            raise ControlFailed(f"the operator's certificate got no answer to {what}")
+    v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    clients: dict[str, dict[str, ssl.SSLContext | None]] = {
+        "no cert": {
+            "plain HTTP": None,
+            "TLS 1.2": client_context(pki.ca, v12),
+            "TLS 1.3": client_context(pki.ca, v13),
+        },
+        "other CA's cert": {
+            "TLS 1.2": client_context(pki.ca, v12, pki.stranger),
+            "TLS 1.3": client_context(pki.ca, v13, pki.stranger),
+        },
+    }
+    outcomes = []
+    for who, contexts in clients.items():
+        out = Outcome(f"unauthenticated: Engine API --tlsverify, {who}", label="ok")
+        for how, context in contexts.items():
+            for what, request in requests.items():
+                out.tries += 1
+                if not refused(port, context, request):
+                    out.escapes += 1
+                    out.notes.append(f"{how} {what} answered")
+        if not out.escapes:
+            out.notes.append(f"{', '.join(contexts)}: no answer; control answered")
+        outcomes.append(out)
+    return outcomes
+
+
+def unauth_etcd_fake_node(pki: Pki, etcd: EtcdServer) -> Outcome:
+    """A fake node record written into the secured manager's etcd prefix in plaintext, over
+    TLS without a client certificate and with another CA's; a real node's is the control."""
+    from proto.nodes import list_nodes
+
+    out = Outcome("unauthenticated: fake node in etcd (client-cert auth)", label="ok")
+    good = pki.etcd_security(pki.node)
+    attempts = {
+        "plaintext": None,
+        "TLS, no cert": pki.etcd_security(None),
+        "other CA's cert": pki.etcd_security(pki.stranger),
+    }
+
+    async def go() -> set[str]:
+        await register_node(etcd.endpoint, good, SECURED_PREFIX, "control")
+        for i, (how, security) in enumerate(attempts.items()):
+            out.tries += 1
+            try:
+                await register_node(etcd.endpoint, security, SECURED_PREFIX, f"fake-{i}")
+            except Exception as e:  # noqa: BLE001 - any refusal (auth, TLS) is the result sought
+                out.notes.append(f"{how}: {type(e).__name__}")
+        return {n.name for n in await list_nodes([etcd.endpoint], SECURED_PREFIX, good)}
+
+    listed = asyncio.run(go())
+    if "control" not in listed:
+        raise ControlFailed("a node with the cluster's certificate could not register")
+    out.escapes = len(listed - {"control"})
+    if out.escapes:
+        out.notes.append(f"registered: {sorted(listed - {'control'})}")
+    return out
+
+
+def dev_plaintext_engine_api() -> Outcome:
+    """The dev cluster's own Engine API: a container create with no certificate at all."""
+    out = Outcome("dev cluster: Engine API, no cert", tries=1, label="plaintext")
     conn = _manager_conn()
     try:
         body = json.dumps({"Image": "busybox", "Cmd": ["true"]})
@@ -652,7 +773,7 @@ def unauth_engine_api() -> Outcome:
             out.notes.append(f"refused: {e!r}")
             return out
         out.escapes = int(resp.status == 201)
-        out.notes.append(f"HTTP {resp.status} on plain {devcluster.docker_host()}")
+        out.notes.append(f"HTTP {resp.status} on {devcluster.docker_host()}: {DEV_PLAINTEXT}")
     finally:
         conn.close()
         docker("rm", "-f", f"{PREFIX}intruder-api", check=False)
@@ -668,7 +789,7 @@ def unauth_agent_grpc() -> Outcome:
     from proto import agent_pb2_grpc
     from proto.rpc import CHANNEL_OPTIONS
 
-    out = Outcome("unauthenticated: agent gRPC client, no cert", label="ok")
+    out = Outcome("unauthenticated: dev agents' gRPC (mTLS), no cert", label="ok")
     nodes = devcluster.load_state().get("nodes", {})
     ca = os.path.join(devcluster.ROOT, "certs", "ca.pem")
     create = pb.ContainerCreateRequest(
@@ -705,14 +826,14 @@ def unauth_agent_grpc() -> Outcome:
     return out
 
 
-def unauth_etcd_fake_node() -> Outcome:
-    """A fake node record written to etcd with no credentials at all."""
+def dev_plaintext_etcd() -> Outcome:
+    """The dev cluster's own etcd: a fake node record written with no credentials at all."""
     from proto.keys import Keys
     from proto.kv import KV, KVError
     from proto.nodes import list_nodes
     from proto.records_pb2 import NodeRecord
 
-    out = Outcome("unauthenticated: fake node in etcd, no creds", tries=1, label="ok")
+    out = Outcome("dev cluster: fake node in etcd, no creds", tries=1, label="plaintext")
     fake = f"FLTATK{secrets.token_hex(4).upper()}"
     endpoints = [devcluster.etcd_endpoint()]
 
@@ -735,7 +856,7 @@ def unauth_etcd_fake_node() -> Outcome:
     except Exception as e:  # noqa: BLE001 - any refusal (auth, TLS) is the result sought
         out.notes.append(f"refused: {e!r:.120}")
     if out.escapes:
-        out.notes.append(f"registered on plain etcd://{devcluster.etcd_endpoint()}")
+        out.notes.append(f"registered on etcd://{devcluster.etcd_endpoint()}: {DEV_PLAINTEXT}")
     return out
 
 
@@ -764,7 +885,10 @@ def run_all(race_tries: int, fuzz_cases: int) -> tuple[list[Outcome], dict[str, 
         done(attack_setuid(host, busybox_tar))
         fuzz, counts["fuzz_cases"], counts["fuzz_5xx"] = attack_api_fuzz(fuzz_cases)
         done(fuzz)
-        done(unauth_engine_api(), unauth_agent_grpc(), unauth_etcd_fake_node())
+        pki, etcd, port = stack.enter_context(secured_control_plane())
+        done(*unauth_engine_api(pki, port), unauth_etcd_fake_node(pki, etcd))
+        done(unauth_agent_grpc())
+        done(dev_plaintext_engine_api(), dev_plaintext_etcd())
     return outcomes, counts
 
 
@@ -797,12 +921,15 @@ def main() -> int:
         shutil.rmtree(config, ignore_errors=True)
     unauth = [o for o in outcomes if o.label == "ok"]
     contained = [o for o in outcomes if o.label == "escapes"]
+    print(f"note: the dev cluster's own Engine API ({devcluster.docker_host()}) and etcd are "
+          f"{DEV_PLAINTEXT}: dev_plaintext_listeners, not unauthenticated_ok")  # fmt: skip
     res = {
         "attacks": len(outcomes),
         "escapes": sum(o.escapes for o in contained),
         "fuzz_cases": counts["fuzz_cases"],
         "fuzz_5xx": counts["fuzz_5xx"],
         "unauthenticated_ok": sum(o.escapes for o in unauth),
+        "dev_plaintext_listeners": sum(o.escapes for o in outcomes if o.label == "plaintext"),
     }
     print(json.dumps(res))
     return 0

@@ -4,7 +4,6 @@ when they have them (proto/kv.py's EtcdSecurity, the --etcd-* flags)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,58 +11,41 @@ from typing import Any
 
 import pytest
 
-from deploy import certs
 from deploy.etcd import EtcdServer
 from proto.keys import Keys
 from proto.kv import KV, EtcdSecurity, KVError
 from proto.nodes import list_nodes
 from proto.records_pb2 import NodeRecord
+from tests.secured_kit import Pki, make_pki, register_node
+from tests.secured_kit import tls_etcd as secured_etcd
 
 PREFIX = "/auth-test"
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The cluster's CA (etcd's server certificate, a node's) and a stranger's CA."""
-    d = str(tmp_path_factory.mktemp("pki"))
-    other = os.path.join(d, "other")
-    certs.make_ca(d)
-    certs.make_cert(d, "etcd", ["127.0.0.1"])
-    node = certs.make_cert(d, "node-1", ["node-1", "127.0.0.1"])
-    certs.make_ca(other)
-    stranger = certs.make_cert(other, "node-1", ["node-1", "127.0.0.1"])
-    return {"dir": d, "node": node, "stranger": stranger}
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture(scope="module")
-def tls_etcd(pki: dict[str, Any]) -> Iterator[EtcdServer]:
-    d = pki["dir"]
-    server = EtcdServer(client_tls=(f"{d}/etcd.pem", f"{d}/etcd-key.pem", f"{d}/ca.pem"))
-    with server:
+def tls_etcd(pki: Pki) -> Iterator[EtcdServer]:
+    with secured_etcd(pki) as server:
         yield server
 
 
 async def _register(endpoint: str, security: EtcdSecurity | None, name: str) -> None:
-    """What an agent's registration writes: its node record under a lease."""
-    async with await KV.connect([endpoint], timeout=3.0, security=security) as kv:
-        lease = await kv.lease_grant(60)
-        record = NodeRecord(id=name, name=name, addr="127.0.0.1:4243")
-        await kv.put(Keys(PREFIX).node(name), record.SerializeToString(), lease=lease)
+    await register_node(endpoint, security, PREFIX, name)
 
 
 async def test_a_fake_node_without_a_certificate_cannot_register(
-    tls_etcd: EtcdServer, pki: dict[str, Any]
+    tls_etcd: EtcdServer, pki: Pki
 ) -> None:
-    node = pki["node"]
-    good = EtcdSecurity(ca=node.ca, cert=node.cert, key=node.key)
+    good = pki.etcd_security(pki.node)
     await _register(tls_etcd.endpoint, good, "real")
-    stranger = pki["stranger"]
     attempts = {
         "plaintext": None,
-        "TLS without a client certificate": EtcdSecurity(ca=node.ca),
-        "a certificate from another CA": EtcdSecurity(
-            ca=node.ca, cert=stranger.cert, key=stranger.key
-        ),
+        "TLS without a client certificate": pki.etcd_security(None),
+        "a certificate from another CA": pki.etcd_security(pki.stranger),
     }
     for what, security in attempts.items():
         with pytest.raises(KVError):
@@ -73,11 +55,10 @@ async def test_a_fake_node_without_a_certificate_cannot_register(
     assert names == ["real"]
 
 
-def test_flotilla_list_takes_the_etcd_flags(tls_etcd: EtcdServer, pki: dict[str, Any]) -> None:
-    node = pki["node"]
+def test_flotilla_list_takes_the_etcd_flags(tls_etcd: EtcdServer, pki: Pki) -> None:
     url = f"etcd://{tls_etcd.endpoint}{PREFIX}"
     base = [sys.executable, "-m", "deploy.cli", "list", url]
-    flags = ["--etcd-cacert", node.ca, "--etcd-cert", node.cert, "--etcd-key", node.key]
+    flags = pki.etcd_flags(pki.node)
     ok = subprocess.run(base + flags, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run(base, capture_output=True, text=True, timeout=60)
