@@ -19,25 +19,9 @@ from typing import Any, BinaryIO
 from runtime import inroot
 from runtime.archive_paths import abs_container_path, base_name, open_entry
 from runtime.archive_stat import stat_entry
-from runtime.layers import PAX_XATTR_PREFIX
+from runtime.layers import PAX_XATTR_PREFIX, add_regular, stat_info
 
 _TAR_FORMAT = tarfile.PAX_FORMAT
-
-
-class _Exactly:
-    """`size` bytes of an open file, zero-padded if it shrank under us: the header is written
-    before the data, and tarfile refuses a short body."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.left = size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        data = os.read(self.fd, n) if n else b""
-        data += b"\0" * (n - len(data))
-        self.left -= n
-        return data
 
 
 class _TreeWriter:
@@ -69,13 +53,13 @@ class _TreeWriter:
                 target = os.readlink(name, dir_fd=dirfd)
             except (FileNotFoundError, OSError):
                 return
-            self.tar.addfile(_header(st, arcname, tarfile.SYMTYPE, target))
+            self.tar.addfile(stat_info(arcname, st, tarfile.SYMTYPE, target))
         elif not stat.S_ISSOCK(st.st_mode):  # sockets: Docker skips them too
-            self.tar.addfile(_header(st, arcname, _TYPES[stat.S_IFMT(st.st_mode)]))
+            self.tar.addfile(stat_info(arcname, st, _TYPES[stat.S_IFMT(st.st_mode)]))
 
     def directory(self, fd: int, arcname: str, prefix: str, include_self: bool) -> None:
         if include_self:
-            self.tar.addfile(_header(os.fstat(fd), arcname, tarfile.DIRTYPE))
+            self.tar.addfile(stat_info(arcname, os.fstat(fd), tarfile.DIRTYPE))
         for name in sorted(os.listdir(fd)):
             self.entry(fd, name, prefix + name)
 
@@ -90,24 +74,7 @@ class _TreeWriter:
             raise
 
     def _regular(self, fd: int, arcname: str) -> None:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in self.inodes:
-            self.tar.addfile(_header(st, arcname, tarfile.LNKTYPE, self.inodes[key]))
-            return
-        if st.st_nlink > 1:
-            self.inodes[key] = arcname
-        info = _header(st, arcname, tarfile.REGTYPE)
-        info.size = st.st_size
-        # Docker archives security.capability only (file capabilities, e.g. ping's cap_net_raw).
-        with contextlib.suppress(OSError):
-            cap = os.getxattr(fd, "security.capability")
-            info.pax_headers[PAX_XATTR_PREFIX + "security.capability"] = cap.decode(
-                "utf-8", "surrogateescape"
-            )
-        self.tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]
+        add_regular(self.tar, self.inodes, fd, arcname, _capability_xattr)
 
 
 _TYPES = {
@@ -117,21 +84,13 @@ _TYPES = {
 }
 
 
-def _header(st: os.stat_result, arcname: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(arcname)
-    info.type = kind
-    info.mode = stat.S_IMODE(st.st_mode)
-    # Docker writes numeric ids only: host user names mean nothing inside the container.
-    info.uid = st.st_uid
-    info.gid = st.st_gid
-    info.uname = ""
-    info.gname = ""
-    info.mtime = int(st.st_mtime)
-    info.linkname = linkname
-    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-        info.devmajor = os.major(st.st_rdev)
-        info.devminor = os.minor(st.st_rdev)
-    return info
+def _capability_xattr(info: tarfile.TarInfo, fd: int) -> None:
+    # Docker archives security.capability only (file capabilities, e.g. ping's cap_net_raw).
+    with contextlib.suppress(OSError):
+        cap = os.getxattr(fd, "security.capability")
+        info.pax_headers[PAX_XATTR_PREFIX + "security.capability"] = cap.decode(
+            "utf-8", "surrogateescape"
+        )
 
 
 def get_archive(

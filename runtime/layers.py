@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from proto.docker.errors import InvalidParameter, go_quote
@@ -285,7 +286,7 @@ class _TreePacker:
         elif stat.S_ISLNK(st.st_mode):
             with contextlib.suppress(FileNotFoundError, OSError):
                 target = os.readlink(name, dir_fd=dirfd)
-                self.tar.addfile(_stat_info(rel, st, tarfile.SYMTYPE, target))
+                self.tar.addfile(stat_info(rel, st, tarfile.SYMTYPE, target))
         elif stat.S_ISDIR(st.st_mode):
             fd = _open_nofollow(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
             if fd is not None:
@@ -303,13 +304,13 @@ class _TreePacker:
                 with inroot.opened(fd):
                     st = os.fstat(fd)
                     if stat.S_IFMT(st.st_mode) in _SPECIAL:
-                        info = _stat_info(rel, st, _SPECIAL[stat.S_IFMT(st.st_mode)])
+                        info = stat_info(rel, st, _SPECIAL[stat.S_IFMT(st.st_mode)])
                         _add_xattrs(info, inroot.fd_path(fd))
                         self.tar.addfile(info)
 
     def _directory(self, fd: int, rel: str) -> None:
         st = os.fstat(fd)
-        info = _stat_info(rel, st, tarfile.DIRTYPE)
+        info = stat_info(rel, st, tarfile.DIRTYPE)
         _add_xattrs(info, fd)
         self.tar.addfile(info)
         if self.overlay and _is_opaque(fd):
@@ -319,19 +320,7 @@ class _TreePacker:
         self.children(fd, rel)
 
     def _regular(self, fd: int, rel: str) -> None:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in self.inodes:
-            self.tar.addfile(_stat_info(rel, st, tarfile.LNKTYPE, self.inodes[key]))
-            return
-        if st.st_nlink > 1:
-            self.inodes[key] = rel
-        info = _stat_info(rel, st, tarfile.REGTYPE)
-        info.size = st.st_size
-        _add_xattrs(info, fd)
-        self.tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]
+        add_regular(self.tar, self.inodes, fd, rel, _add_xattrs)
 
 
 _SPECIAL = {
@@ -351,8 +340,33 @@ def _open_nofollow(dirfd: int, name: str, flags: int) -> int | None:
         raise
 
 
+def add_regular(
+    tar: tarfile.TarFile,
+    inodes: dict[tuple[int, int], str],
+    fd: int,
+    name: str,
+    xattrs: Callable[[tarfile.TarInfo, int], None],
+) -> None:
+    """The regular file open at `fd` as `name`, or a hard link to the name its inode was first
+    packed under (`inodes`); `xattrs` puts the attributes the archive keeps into its header."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return
+    key = (st.st_dev, st.st_ino)
+    if st.st_nlink > 1 and key in inodes:
+        tar.addfile(stat_info(name, st, tarfile.LNKTYPE, inodes[key]))
+        return
+    if st.st_nlink > 1:
+        inodes[key] = name
+    info = stat_info(name, st, tarfile.REGTYPE)
+    info.size = st.st_size
+    xattrs(info, fd)
+    tar.addfile(info, _Exactly(fd, st.st_size))  # type: ignore[arg-type]
+
+
 class _Exactly:
-    """`size` bytes of an open file, zero-padded if it shrank after the header was written."""
+    """`size` bytes of an open file, zero-padded if it shrank after the header was written
+    (tarfile refuses a short body)."""
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
@@ -366,8 +380,9 @@ class _Exactly:
         return data
 
 
-def _stat_info(rel: str, st: os.stat_result, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(rel)
+def stat_info(name: str, st: os.stat_result, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    """A tar header from a stat, numeric ids only (as Docker writes them)."""
+    info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = stat.S_IMODE(st.st_mode)
     info.uid = st.st_uid
