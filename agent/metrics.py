@@ -3,9 +3,8 @@ event loop, so collectors read the runtime without crossing threads)."""
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import grpc
@@ -15,6 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+
+from agent.grpc_wrap import Behavior, around, rewrap
 
 STATES = ("created", "running", "paused", "restarting", "exited", "dead", "removing")
 
@@ -151,29 +152,7 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         op = details.method.rsplit("/", 1)[-1]
         m = self.metrics
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap(handler.unary_unary, op, m),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap(handler.stream_unary, op, m),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap(handler.unary_stream, op, m),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap(handler.stream_stream, op, m),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+        return rewrap(handler, lambda behavior: _timed(behavior, op, m))
 
 
 def _ok(context: Any) -> bool:
@@ -184,29 +163,12 @@ def _ok(context: Any) -> bool:
     return code in (None, grpc.StatusCode.OK)
 
 
-def _wrap(behavior: Callable[..., Any], op: str, m: AgentMetrics) -> Callable[..., Any]:
-    # Streaming handlers are either async generators or coroutines that call context.write();
-    # the wrapper has to be of the same kind for grpc.aio to drive it.
-    if inspect.isasyncgenfunction(behavior):
+def _timed(behavior: Behavior, op: str, m: AgentMetrics) -> Behavior:
+    async def start(_: Any) -> float:
+        return time.monotonic()
 
-        async def gen(request: Any, context: Any) -> AsyncIterator[Any]:
-            t0, ok = time.monotonic(), False
-            try:
-                async for item in behavior(request, context):
-                    yield item
-                ok = _ok(context)
-            finally:
-                m.observe(op, time.monotonic() - t0, ok)
+    def done(context: Any, t0: float | None, finished: bool) -> None:
+        if t0 is not None:
+            m.observe(op, time.monotonic() - t0, finished and _ok(context))
 
-        return gen
-
-    async def call(request: Any, context: Any) -> Any:
-        t0, ok = time.monotonic(), False
-        try:
-            result = await behavior(request, context)
-            ok = _ok(context)
-            return result
-        finally:
-            m.observe(op, time.monotonic() - t0, ok)
-
-    return call
+    return around(behavior, start, done)

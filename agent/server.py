@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from agent.authz import RoleInterceptor
 from agent.events import EventBus
 from agent.fencing import Fence
 from agent.service import AgentService
@@ -28,12 +29,15 @@ async def start_grpc_server(
 ) -> grpc.aio.Server:
     """Serve the Agent service on `listen` (host:port; port 0 picks one, see `bound_port`).
 
-    With `tls`, only clients presenting a certificate signed by `tls.ca` (the manager) get in.
+    With `tls`, only clients presenting a certificate signed by `tls.ca` get in, and they may
+    make the calls their certificate's role allows (agent/authz.py).
     `interceptors` see every call (the agent's metrics count operations and latency there).
     `drills`: whether (and how) the Drill RPC may inject faults on this host (default: refused).
     `fence`: the node fence PeerEtcdStatus answers from (agent/fencing.py).
     """
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=list(interceptors))
+    # With TLS, the certificate's role decides which calls it may make (agent/authz.py).
+    guards = [] if tls is None else [RoleInterceptor()]
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[*interceptors, *guards])
     service = AgentService(runtime, events, info_extra)
     if drills is not None:
         service.drill_settings = drills

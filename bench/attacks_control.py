@@ -21,6 +21,7 @@ from deploy.etcd import EtcdServer
 from tests.secured_kit import (
     PING,
     Pki,
+    api_request,
     client_context,
     make_pki,
     refused,
@@ -153,6 +154,17 @@ def unauth_engine_api(pki: Pki, port: int) -> list[Outcome]:
         if not out.escapes:
             out.notes.append(f"{', '.join(contexts)}: no answer; control answered")
         outcomes.append(out)
+    # A node's certificate is the cluster CA's too (and on that node's disk): answered, 403.
+    out = Outcome("unauthorized: Engine API --tlsverify, a node's cert", label="ok")
+    node = client_context(pki.ca, ssl.TLSVersion.MAXIMUM_SUPPORTED, pki.node)
+    for what, request in requests.items():
+        out.tries += 1
+        if not api_request(port, node, request).startswith(b"HTTP/1.1 403 "):
+            out.escapes += 1
+            out.notes.append(f"{what} answered other than 403")
+    if not out.escapes:
+        out.notes.append("403 to each")
+    outcomes.append(out)
     return outcomes
 
 
@@ -212,14 +224,16 @@ def dev_plaintext_engine_api() -> Outcome:
 
 def unauth_agent_grpc() -> Outcome:
     """A gRPC client without a certificate (plaintext, and TLS without a client certificate
-    when the cluster has a CA) calls ContainerCreate on every agent."""
+    when the cluster has a CA) calls ContainerCreate on every agent; so does another node's
+    agent with its own certificate (the cluster CA's, but a node's: only PeerEtcdStatus)."""
     import grpc
 
+    from deploy.dev_certs import dev_tls
     from proto import agent_pb2 as pb
     from proto import agent_pb2_grpc
-    from proto.rpc import CHANNEL_OPTIONS
+    from proto.rpc import CHANNEL_OPTIONS, agent_channel
 
-    out = Outcome("unauthenticated: dev agents' gRPC (mTLS), no cert", label="ok")
+    out = Outcome("unauthenticated: dev agents' gRPC (mTLS), no cert or a node's", label="ok")
     nodes = devcluster.load_state().get("nodes", {})
     ca = os.path.join(devcluster.ROOT, "certs", "ca.pem")
     create = pb.ContainerCreateRequest(
@@ -248,6 +262,9 @@ def unauth_agent_grpc() -> Outcome:
             with open(ca, "rb") as f:
                 creds = grpc.ssl_channel_credentials(f.read())
             makers.append(lambda a=addr, c=creds: grpc.aio.secure_channel(a, c, CHANNEL_OPTIONS))
+            peer = next((n for n in sorted(nodes) if n != name), "")
+            if peer:
+                makers.append(lambda a=addr, p=peer: agent_channel(a, dev_tls(p)))
         for make in makers:
             out.tries += 1
             if asyncio.run(attempt(make)):

@@ -7,9 +7,14 @@ One CA signs everything; every side of the control plane trusts only it (docs/se
   manager and the peers dial that address and TLS checks the certificate against it, so a
   node cannot answer for another node's address. The node name is the CN and a DNS SAN.
   It is used for both ends of the gRPC calls (server towards the manager, client towards peers).
+  Its role (OU `flotilla-node`) lets it ask peers about etcd and nothing else: a node's key is
+  on that node, and root there must not become root on the others.
 - the manager's (`certs manager --host IP|NAME…`): the addresses clients use for the Engine API;
   it is also the client certificate the manager presents to agents (as classic Swarm's).
-- a client's (`certs client NAME`): client authentication only (docker CLI `--tlsverify`).
+- a client's (`certs client NAME`): client authentication only (docker CLI `--tlsverify`, and
+  tools that call agents directly).
+Each carries its role in the subject's OU (proto/cert_roles.py); agents and the Engine API act
+on it.
 
 Files: `<dir>/ca.pem` + `ca-key.pem`, `<dir>/<name>.pem` + `<name>-key.pem` (keys 0600).
 """
@@ -21,6 +26,8 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from proto import cert_roles
 
 CA_NAME = "flotilla-ca"
 DEFAULT_DAYS = 825  # what browsers and Docker's guides cap leaf certificates at
@@ -128,9 +135,11 @@ def make_cert(
     server: bool = True,
     client: bool = True,
     days: int = DEFAULT_DAYS,
+    role: str = "",
 ) -> CertFiles:
     """A key and a certificate signed by the CA in `directory`, CN `name`, SANs `hosts`
-    (IP addresses or DNS names). `server`/`client`: the extended key usages."""
+    (IP addresses or DNS names). `server`/`client`: the extended key usages. `role`: the
+    flotilla role in the subject's OU (proto/cert_roles.py); "" for none (e.g. etcd's)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -138,6 +147,8 @@ def make_cert(
 
     if not name or "/" in name:
         raise ValueError(f"invalid certificate name {name!r}")
+    if role and role not in cert_roles.ROLES:
+        raise ValueError(f"invalid certificate role {role!r}")
     if server and not hosts:
         raise ValueError("a server certificate needs at least one --host (IP or DNS name)")
     cert_path, key_path = ca_files(directory)
@@ -152,9 +163,12 @@ def make_cert(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
     usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     now = datetime.datetime.now(datetime.UTC)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    if role:
+        subject.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

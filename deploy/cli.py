@@ -5,7 +5,7 @@ flotilla manage [discovery-url]  run the manager (Docker Engine API for the whol
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
 flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
 flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
-flotilla certs ca|node|manager|client …   a cluster CA and the certificates signed by it
+flotilla certs ca|node|manager|client|etcd …   a cluster CA and the certificates signed by it
 """
 
 from __future__ import annotations
@@ -130,7 +130,11 @@ def add_certs_parser(sub: argparse._SubParsersAction) -> None:
     manager.add_argument("--name", default="manager", help="CN and file name (default manager)")
     client = csub.add_parser("client", help="a client's (docker --tlsverify, tools): client auth")
     client.add_argument("name", metavar="NAME", help="CN and file name, e.g. the operator")
-    for p in (node, manager):
+    etcd = csub.add_parser(
+        "etcd", help="etcd's server certificate: no flotilla role, so it drives no agent"
+    )
+    etcd.add_argument("--name", default="etcd", help="CN and file name (default etcd)")
+    for p in (node, manager, etcd):
         p.add_argument(
             "--host",
             action="append",
@@ -138,7 +142,7 @@ def add_certs_parser(sub: argparse._SubParsersAction) -> None:
             metavar="IP|DNS",
             help="an address the certificate is for (repeatable; a node: its --advertise host)",
         )
-    for p in (ca, node, manager, client):
+    for p in (ca, node, manager, client, etcd):
         p.add_argument("--dir", default=".", help="where the CA is and the files go (default: .)")
         p.add_argument("--days", type=int, default=None, help="validity in days")
 
@@ -332,6 +336,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def cmd_certs(args: argparse.Namespace) -> int:
     from deploy import certs
+    from proto import cert_roles
 
     kind = args.certs_command
     days = {"days": args.days} if args.days else {}
@@ -340,11 +345,15 @@ def cmd_certs(args: argparse.Namespace) -> int:
             print(certs.make_ca(args.dir, **days))
             return 0
         if kind == "node":
-            out = certs.make_cert(args.dir, args.name, [args.name, *args.host], **days)
+            out = certs.make_cert(
+                args.dir, args.name, [args.name, *args.host], role=cert_roles.NODE, **days
+            )
         elif kind == "manager":
-            out = certs.make_cert(args.dir, args.name, args.host, **days)
+            out = certs.make_cert(args.dir, args.name, args.host, role=cert_roles.MANAGER, **days)
+        elif kind == "etcd":
+            out = certs.make_cert(args.dir, args.name, args.host, client=False, **days)
         else:
-            out = certs.make_cert(args.dir, args.name, server=False, **days)
+            out = certs.make_cert(args.dir, args.name, server=False, role=cert_roles.CLIENT, **days)
     except (OSError, ValueError) as e:
         print(f"flotilla certs {kind}: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from deploy.dev_layout import CERTS, node_index, node_ip
+from proto import cert_roles
 from proto.rpc import TlsConfig
 
 MANAGER = "manager"
@@ -28,9 +29,13 @@ def ensure_ca() -> None:
 
     if not os.path.exists(os.path.join(CERTS, "ca-key.pem")):
         certs.make_ca(CERTS, name="flotilla-dev-ca")
-    for name, hosts, server in ((MANAGER, ["127.0.0.1", "localhost"], True), (CLIENT, [], False)):
+    made = (
+        (MANAGER, ["127.0.0.1", "localhost"], True, cert_roles.MANAGER),
+        (CLIENT, [], False, cert_roles.CLIENT),
+    )
+    for name, hosts, server, role in made:
         if not os.path.exists(dev_tls(name).key):
-            certs.make_cert(CERTS, name, hosts, server=server)
+            certs.make_cert(CERTS, name, hosts, server=server, role=role)
 
 
 def ensure_node(name: str) -> None:
@@ -39,4 +44,4 @@ def ensure_node(name: str) -> None:
 
     ensure_ca()
     if not os.path.exists(dev_tls(name).key):
-        certs.make_cert(CERTS, name, [name, node_ip(node_index(name))])
+        certs.make_cert(CERTS, name, [name, node_ip(node_index(name))], role=cert_roles.NODE)

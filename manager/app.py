@@ -17,15 +17,18 @@ from manager.api import (
     volumes,
 )
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
+from manager.api_roles import role_middleware
 from manager.cluster import Cluster
 from manager.errors import MAX_JSON_BODY, error_middleware
 from manager.versioning import add_engine_headers, version_middleware
 
 
 def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
-    # error_middleware is outermost so version errors and handler failures share one shape.
+    # error_middleware is outermost so refusals, version errors and handler failures share
+    # one shape.
     app = web.Application(
-        middlewares=[error_middleware, version_middleware], client_max_size=MAX_JSON_BODY
+        middlewares=[error_middleware, role_middleware, version_middleware],
+        client_max_size=MAX_JSON_BODY,
     )
     app[CLUSTER_KEY] = cluster
     app[SETTINGS_KEY] = settings

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from deploy import certs
 from deploy.dev_layout import REPO
 from deploy.etcd import EtcdServer, free_port, terminate
+from proto import cert_roles
 from proto.keys import Keys
 from proto.kv import KV, EtcdSecurity
 from proto.records_pb2 import NodeRecord
@@ -54,10 +55,10 @@ def make_pki(directory: str) -> Pki:
     return Pki(
         ca=certs.ca_files(d)[0],
         etcd=certs.make_cert(d, "etcd", ["127.0.0.1"]),
-        manager=certs.make_cert(d, "manager", ["127.0.0.1", "localhost"]),
-        node=certs.make_cert(d, "node-1", ["node-1", "127.0.0.1"]),
-        client=certs.make_cert(d, "operator", server=False),
-        stranger=certs.make_cert(other, "node-1", ["node-1", "127.0.0.1"]),
+        manager=certs.make_cert(d, "manager", ["127.0.0.1", "localhost"], role=cert_roles.MANAGER),
+        node=certs.make_cert(d, "node-1", ["node-1", "127.0.0.1"], role=cert_roles.NODE),
+        client=certs.make_cert(d, "operator", server=False, role=cert_roles.CLIENT),
+        stranger=certs.make_cert(other, "node-1", ["node-1", "127.0.0.1"], role=cert_roles.NODE),
     )
 
 

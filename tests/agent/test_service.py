@@ -16,7 +16,7 @@ import pytest
 from agent.events import EventBus
 from agent.server import bound_port, start_grpc_server
 from proto import agent_pb2 as pb
-from proto import agent_pb2_grpc
+from proto import agent_pb2_grpc, cert_roles
 from proto.rpc import agent_client
 from proto.rpc_errors import raise_for_rpc_error
 from runtime.containers import Runtime
@@ -309,12 +309,15 @@ def _openssl(command: str) -> None:
     subprocess.run(["openssl", *command.split()], check=True, capture_output=True)
 
 
-def _certs(d: str, names: tuple[str, ...]) -> None:
-    """A CA and, for each name, a certificate it signed for 127.0.0.1 (server and client use)."""
+def _certs(d: str, names: dict[str, str]) -> None:
+    """A CA and, for each name, a certificate it signed for 127.0.0.1 (server and client use)
+    with the role given (the subject's OU; "" for none). Made by openssl, not deploy/certs.py,
+    so the agent is seen to read a certificate it did not make itself."""
     ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
     _openssl(f"req -x509 {ec} -keyout {d}/ca.key -out {d}/ca.pem -days 1 -subj /CN=test-ca")
-    for name in names:
-        _openssl(f"req {ec} -keyout {d}/{name}.key -out {d}/{name}.csr -subj /CN={name}")
+    for name, role in names.items():
+        subj = f"/CN={name}" + (f"/OU={role}" if role else "")
+        _openssl(f"req {ec} -keyout {d}/{name}.key -out {d}/{name}.csr -subj {subj}")
         with open(f"{d}/{name}.ext", "w") as f:
             f.write("subjectAltName=IP:127.0.0.1\n")
         _openssl(
@@ -327,7 +330,7 @@ async def test_mutual_tls(rt: Runtime, tmp_path: Any) -> None:
     from proto.rpc import TlsConfig
 
     d = str(tmp_path)
-    _certs(d, ("agent", "manager"))
+    _certs(d, {"agent": cert_roles.NODE, "manager": cert_roles.MANAGER})
     agent_tls = TlsConfig(f"{d}/agent.pem", f"{d}/agent.key", f"{d}/ca.pem")
     server = await start_grpc_server(rt, EventBus(), "127.0.0.1:0", tls=agent_tls)
     target = f"127.0.0.1:{bound_port(server)}"
@@ -356,8 +359,8 @@ async def test_the_manager_checks_the_node_identity(rt: Runtime, tmp_path: Any) 
 
     d = str(tmp_path)
     certs.make_ca(d)
-    manager = certs.make_cert(d, "manager", ["127.0.0.1"])
-    impostor = certs.make_cert(d, "node-2", ["node-2", "10.99.0.12"])
+    manager = certs.make_cert(d, "manager", ["127.0.0.1"], role=cert_roles.MANAGER)
+    impostor = certs.make_cert(d, "node-2", ["node-2", "10.99.0.12"], role=cert_roles.NODE)
     server = await start_grpc_server(
         rt, EventBus(), "127.0.0.1:0", tls=TlsConfig(impostor.cert, impostor.key, impostor.ca)
     )
@@ -380,7 +383,7 @@ async def test_peer_etcd_status_over_mutual_tls(rt: Runtime, tmp_path: Any) -> N
     from proto.rpc import TlsConfig
 
     d = str(tmp_path)
-    _certs(d, ("node-a", "node-b"))
+    _certs(d, {"node-a": cert_roles.NODE, "node-b": cert_roles.NODE})
     tls = {
         n: TlsConfig(f"{d}/{n}.pem", f"{d}/{n}.key", f"{d}/ca.pem") for n in ("node-a", "node-b")
     }
@@ -424,3 +427,49 @@ async def test_exec_tty_resize_and_stdin(stub: agent_pb2_grpc.AgentStub) -> None
     view = json.loads((await stub.ExecInspect(pb.ExecRef(id=eid))).json)
     assert view["ExitCode"] == 0
     await stub.ContainerKill(pb.ContainerKillRequest(id=cid))
+
+
+async def test_a_certificate_may_make_the_calls_its_role_allows(rt: Runtime, tmp_path: Any) -> None:
+    """One CA signs every certificate of the cluster; the role in it decides what it may call.
+    A node's certificate (readable by root on that node) only asks peers about etcd: creating
+    a container with it, or even listing them, is refused. So is a certificate with no role."""
+    from agent.fencing import Fence, FenceFile
+    from proto.rpc import TlsConfig
+
+    d = str(tmp_path)
+    roles = {
+        "node-b": cert_roles.NODE,
+        "node-a": cert_roles.NODE,
+        "manager": cert_roles.MANAGER,
+        "operator": cert_roles.CLIENT,
+        "legacy": "",
+    }
+    _certs(d, roles)
+    tls = {n: TlsConfig(f"{d}/{n}.pem", f"{d}/{n}.key", f"{d}/ca.pem") for n in roles}
+    fence = Fence(FenceFile(f"{d}/fence"), ttl_s=3, guard_s=0.25, heartbeat_s=0.25)
+    server = await start_grpc_server(rt, EventBus(), "127.0.0.1:0", tls=tls["node-b"], fence=fence)
+    target = f"127.0.0.1:{bound_port(server)}"
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode()
+    try:
+        for name, role in roles.items():
+            stub = agent_client(target, tls[name])
+            try:
+                peer = await stub.PeerEtcdStatus(pb.PeerEtcdStatusRequest(), timeout=10)
+                assert peer is not None
+                if role in (cert_roles.MANAGER, cert_roles.CLIENT):
+                    assert (await stub.ContainerList(pb.ContainerListRequest(all=True))) is not None
+                    continue
+                for call in (
+                    stub.ContainerCreate(pb.ContainerCreateRequest(json=body, name=f"by-{name}")),
+                    stub.ContainerList(pb.ContainerListRequest(all=True)),
+                    stub.Ping(pb.PingRequest()),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await call
+                    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                    assert f"certificate {name!r}" in (info.value.details() or "")
+            finally:
+                await stub.channel.close()  # type: ignore[attr-defined]
+        assert not [c for c in rt.list() if c.name.startswith("/by-")]
+    finally:
+        await server.stop(None)

@@ -101,6 +101,7 @@ def test_certs_command(tmp_path: object) -> None:
     assert cli.main(["certs", "node", "node-1", "--host", "10.0.0.1", "--dir", d]) == 0
     assert cli.main(["certs", "manager", "--host", "127.0.0.1", "--dir", d]) == 0
     assert cli.main(["certs", "client", "me", "--dir", d]) == 0
+    assert cli.main(["certs", "etcd", "--host", "127.0.0.1", "--dir", d]) == 0
     assert cli.main(["certs", "manager", "--dir", d]) == 1  # a server needs --host
     text = subprocess.run(
         ["openssl", "x509", "-noout", "-text", "-in", f"{d}/node-1.pem"],
@@ -109,9 +110,18 @@ def test_certs_command(tmp_path: object) -> None:
         check=True,
     ).stdout
     assert "DNS:node-1, IP Address:10.0.0.1" in text and "TLS Web Client Authentication" in text
-    for name in ("node-1", "manager", "me"):
+    roles = {"node-1": "flotilla-node", "manager": "flotilla-manager", "me": "flotilla-client"}
+    for name in ("node-1", "manager", "me", "etcd"):
         verify = ["openssl", "verify", "-CAfile", f"{d}/ca.pem", f"{d}/{name}.pem"]
         assert subprocess.run(verify, capture_output=True).returncode == 0
+        subject = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", verify[-1]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        role = roles.get(name)
+        assert subject == (f"subject=OU={role},CN={name}" if role else f"subject=CN={name}")
     import os
 
     assert os.stat(f"{d}/ca-key.pem").st_mode & 0o777 == 0o600

@@ -82,3 +82,29 @@ def test_a_cluster_client_certificate_gets_in(cluster: dict[str, object]) -> Non
             await channel.close()
 
     assert asyncio.run(ping())
+
+
+def test_a_node_certificate_cannot_drive_another_node(cluster: dict[str, object]) -> None:
+    """Root on node-0 can read node-0's key; with it, node-1's agent answers the peer check of
+    fencing and refuses everything else (PERMISSION_DENIED), so no container appears there."""
+    addr = f"{dc.node_ip(1)}:4243"
+
+    async def calls() -> tuple[Any, grpc.aio.AioRpcError]:
+        channel = agent_channel(addr, dc.dev_tls("node-0"))
+        try:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            peer = await stub.PeerEtcdStatus(pb.PeerEtcdStatusRequest(), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.ContainerCreate(CREATE, timeout=10)
+            return peer, info.value
+        finally:
+            await channel.close()
+
+    peer, refused = asyncio.run(calls())
+    assert peer.etcd_reachable
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.details() == (
+        "certificate 'node-0' is a flotilla-node's: it may not call ContainerCreate"
+    )
+    names = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert not any(n.endswith("intruder") for n in names)

@@ -5,6 +5,7 @@ non-loopback address is refused unless asked for with --insecure-tcp."""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from deploy.etcd import EtcdServer, free_port, terminate
 from tests.fixtures import DOCKER
 from tests.secured_kit import (
+    PING,
     Pki,
     api_request,
     client_context,
@@ -73,6 +75,38 @@ def test_docker_cli_with_tlsverify(tls_manager: int, pki: Pki) -> None:
         [DOCKER, *host, *bare, "version"], capture_output=True, text=True, env=env, timeout=60
     )
     assert refused.returncode != 0 and "Server:" not in refused.stdout
+
+
+def test_a_node_certificate_cannot_drive_the_cluster(tls_manager: int, pki: Pki) -> None:
+    """A node's certificate is the cluster CA's too, and root on that node can read its key:
+    the Engine API answers it 403 (as dockerd answers a request an authorization plugin
+    denies), while the operator's client certificate gets in."""
+    node = client_context(pki.ca, ssl.TLSVersion.MAXIMUM_SUPPORTED, pki.node)
+    create = (
+        b"POST /containers/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 19\r\n\r\n"
+        b'{"Image":"busybox"}'
+    )
+    for request in (create, PING):
+        answer = api_request(tls_manager, node, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 403"), answer
+        assert json.loads(body)["message"] == (
+            "authorization denied: certificate 'node-1' is a node's (flotilla-node); "
+            "use a client certificate (flotilla certs client)"
+        )
+    if os.path.exists(DOCKER):
+        n = pki.node
+        tls = ["--tlsverify", "--tlscacert", pki.ca, "--tlscert", n.cert, "--tlskey", n.key]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        res = subprocess.run(
+            [DOCKER, "-H", f"tcp://127.0.0.1:{tls_manager}", *tls, "ps"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert res.returncode != 0 and "authorization denied" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "10.1.2.3", ""])
