@@ -97,6 +97,7 @@ def spec_records(spec: config_types.ContainerSpec, inputs: ShimInputs) -> list[t
         ("workdir", os.path.join(b, "work")),
         ("rootfs", os.path.join(b, "rootfs")),
         ("readonly_rootfs", "1" if spec.host_config.readonly_rootfs else "0"),
+        ("sysfs_rw", "1" if spec.host_config.privileged else "0"),
         ("netns", inputs.netns),
         ("ipcns", inputs.ipcns),
         ("utsns", "host" if spec.host_config.network_mode == "host" else "new"),

@@ -185,12 +185,13 @@ static void mount_sys(void)
     int fd = target_fd("sysfs", "/sys", INROOT_DIR);
     char p[64];
     procfd_path(p, sizeof p, fd);
-    unsigned long fl = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
+    unsigned long fl = MS_NOSUID | MS_NODEV | MS_NOEXEC | (C->s->sysfs_rw ? 0 : MS_RDONLY);
     if (mount("sysfs", p, "sysfs", fl, NULL) == 0) {
         close(fd);
         return;
     }
-    /* sysfs can't be mounted without owning the netns: bind the host's read-only. */
+    /* sysfs can't be mounted without owning the netns: bind the host's (read-only unless
+       privileged, as runc's spec from dockerd has it). */
     mount_fd("/sys", "/sys", fd, NULL, MS_BIND | MS_REC, NULL);
     close(fd);
     change_mount("/sys", MS_BIND | MS_REMOUNT | fl, 0);

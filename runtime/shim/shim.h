@@ -17,6 +17,7 @@ struct spec {
     const char *cwd, *user, *hostname;
     int tty, open_stdin, stdin_once, readonly_rootfs, no_new_privs, wait_attach;
     int hold_output; /* container mode: keep output for the first attach client */
+    int sysfs_rw;    /* --privileged: /sys writable, as dockerd */
     const char *lowerdir, *upperdir, *workdir, *rootfs;
     const char *netns, *net_ip, *net_prefix, *net_gw, *ipcns, *utsns, *pidns;
     const char *oom_score_adj;

@@ -171,6 +171,7 @@ static void set_key(struct spec *s, const char *k, char *v)
         {"no_new_privs", &s->no_new_privs},
         {"wait_attach", &s->wait_attach},
         {"hold_output", &s->hold_output},
+        {"sysfs_rw", &s->sysfs_rw},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (strcmp(k, strs[i].key) == 0) {

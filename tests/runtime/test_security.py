@@ -232,6 +232,16 @@ async def test_masked_and_readonly_paths(rt: Runtime) -> None:
     assert code != 0 and "Read-only file system" in err
 
 
+async def test_sys_is_writable_only_when_privileged(rt: Runtime) -> None:
+    """dockerd mounts /sys read-only, and writable for --privileged (its own netns's sysfs, so
+    the host's /sys stays the host's)."""
+    options = ["sh", "-c", "awk '$2 == \"/sys\" {print $4}' /proc/mounts"]
+    _, out, _ = await run(rt, options)
+    assert out.split(",")[0] == "ro"
+    _, out, _ = await run(rt, options, HostConfig={"Privileged": True})
+    assert out.split(",")[0] == "rw"
+
+
 # ---------------------------------------------------------------- namespaces and sysctls
 
 
