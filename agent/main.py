@@ -335,6 +335,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             counts=lambda: container_counts(runtime),
             on_registered=on_registered,
             fence=fence,
+            redial_with=[kv],
         )
         reporter.on_change = registration.touch
         server = await _serve(runtime, bus, config, node_id, metrics, fence)

@@ -11,7 +11,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -98,6 +98,7 @@ class Registration:
         counts: Callable[[], Counts] | None = None,
         on_registered: Callable[[], Awaitable[None]] | None = None,
         fence: Fence | None = None,
+        redial_with: Sequence[KV] = (),
     ) -> None:
         if heartbeat_s >= ttl_s:
             raise ValueError(f"heartbeat ({heartbeat_s}s) must be shorter than the TTL ({ttl_s}s)")
@@ -112,6 +113,9 @@ class Registration:
         self.counts = counts
         self.on_registered = on_registered
         self.fence = fence
+        # Other clients of the agent (status writes, address claims) redialled with ours: their
+        # connection sat through the same outage and may be in the same back-off.
+        self.redial_with = tuple(redial_with)
         # A keep-alive must fail fast: the fence deadline leaves TTL - guard after it was sent.
         self.call_timeout_s = max(2 * heartbeat_s, 0.5)
         # After a failure, dial again every half heartbeat at most: the first keep-alive after a
@@ -198,7 +202,8 @@ class Registration:
         if self._redial:
             # Not the old connection: it may sit in TCP retransmission back-off for seconds
             # after a blip, longer than the fence deadline leaves.
-            await self.kv.reconnect()
+            for client in (self.kv, *self.redial_with):
+                await client.reconnect()
             self._redial = False
         # After a short blip the lease may still be alive: keep it rather than orphan it.
         sent_ns = fencing.now_ns()

@@ -115,8 +115,7 @@ def test_kill_then_start_same_id(cluster: dict[str, object]) -> None:
     node_id = cluster["node-1"].id
     dc.kill("node-1")
     assert dc.status().nodes[1].agent == "stopped"
-    took = wait_for(lambda: "node-1" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
-    assert took <= TTL_S + MARGIN_S
+    wait_for(lambda: "node-1" not in dc.registered(), TTL_S + MARGIN_S, "node key gone")
     assert "node-0" in dc.registered()
     rec = dc.start("node-1", timeout=30)
     assert rec.id == node_id
