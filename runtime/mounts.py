@@ -12,6 +12,9 @@ import secrets
 from collections.abc import AsyncIterator
 
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 4096
 MNT_DETACH = 2
 

@@ -2,9 +2,10 @@
 
 `Preparer.prepare` makes the cgroups, the network (bridge address, netns, veth, published ports,
 the user networks' interfaces; or host / none / another container's netns), the link
-environment, the /etc files and the volume, bind and tmpfs mounts, and returns the shim's
-inputs. `teardown` undoes all of it after an exit or a failed start; `remove_stale_network`
-removes what a crash left between two steps.
+environment, the /etc files, /dev/shm (a shareable container's tmpfs on the host) and the
+volume, bind and tmpfs mounts, and returns the shim's inputs. `teardown` undoes all of it
+after an exit or a failed start; `remove_stale_network` removes what a crash left between two
+steps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from proto.docker.errors import Conflict, InvalidParameter
 from runtime import config as cfg
-from runtime import container_mounts, etcfiles, launch, links, mounts
+from runtime import container_mounts, etcfiles, launch, links, mounts, shm
 from runtime.cgroups import Resources as CgroupResources
 from runtime.config_caps import effective_caps
 from runtime.config_logs import log_limits
@@ -136,8 +137,11 @@ class Preparer:
         inputs.seccomp, inputs.no_new_privs = sec.seccomp_path, sec.no_new_privs
         inputs.log_max_size, inputs.log_max_file = log_limits(spec.host_config.log_config)
         inputs.mounts = self._etc_mounts(rec, spec, hostname, link_hosts)
-        if sec.shm_mount is not None:
-            inputs.mounts.append(sec.shm_mount)
+        shm_mount, rec.shm_path = await asyncio.to_thread(
+            shm.setup, spec, bundle, sec.shm_source, rec.volumes_from
+        )
+        if shm_mount is not None:
+            inputs.mounts.append(shm_mount)
         inputs.mounts += await self._volume_mounts(rec, spec, lowerdirs)
         rec.save(bundle)
         return inputs
@@ -235,6 +239,8 @@ class Preparer:
         """Undo everything `prepare` made outside the container's own namespaces; the cgroups
         go even when undoing the network fails (the error is raised after)."""
         try:
+            await asyncio.to_thread(shm.release, self._rt.paths.container(rec.id))
+            rec.shm_path = ""
             await self._teardown_network(rec)
         finally:
             await asyncio.to_thread(self._rt.cgroups.remove, rec.id)

@@ -92,6 +92,10 @@ class ContainerRecord:
     # Config.Hostname/Domainname; empty otherwise.
     joined_hostname: str = ""
     joined_domainname: str = ""
+    # While running, the host directory bound as its /dev/shm that `--ipc container:` joiners
+    # bind too (dockerd's ShmPath): its own host tmpfs (shareable), a donor's, or the host's;
+    # "" when it is not shareable (private, none).
+    shm_path: str = ""
     # `--volumes-from`: the other containers' mount points, resolved once at create as dockerd
     # does (Docker's inspect shape).
     volumes_from: list[dict[str, Any]] = field(default_factory=list)

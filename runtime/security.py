@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proto.docker.errors import DockerError, InvalidParameter
-from runtime import seccomp
+from runtime import seccomp, shm
 from runtime.config_fields import get_str
 
 if TYPE_CHECKING:
     from runtime.config_types import ContainerSpec, HostConfig
     from runtime.containers import Runtime
-    from runtime.launch import MountSpec
 
 UNCONFINED = "unconfined"
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -137,7 +136,8 @@ class ShimSecurity:
     pidns: str = "new"
     seccomp_path: str = ""
     no_new_privs: bool = False
-    shm_mount: MountSpec | None = None
+    # `--ipc container:`: the donor's /dev/shm directory on the host (runtime/shm.py).
+    shm_source: str = ""
 
 
 def _running_pid(rt: Runtime, ref: str, what: str) -> int:
@@ -152,21 +152,18 @@ def _running_pid(rt: Runtime, ref: str, what: str) -> int:
 
 def shim_security(rt: Runtime, spec: ContainerSpec, bundle: str, caps: list[str]) -> ShimSecurity:
     """Resolve the namespace modes and compile the seccomp profile for one start."""
-    from runtime.launch import bind
-
     hc = spec.host_config
     opts = parse_security_opts(hc.security_opt)
     out = ShimSecurity(no_new_privs=opts.no_new_privileges)
     check_sysctls(hc.sysctls, hc)
     if hc.ipc_mode == "host":
         out.ipcns = "host"
-        out.shm_mount = bind("/dev/shm", "/dev/shm")
     elif hc.ipc_mode.startswith("container:"):
         ref = hc.ipc_mode.split(":", 1)[1]
         what = f"can't join IPC of container {ref}"
         pid = _running_pid(rt, ref, what)
-        donor = rt.spec(rt.get(ref)).host_config.ipc_mode
-        if donor not in ("shareable", "host"):
+        out.shm_source = shm.joinable(rt.get(ref))
+        if not out.shm_source:
             raise DockerError(
                 f"{what}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)"
             )

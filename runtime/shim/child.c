@@ -204,8 +204,7 @@ static void default_mounts(void)
     mount_in_root("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
     mount_in_root("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620,gid=5");
-    mount_in_root("/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  "mode=1777,size=65536k");
+    /* /dev/shm comes as a `mount` record: its kind depends on the IPC mode (runtime/shm.py). */
     mount_in_root("/dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     make_dev_nodes();
     mount_sys();

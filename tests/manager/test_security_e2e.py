@@ -13,7 +13,7 @@ import pytest
 
 from deploy import devcluster as dc
 from tests.fixtures import dev_cluster, docker
-from tests.manager.swarm_compat import reset
+from tests.manager.swarm_compat import inspect, reset
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,41 @@ def test_options() -> None:
         assert info.value.explanation == 'invalid --security-opt 1: "bogus"'
     finally:
         client.close()
+
+
+def _shm_mounts(cid: str) -> list[str]:
+    """The host's mounts of a container's shareable /dev/shm (`<bundle>/mounts/shm`)."""
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if f"/{cid}/mounts/shm " in line]
+
+
+def test_ipc_modes_and_dev_shm() -> None:
+    donor = docker(
+        "run", "-d", "--name", "donor", "--ipc", "shareable", "--shm-size", "8m",
+        "busybox", "sleep", "500",
+    ).stdout.strip()  # fmt: skip
+    assert len(_shm_mounts(donor)) == 1
+    docker("exec", "donor", "sh", "-c", "echo from-donor > /dev/shm/d")
+    joiner = ["--ipc", "container:donor", "busybox", "sh", "-c"]
+    script = "cat /dev/shm/d; echo from-joiner > /dev/shm/j; df -k /dev/shm | tail -1"
+    out = docker("run", "--rm", *joiner, script).stdout.split("\n", 1)
+    assert out[0] == "from-donor" and out[1].split()[1] == "8192"
+    assert docker("exec", "donor", "cat", "/dev/shm/j").stdout == "from-joiner\n"
+    docker("create", "--name", "joiner", "--ipc", "container:donor", "busybox", "true")
+    host = {n: inspect(n)["HostConfig"] for n in ("donor", "joiner")}
+    assert (host["donor"]["IpcMode"], host["donor"]["ShmSize"]) == ("shareable", 8 << 20)
+    assert (host["joiner"]["IpcMode"], host["joiner"]["ShmSize"]) == ("container:donor", 64 << 20)
+    docker("stop", "-t", "0", "donor")
+    assert _shm_mounts(donor) == []
+    # --ipc none: no /dev/shm at all.
+    res = docker("run", "--rm", "--ipc", "none", "busybox", "ls", "/dev/shm", check=False)
+    assert res.returncode != 0 and "/dev/shm: No such file or directory" in res.stderr
+    # A private donor is refused in dockerd's words (no --rm: see test_options).
+    private = docker("run", "-d", "--name", "private", "busybox", "sleep", "500").stdout.strip()
+    res = docker("run", "--ipc", "container:private", "busybox", "true", check=False)
+    assert res.returncode != 0
+    assert (
+        "Error response from daemon: can't join IPC of container private: non-shareable IPC "
+        "(hint: use IpcMode:shareable for the donor container)"
+    ) in res.stderr, res.stderr
+    assert _shm_mounts(private) == []
