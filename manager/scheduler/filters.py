@@ -146,8 +146,9 @@ class DependencyFilter(Filter):
     def describe(self, req: Request) -> list[str]:
         deps = [f"--volumes-from={v}" for v in req.volumes_from]
         deps += [f"--link={v}" for v in req.links]
-        if req.network_mode.startswith("container:"):
-            deps.append(f"--net={req.network_mode}")
+        for flag, mode in (("net", req.network_mode), ("ipc", req.ipc_mode), ("pid", req.pid_mode)):
+            if mode.startswith("container:"):
+                deps.append(f"--{flag}={mode}")
         return deps
 
 

@@ -137,6 +137,8 @@ class Request:
     )  # (key, port, proto)
     volumes_from: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    ipc_mode: str = ""
+    pid_mode: str = ""
     hints: dict[str, list[str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)  # dependency reference -> container ID
     _parsed: dict[str, list[Expr] | ExpressionError] = field(default_factory=dict)
@@ -168,11 +170,14 @@ class Request:
         )
 
     def dependencies(self) -> list[str]:
-        """The containers named by `--volumes-from`, `--link` and `--net container:`."""
+        """The containers named by `--volumes-from`, `--link`, and `--net`, `--ipc`, `--pid`
+        `container:` (Swarm's filter knows the first three; a namespace can only be joined on
+        its own host, so the other two are dependencies as much)."""
         deps = [v.split(":", 1)[0] for v in self.volumes_from]
         deps += [v.split(":", 1)[0] for v in self.links]
-        if self.network_mode.startswith("container:"):
-            deps.append(self.network_mode.removeprefix("container:"))
+        for mode in (self.network_mode, self.ipc_mode, self.pid_mode):
+            if mode.startswith("container:"):
+                deps.append(mode.removeprefix("container:"))
         return deps
 
     def has_soft(self) -> bool:
@@ -209,6 +214,8 @@ def build_request(body: dict, pins: Mapping[str, str] | None = None) -> Request:
         network_mode=str(host.get("NetworkMode") or ""),
         volumes_from=[str(v) for v in host.get("VolumesFrom") or []],
         links=[str(v) for v in host.get("Links") or []],
+        ipc_mode=str(host.get("IpcMode") or ""),
+        pid_mode=str(host.get("PidMode") or ""),
         hints=hints,
         pins=dict(pins or {}),
     )

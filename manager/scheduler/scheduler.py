@@ -191,8 +191,6 @@ def _strategy_only(req: Request) -> bool:
     return (
         all(p.port is None for p in req.bridge_ports)
         and all(port is None for _, port, _ in req.host_ports)
-        and not req.volumes_from
-        and not req.links
-        and not req.network_mode.startswith("container:")
+        and not req.dependencies()
         and not any(req.hints.get(kind) for kind in ("affinity", "constraint", "whitelist"))
     )

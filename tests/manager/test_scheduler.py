@@ -379,6 +379,8 @@ def test_dependency_filter() -> None:
     assert select(nodes, body(NetworkMode="container:ffff")) == "node-1"  # unique prefix
     assert select(nodes, body(Links=["s" * 64 + ":x"])) == "node-1"  # swarm ID
     assert select(nodes, body(Links=["node-1/db:x"])) == "node-1"
+    assert select(nodes, body(IpcMode="container:db")) == "node-1"
+    assert select(nodes, body(PidMode="container:data")) == "node-1"
 
 
 def test_dependency_pins_win_over_per_node_lookup() -> None:
@@ -401,6 +403,8 @@ def test_dependency_error() -> None:
         f"{COND}{SLOTS}\n[--volumes-from=a:ro --link=b:alias --net=container:c]"
     )
     assert error([n1], body(Links=["node-2/b:x"])) == f"{COND}{SLOTS}\n[--link=node-2/b:x]"
+    b = body(IpcMode="container:a", PidMode="container:b")
+    assert error([n1, n2], b) == f"{COND}{SLOTS}\n[--ipc=container:a --pid=container:b]"
 
 
 # --- affinity ---------------------------------------------------------------------------------

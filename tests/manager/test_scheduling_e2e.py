@@ -116,6 +116,12 @@ def test_affinities_and_dependencies(made: list[str]) -> None:
     assert run(made, "--link", "a1:db") == "node-2"
     assert run(made, "--volumes-from", "a1") == "node-2"
     assert run(made, "--net", "container:a1") == "node-2"
+    # So do --ipc and --pid container: (a namespace can only be joined on its own host).
+    assert run(made, "-e", "constraint:node==node-2", "--ipc", "shareable", "--name", "i1") == (
+        "node-2"
+    )
+    assert run(made, "--ipc", "container:i1") == "node-2"
+    assert run(made, "--pid", "container:a1") == "node-2"
     assert run(made, "-e", "constraint:node==node-1", "--name", "b1") == "node-1"
     err = refused("--link", "a1:db", "--volumes-from", "b1")
     assert "[--volumes-from=b1 --link=a1:db]" in err
