@@ -49,8 +49,9 @@ def read_dockerfile(root: str, name: str) -> ParseResult:
     parsed, then .dockerignore applied to the rest of the context."""
     text = _read_in_root(root, name)
     if text is None and name == "Dockerfile":
-        name = "dockerfile"
-        text = _read_in_root(root, name)
+        lower = _read_in_root(root, "dockerfile")
+        if lower is not None:
+            name, text = "dockerfile", lower
     if text is None:
         raise DockerError(f"Cannot locate specified Dockerfile: {name}", 500)
     if not text:

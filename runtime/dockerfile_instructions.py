@@ -174,7 +174,8 @@ def _healthcheck(node: Node) -> dict[str, Any]:
     if not command:
         raise InvalidParameter("Missing command after HEALTHCHECK CMD")
     health: dict[str, Any] = {"Test": [typ if node.json else "CMD-SHELL", *command]}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod")):  # fmt: skip
+    durations = (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"))
+    for flag, key in durations:
         text = flags.get(flag, "")
         value = parse_duration(flag, text) if text else 0
         if text and value < _MIN_DURATION_NS:

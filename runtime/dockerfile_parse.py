@@ -177,10 +177,9 @@ def node_from_line(line: str, escape: str) -> Node:
         node.args = [rest] if rest else []
     elif cmd == "healthcheck":
         node.args, node.json = _health(rest)
-    elif cmd == "onbuild":
-        if rest:
-            node.sub = node_from_line(rest, escape)
-            node.args = [node.sub.cmd, *node.sub.args]
+    elif cmd == "onbuild" and rest:
+        node.sub = node_from_line(rest, escape)
+        node.args = [node.sub.cmd, *node.sub.args]
     return node
 
 
@@ -293,7 +292,8 @@ def _name_values(rest: str, key: str, escape: str) -> list[str]:
     for word in words:
         if "=" not in word:
             raise ParseError(
-                f"Syntax error - can't find = in {json.dumps(word)}. Must be of the form: name=value"
+                f"Syntax error - can't find = in {json.dumps(word)}. "
+                "Must be of the form: name=value"
             )
         name, value = word.split("=", 1)
         out += [name, value]
