@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import urllib.error
@@ -32,12 +33,10 @@ def cluster() -> Iterator[dict[str, object]]:
 @pytest.fixture
 def ctx() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="flt-build-")
-    tags: list[str] = []
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-        del tags
 
 
 @pytest.fixture
@@ -342,3 +341,38 @@ def test_hostile_context_stays_inside(cluster: object, cleanup: list[str]) -> No
     assert status == 200 and "error" not in lines[-1], lines[-1]
     assert not os.path.exists(marker) and not os.path.exists(marker + "-2")
     assert run("flt-raw", "cat", marker) == "inside"
+
+
+def test_compose_up_build(cluster: object, ctx: str, cleanup: list[str]) -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose not installed")
+    write(
+        ctx,
+        {
+            "Dockerfile": 'FROM busybox\nCOPY msg /msg\nCMD ["sleep", "300"]\n',
+            "msg": "composed\n",
+            "docker-compose.yml": "version: '2'\nservices:\n  web:\n    build: .\n"
+            "    image: flt-compose-web\n",
+        },
+    )
+    cleanup.append("flt-compose-web")
+    env = dict(os.environ, DOCKER_HOST=dc.docker_host(), COMPOSE_INTERACTIVE_NO_CLI="1")
+    args = [compose, "-p", "fltbuild", "--no-ansi"]
+    try:
+        res = subprocess.run(
+            [*args, "up", "-d", "--build"],
+            cwd=ctx,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert res.returncode == 0, res.stderr
+        name = docker(
+            "ps", "--filter", "label=com.docker.compose.project=fltbuild", "--format", "{{.Names}}"
+        ).stdout.split()
+        assert len(name) == 1
+        assert docker("exec", name[0], "cat", "/msg").stdout == "composed\n"
+    finally:
+        subprocess.run([*args, "down"], cwd=ctx, env=env, capture_output=True, timeout=120)
