@@ -9,6 +9,7 @@ in one mixin per area:
   agent/service_streams.py     logs, attach, exec, stats, resize
   agent/service_filesystem.py  archive stat/get/put, export, changes, commit
   agent/service_images.py      image import/load/save, list, inspect, history, tag, remove
+  agent/service_build.py       docker build (ImageBuild: context in, JSON stream out)
   agent/service_volumes.py     volumes
   agent/service_drills.py      Drill (fault injection, only with `flotilla join --allow-drills`)
   agent/service_failover.py    PeerEtcdStatus (asked by a peer that cannot reach etcd)
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.events import EventBus
+from agent.service_build import BuildMixin
 from agent.service_containers import ContainersMixin
 from agent.service_drills import DrillsMixin
 from agent.service_failover import FailoverMixin
@@ -44,6 +46,7 @@ class AgentService(
     StreamsMixin,
     FilesystemMixin,
     ImagesMixin,
+    BuildMixin,
     VolumesMixin,
     DrillsMixin,
     FailoverMixin,

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.api import (
+    build,
     container_io,
     containers,
     events,
@@ -38,6 +39,7 @@ def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     streams.add_routes(app)
     container_io.add_routes(app)
     images.add_routes(app)
+    build.add_routes(app)
     volumes.add_routes(app)
     networks.add_routes(app)
     events.add_routes(app)

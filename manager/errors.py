@@ -36,7 +36,6 @@ UNSERVED_PREFIXES = (
     "/configs",
     "/tasks",
     "/session",
-    "/build",
     "/grpc",
 )
 

@@ -390,6 +390,28 @@ class ImageLoadReply(_message.Message):
     lines: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ImageBuildOptions(_message.Message):
+    __slots__ = ("query", "api_version")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    query: bytes
+    api_version: str
+    def __init__(self, query: _Optional[bytes] = ..., api_version: _Optional[str] = ...) -> None: ...
+
+class ImageBuildInput(_message.Message):
+    __slots__ = ("options", "data")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    options: ImageBuildOptions
+    data: bytes
+    def __init__(self, options: _Optional[_Union[ImageBuildOptions, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImageBuildOutput(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    def __init__(self, json: _Optional[bytes] = ...) -> None: ...
+
 class ImageSaveRequest(_message.Message):
     __slots__ = ("refs",)
     REFS_FIELD_NUMBER: _ClassVar[int]

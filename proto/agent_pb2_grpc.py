@@ -229,6 +229,11 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.ImageRemoveRequest.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.ImageBuild = channel.stream_stream(
+                '/flotilla.agent.v1.Agent/ImageBuild',
+                request_serializer=proto_dot_agent__pb2.ImageBuildInput.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.ImageBuildOutput.FromString,
+                _registered_method=True)
         self.VolumeCreate = channel.unary_unary(
                 '/flotilla.agent.v1.Agent/VolumeCreate',
                 request_serializer=proto_dot_agent__pb2.VolumeCreateRequest.SerializeToString,
@@ -526,6 +531,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImageBuild(self, request_iterator, context):
+        """docker build (legacy builder): first client message `options`, then the context tar;
+        out: dockerd's JSON stream, one message each. An error before the first message is the
+        call's status (the manager answers it as the HTTP status), later ones are in the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VolumeCreate(self, request, context):
         """Volumes.
         """
@@ -785,6 +799,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ImageRemove,
                     request_deserializer=proto_dot_agent__pb2.ImageRemoveRequest.FromString,
                     response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
+            ),
+            'ImageBuild': grpc.stream_stream_rpc_method_handler(
+                    servicer.ImageBuild,
+                    request_deserializer=proto_dot_agent__pb2.ImageBuildInput.FromString,
+                    response_serializer=proto_dot_agent__pb2.ImageBuildOutput.SerializeToString,
             ),
             'VolumeCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.VolumeCreate,
@@ -1885,6 +1904,33 @@ class Agent:
             '/flotilla.agent.v1.Agent/ImageRemove',
             proto_dot_agent__pb2.ImageRemoveRequest.SerializeToString,
             proto_dot_agent__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageBuild(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.agent.v1.Agent/ImageBuild',
+            proto_dot_agent__pb2.ImageBuildInput.SerializeToString,
+            proto_dot_agent__pb2.ImageBuildOutput.FromString,
             options,
             channel_credentials,
             insecure,

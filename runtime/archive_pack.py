@@ -24,7 +24,7 @@ from runtime.layers import PAX_XATTR_PREFIX, add_regular, stat_info
 _TAR_FORMAT = tarfile.PAX_FORMAT
 
 
-class _TreeWriter:
+class TreeWriter:
     """Tar entries for a container tree, walked with directory fds and single names (never a
     joined host path), so a directory swapped for a symlink is archived as that symlink."""
 
@@ -73,6 +73,10 @@ class _TreeWriter:
                 return None
             raise
 
+    def regular(self, fd: int, arcname: str) -> None:
+        """The regular file open at `fd`, as `arcname` (a hard link if its inode came before)."""
+        self._regular(fd, arcname)
+
     def _regular(self, fd: int, arcname: str) -> None:
         add_regular(self.tar, self.inodes, fd, arcname, _capability_xattr)
 
@@ -115,7 +119,7 @@ def get_archive(
             if on_stat is not None:
                 on_stat(st)
             with tarfile.open(fileobj=out, mode="w|", format=_TAR_FORMAT) as tar:
-                writer = _TreeWriter(tar)
+                writer = TreeWriter(tar)
                 if entry.name is not None:
                     writer.entry(entry.fd, entry.name, base_name(abs_path))
                 else:
@@ -138,4 +142,4 @@ def export_tree(root: str, out: BinaryIO) -> None:
         inroot.opened(inroot.open_root(root)) as rootfd,
         tarfile.open(fileobj=out, mode="w|", format=_TAR_FORMAT) as tar,
     ):
-        _TreeWriter(tar).directory(rootfd, "", "", include_self=False)
+        TreeWriter(tar).directory(rootfd, "", "", include_self=False)

@@ -158,7 +158,7 @@ def _json_or_shell(rest: str) -> list[str] | None:
     return None
 
 
-def _parse_duration(flag: str, text: str) -> int:
+def parse_duration(flag: str, text: str) -> int:
     pos = 0
     total = 0.0
     for m in _DURATION_PART.finditer(text):
@@ -187,7 +187,7 @@ def _healthcheck(rest: str) -> dict[str, Any]:
         if field == "Retries":
             options[field] = int(value)
         else:
-            options[field] = _parse_duration(flag, value)
+            options[field] = parse_duration(flag, value)
     if not rest:
         raise InvalidParameter("HEALTHCHECK requires at least one argument")
     kind, cmd_text = (rest.split(None, 1) + [""])[:2]

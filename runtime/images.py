@@ -498,7 +498,7 @@ class ImageStore:
             diff_ids = list((parent_cfg.get("rootfs") or {}).get("diff_ids") or [])
             empty = not os.listdir(upper)
             if not empty:
-                diff_ids.append("sha256:" + self.add_layer("commit-", _tar_upper(upper)))
+                diff_ids.append("sha256:" + self.add_layer("commit-", tar_upper_fill(upper)))
             created = rfc3339nano(now_ns())
             entry: dict[str, Any] = {"created": created}
             if author:
@@ -526,7 +526,7 @@ class ImageStore:
             return image_id
 
 
-def _tar_upper(upper: str) -> Callable[[str], str]:
+def tar_upper_fill(upper: str) -> Callable[[str], str]:
     """An `add_layer` fill: the layer tar of an overlay upper dir (whiteouts in Docker's form)."""
 
     def fill(path: str) -> str:
