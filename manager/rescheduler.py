@@ -221,6 +221,11 @@ class Rescheduler:
             rec.node_id = ""
             rec.node_failed_at_ns = self.failed_nodes.get(rec.previous_node_id, time.time_ns())
             if await self.cluster.logical.swap(rec, rev):
+                log.info(
+                    "%s: its target %s failed too: will be rescheduled",
+                    rec.name,
+                    rec.previous_node_id,
+                )
                 self.wake.set()
             return
         body = body_of(rec)

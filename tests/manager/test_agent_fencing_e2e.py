@@ -112,14 +112,42 @@ def wait_for(check, timeout: float, what: str) -> float:  # noqa: ANN001
 
 
 def post_mortem(lines: int = 60) -> None:
-    """The last lines (debug left out) of the manager's and agents' logs, on stdout: pytest
-    shows them with a failure, where the log files themselves are gone with the machine."""
+    """What the cluster looked like when a wait ran out, on stdout (pytest shows it with the
+    failure, where the log files themselves are gone with the machine): the logical records
+    and nodes in etcd, and the last lines of the manager's (debug too) and agents' logs (their
+    repeated retry messages folded to one line each)."""
+    print("----- etcd: logical records and nodes")
+    try:
+        print(asyncio.run(_etcd_state()))
+    except Exception as e:  # noqa: BLE001 - a post-mortem must not hide the failure
+        print(f"(unreadable: {e})")
     names = os.listdir(dc.ROOT) if os.path.isdir(dc.ROOT) else []
     for log in sorted(n for n in names if n.endswith(".log")):
         with open(os.path.join(dc.ROOT, log), errors="replace") as f:
-            kept = [line.rstrip()[:300] for line in f if " DEBUG " not in line]
-        print(f"----- {log} (last {lines} lines without DEBUG)")
+            kept = [
+                line.rstrip()[:300]
+                for line in f
+                if line[:4].isdigit() and (log == "manager.log" or " DEBUG " not in line)
+            ]
+        print(f"----- {log} (last {lines} entries)")
         print("\n".join(kept[-lines:]))
+
+
+async def _etcd_state() -> str:
+    keys = Keys(PREFIX)
+    out = []
+    async with await KV.connect([etcd_endpoint()]) as kv:
+        for entry in await kv.get_prefix(keys.nodes_prefix()):
+            out.append(f"node {entry.key} lease={entry.lease}")
+        for entry in await kv.get_prefix(keys.logical_prefix()):
+            rec = LogicalContainer()
+            rec.ParseFromString(entry.value)
+            out.append(
+                f"logical {rec.name} state={rec.state} node={rec.node_id[:4]} "
+                f"gen={rec.generation} prev={rec.previous_node_id[:4]} "
+                f"failed_at_ns={rec.node_failed_at_ns}"
+            )
+    return "\n".join(out)
 
 
 def dev(*args: str) -> None:
