@@ -31,7 +31,7 @@ def _inspect(store: ImageStore, image_id: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "Id": image_id,
         "RepoTags": store.tags_of(image_id),
-        "RepoDigests": [],
+        "RepoDigests": store.repo_digests(image_id),
         "Parent": meta.get("parent", ""),
         "Comment": cfg.get("comment", ""),
         "Created": cfg.get("created", ZERO_TIME),
@@ -159,7 +159,7 @@ def _list_item(
         "Id": image_id,
         "Labels": (cfg.get("config") or {}).get("Labels"),
         "ParentId": meta.get("parent", ""),
-        "RepoDigests": None,
+        "RepoDigests": store.repo_digests(image_id, {image_id: meta}) or None,
         "RepoTags": tags or None,
         "SharedSize": -1,
         "Size": size,
@@ -189,7 +189,7 @@ def _placed(
         if dangling is False:
             return False
         item["RepoTags"] = ["<none>:<none>"]
-        item["RepoDigests"] = ["<none>@<none>"]
+        item["RepoDigests"] = item["RepoDigests"] or ["<none>@<none>"]
         return True
     return dangling is not True
 

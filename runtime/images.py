@@ -41,7 +41,7 @@ from runtime.imageconfig import (
     normalize_config,
 )
 from runtime.paths import DataRoot
-from runtime.references import HEX64, parse_reference, tag_target
+from runtime.references import HEX64, Reference, parse_reference, tag_target
 from runtime.timefmt import now_ns, rfc3339nano
 
 Users = Callable[[str], list[tuple[str, bool]]]
@@ -180,6 +180,18 @@ class ImageStore:
                 db["images"][image_id]["last_tag_time"] = rfc3339nano(now_ns())
                 self._save_db(db)
 
+    def add_repo_digest(self, image_id: str, key: str) -> None:
+        """Record a familiar `name@sha256:…` the image was pulled by (its RepoDigests)."""
+        with self.lock:
+            db = self._db()
+            entry = db["images"].get(image_id)
+            if entry is None:
+                return
+            digests = entry.setdefault("digests", [])
+            if key not in digests:
+                digests.append(key)
+                self._save_db(db)
+
     # ------------------------------------------------------------ public: reading
     # What shows or sends images (image_views.py, image_transfer.save) reads through these.
 
@@ -208,6 +220,12 @@ class ImageStore:
                     cached = json.load(f)
                 self._configs[image_id] = cached
             return cached
+
+    def repo_digests(self, image_id: str, images: dict[str, Any] | None = None) -> list[str]:
+        """The familiar `name@sha256:…`s naming image_id, from `images` (see `images()`)."""
+        with self.lock:
+            images = self._db()["images"] if images is None else images
+            return list(images.get(image_id, {}).get("digests") or [])
 
     def tags_of(self, image_id: str, repos: dict[str, str] | None = None) -> list[str]:
         """The familiar `name:tag`s naming image_id, from `repos` (see `tags()`) or read now."""
@@ -293,6 +311,11 @@ class ImageStore:
                 image_id = self._repos().get(parsed.tagged().familiar())
                 if image_id is not None and image_id in db["images"]:
                     return image_id
+            else:
+                key = Reference(parsed.name, "", parsed.digest).familiar()
+                for image_id, meta in db["images"].items():
+                    if key in (meta.get("digests") or []):
+                        return image_id
             if re.fullmatch(r"[a-f0-9]+", plain):
                 matches = [i for i in db["images"] if i[len("sha256:") :].startswith(plain)]
                 if len(matches) == 1:
@@ -367,9 +390,18 @@ class ImageStore:
                             f"(must force) - container {using[0][0][:12]} is using its "
                             f"referenced image {_short(image_id)}"
                         )
-                key = parse_reference(ref).tagged().familiar()
-                self._drop_tags([key], records)
-                if self.tags_of(image_id):
+                parsed = parse_reference(ref)
+                if parsed.digest:
+                    key = Reference(parsed.name, "", parsed.digest).familiar()
+                    self._drop_tags([key], records)
+                else:
+                    self._drop_tags([parsed.tagged().familiar()], records)
+                    # dockerd: the last tag of a repository takes its digests along.
+                    prefix = parsed.familiar_name()
+                    if not any(t.rpartition(":")[0] == prefix for t in self.tags_of(image_id)):
+                        same = [d for d in self.repo_digests(image_id) if d.split("@")[0] == prefix]
+                        self._drop_tags(same, records)
+                if self.tags_of(image_id) or self.repo_digests(image_id):
                     return records
                 quiet = True
             elif len(tags) == 1:
@@ -382,11 +414,19 @@ class ImageStore:
             return records
 
     def _drop_tags(self, keys: list[str], records: list[dict[str, str]]) -> None:
+        """Untag `name:tag`s and `name@digest`s (the latter kept in the image's record)."""
         repos = self._repos()
+        db = self._db()
         for key in keys:
-            repos.pop(key, None)
+            if "@" in key:
+                for meta in db["images"].values():
+                    if key in (meta.get("digests") or []):
+                        meta["digests"].remove(key)
+            else:
+                repos.pop(key, None)
             records.append({"Untagged": key})
         self._save_repos(repos)
+        self._save_db(db)
 
     def _conflict(self, image_id: str, mask: int, users: Users) -> tuple[Conflict, bool] | None:
         """Docker's checkImageDeleteConflict: (error, whether a container uses the image)."""
@@ -426,7 +466,7 @@ class ImageStore:
             raise error
         db = self._db()
         parent = db["images"].get(image_id, {}).get("parent", "")
-        tags = self.tags_of(image_id)
+        tags = self.tags_of(image_id) + self.repo_digests(image_id)
         if tags:
             self._drop_tags(tags, records)
         removed = self._delete_image(image_id)
@@ -457,6 +497,12 @@ class ImageStore:
         return removed
 
     # ------------------------------------------------------------ public: holds
+
+    def hold_diff_ids(self, owner: str, diff_ids: list[str]) -> None:
+        """Keep these layers (present or still coming) for `owner`, e.g. a pull in progress, so
+        no other failing pull or removal drops one under it; `release_layers` ends it."""
+        with self.lock:
+            self._holds[owner] = list(diff_ids)
 
     def hold_layers(self, owner: str, image_id: str) -> None:
         """Keep an image's layers alive for `owner` (a container) even if the image goes."""

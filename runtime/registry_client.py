@@ -1,0 +1,335 @@
+"""A client of one repository on a registry (Registry HTTP API v2 / OCI distribution): manifests
+and blobs, every byte checked against its digest before anyone uses it.
+
+It knows nothing of the image store (runtime/image_pull.py puts what it fetches there). HTTPS
+with the system's roots plus `<certs dir>/<host:port>/*.crt` (and a `*.cert`/`*.key` client pair),
+as dockerd reads /etc/docker/certs.d; plain HTTP only for insecure registries (dockerd's rule:
+listed hosts or CIDRs, and 127.0.0.0/8 always), tried after HTTPS without verification. Network
+failures and 5xx/429 answers are retried with back-off (tenacity); a registry's own refusal is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from proto.docker.errors import DockerError
+from runtime.registry_auth import Authorizer, Credentials
+from runtime.registry_errors import error_from_response, network_error
+
+DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
+DOCKER_HUB = "docker.io"
+_HUB_ENDPOINT = "registry-1.docker.io"
+_ALWAYS_INSECURE = (ipaddress.ip_network("127.0.0.0/8"),)
+MANIFEST_LIMIT = 4 << 20
+CHUNK = 1 << 20
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+ACCEPT = ", ".join((MANIFEST_V2, MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX))
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """A node's registry settings (`flotilla join --insecure-registry`, `--registry-certs-dir`)."""
+
+    certs_dir: str = DEFAULT_CERTS_DIR
+    insecure: tuple[str, ...] = ()  # host[:port] names and CIDRs, as dockerd's option
+    attempts: int = 3  # per request, on network errors and 5xx/429
+
+    def insecure_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(_ALWAYS_INSECURE)
+        for entry in self.insecure:
+            if "/" in entry:
+                try:
+                    nets.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError:
+                    continue
+        return nets
+
+    def is_insecure(self, domain: str) -> bool:
+        """dockerd's isSecureIndex, inverted: listed names, then the host's addresses."""
+        if domain in self.insecure:
+            return True
+        host = _split_host(domain)[0]
+        try:
+            addresses = [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            except OSError:
+                return False
+            addresses = [ipaddress.ip_address(str(info[4][0])) for info in infos]
+        nets = self.insecure_networks()
+        return any(addr in net for addr in addresses for net in nets)
+
+
+@dataclass
+class Manifest:
+    data: bytes
+    media_type: str
+    digest: str  # sha256 of `data`, checked
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+class BlobMismatch(DockerError):
+    """The bytes served for a blob do not hash to its digest (never retried)."""
+
+
+class _Retry(Exception):
+    """A transient failure worth another attempt; `error` is what to report if none is left."""
+
+    def __init__(self, error: DockerError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _split_host(domain: str) -> tuple[str, int | None]:
+    """host and port of `host[:port]` (IPv6 in brackets)."""
+    m = re.fullmatch(r"(\[[^\]]+\]|[^:]+)(?::(\d+))?", domain)
+    if m is None:
+        return domain, None
+    return m.group(1), int(m.group(2)) if m.group(2) else None
+
+
+def _ssl_context(certs_dir: str, domain: str, verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    host_dir = os.path.join(certs_dir, domain)
+    if os.path.realpath(host_dir).startswith(os.path.realpath(certs_dir) + os.sep):
+        for ca in sorted(glob.glob(os.path.join(glob.escape(host_dir), "*.crt"))):
+            ctx.load_verify_locations(cafile=ca)
+        for cert in sorted(glob.glob(os.path.join(glob.escape(host_dir), "*.cert"))):
+            key = cert[: -len(".cert")] + ".key"
+            if os.path.exists(key):
+                ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class RegistryClient:
+    """One repository (`domain`, `path`, e.g. docker.io + library/busybox); use `async with`."""
+
+    def __init__(
+        self, config: RegistryConfig, domain: str, path: str, creds: Credentials | None = None
+    ) -> None:
+        self.config = config
+        self.domain = domain
+        self.path = path
+        self.creds = creds or Credentials()
+        self.host = _HUB_ENDPOINT if domain == DOCKER_HUB else domain
+        self.base = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: Authorizer | None = None
+
+    async def __aenter__(self) -> RegistryClient:
+        insecure = await asyncio.to_thread(self.config.is_insecure, self.domain)
+        ctx = await asyncio.to_thread(
+            _ssl_context, self.config.certs_dir, self.domain, not insecure
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(ssl=ctx, limit=8)
+        )
+        try:
+            await self._ping(insecure)
+        except BaseException:
+            await self._session.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use `async with RegistryClient(...)`"
+        return self._session
+
+    # ------------------------------------------------------------------ requests
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            async for try_ in AsyncRetrying(
+                stop=stop_after_attempt(self.config.attempts),
+                wait=wait_exponential(multiplier=0.2, max=2),
+                retry=retry_if_exception(lambda e: isinstance(e, _Retry)),
+                reraise=True,
+            ):
+                with try_:
+                    return await attempt()
+        except _Retry as e:
+            raise e.error from None
+        raise AssertionError("unreachable")
+
+    async def _ping(self, insecure: bool) -> None:
+        """GET /v2/: which scheme answers, and the auth challenge (dockerd's endpoint ping)."""
+        schemes = ["https", "http"] if insecure else ["https"]
+        last: DockerError | None = None
+        for scheme in schemes:
+            url = f"{scheme}://{self.host}/v2/"
+            try:
+                challenge = await self._retrying(lambda u=url: self._ping_once(u))  # type: ignore[misc]
+            except DockerError as e:
+                last = e
+                continue
+            self.base = f"{scheme}://{self.host}"
+            self._auth = Authorizer(self.creds, challenge)
+            return
+        assert last is not None
+        raise last
+
+    async def _ping_once(self, url: str) -> str:
+        try:
+            async with self.session.get(url, allow_redirects=False) as resp:
+                await resp.read()
+                if resp.status >= 500 or resp.status == 429:
+                    raise _Retry(DockerError(f'Get "{url}": {resp.status} {resp.reason}'))
+                return resp.headers.get("WWW-Authenticate", "") if resp.status == 401 else ""
+        except aiohttp.ClientError as e:
+            raise self._network(e, "Get", url) from None
+
+    def _network(self, e: BaseException, method: str, url: str) -> Exception:
+        host, port = _split_host(self.host)
+        default = 443 if url.startswith("https:") else 80
+        err = network_error(method, url, host, port or default, e)
+        os_error = getattr(e, "os_error", None)
+        permanent = isinstance(os_error, socket.gaierror) or isinstance(
+            e, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError
+        )
+        return err if permanent else _Retry(err)
+
+    async def _headers(self, method: str, url: str) -> dict[str, str]:
+        assert self._auth is not None
+        value = await self._auth.header(self.session, f"repository:{self.path}:pull", url, method)
+        return {"Authorization": value} if value else {}
+
+    # ------------------------------------------------------------------ manifests
+
+    async def manifest(self, reference: str) -> Manifest:
+        """The manifest named by a tag or a digest, checked against the digest it is named by."""
+        url = f"{self.base}/v2/{self.path}/manifests/{reference}"
+        # dockerd asks for a tag with HEAD first: its errors name that request.
+        verb = "Get" if reference.startswith("sha256:") else "Head"
+
+        async def attempt() -> Manifest:
+            headers = {**await self._headers(verb, url), "Accept": ACCEPT}
+            try:
+                async with self.session.get(url, headers=headers) as resp:
+                    data = await resp.content.read(MANIFEST_LIMIT + 1)
+                    if resp.status >= 500 or resp.status == 429:
+                        raise _Retry(error_from_response(resp.status, data))
+                    if resp.status != 200:
+                        auth = resp.headers.get("WWW-Authenticate", "")
+                        raise error_from_response(resp.status, data, auth)
+                    content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+                    header_digest = resp.headers.get("Docker-Content-Digest", "")
+            except aiohttp.ClientError as e:
+                raise self._network(e, verb, url) from None
+            if len(data) > MANIFEST_LIMIT:
+                raise DockerError(f"manifest too large: more than {MANIFEST_LIMIT} bytes")
+            return _checked_manifest(reference, data, content_type, header_digest)
+
+        return await self._retrying(attempt)
+
+    # ------------------------------------------------------------------ blobs
+
+    async def blob_bytes(self, digest: str, size: int, limit: int) -> bytes:
+        """A small blob (an image config) in memory, checked."""
+        if size > limit:
+            raise DockerError(f"blob {digest} too large: {size} bytes")
+        chunks: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            chunks.append(data)
+
+        await self.fetch_blob(digest, size, write, lambda _n: None, chunks.clear)
+        return b"".join(chunks)
+
+    async def fetch_blob(
+        self,
+        digest: str,
+        size: int,
+        write: Callable[[bytes], Awaitable[None]],
+        progress: Progress,
+        restart: Callable[[], Any],
+    ) -> None:
+        """Stream a blob to `write`; `restart()` drops what was written before a retry. Raises
+        BlobMismatch when the bytes do not hash to `digest` or overrun `size`."""
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256" or len(expected) != 64:
+            raise DockerError(f"unsupported digest algorithm: {digest}")
+        url = f"{self.base}/v2/{self.path}/blobs/{digest}"
+
+        async def attempt() -> None:
+            restart()
+            hasher = hashlib.sha256()
+            got = 0
+            headers = await self._headers("Get", url)
+            try:
+                async with self.session.get(url, headers=headers) as resp:
+                    if resp.status != 200:
+                        body = await resp.content.read(1 << 16)
+                        err = error_from_response(resp.status, body)
+                        if resp.status >= 500 or resp.status == 429:
+                            raise _Retry(err)
+                        raise err
+                    async for data in resp.content.iter_chunked(CHUNK):
+                        got += len(data)
+                        if size >= 0 and got > size:
+                            raise BlobMismatch(f"blob {digest}: more bytes than its size {size}")
+                        hasher.update(data)
+                        await write(data)
+                        progress(got)
+            except aiohttp.ClientPayloadError as e:
+                raise _Retry(DockerError(f"unexpected EOF: {e}")) from None
+            except aiohttp.ClientError as e:
+                raise self._network(e, "Get", url) from None
+            if hasher.hexdigest() != expected or (size >= 0 and got != size):
+                raise BlobMismatch(f"blob {digest}: content does not match its digest")
+
+        await self._retrying(attempt)
+
+
+def _checked_manifest(reference: str, data: bytes, content_type: str, header: str) -> Manifest:
+    import json
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    named = reference if reference.startswith("sha256:") else header
+    if named and named != digest:
+        raise DockerError(f"manifest verification failed for digest {named}")
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise DockerError(f"invalid manifest: {e}") from None
+    if not isinstance(doc, dict):
+        raise DockerError("invalid manifest: not a JSON object")
+    media_type = content_type if content_type in ACCEPT.split(", ") else ""
+    if not media_type:
+        media_type = str(doc.get("mediaType") or "")
+    if not media_type:
+        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "layers" in doc else ""
+    return Manifest(data, media_type, digest, doc)

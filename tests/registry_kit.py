@@ -1,0 +1,260 @@
+"""A real registry for the tests (Debian's `docker-registry`, distribution 2.8) and a small pusher
+that uploads an image with the registry API (no dockerd exists here to `docker push`).
+
+`Registry(...)` starts its own `docker-registry serve` with a config of its own (storage in a
+temp dir; optional TLS from a test CA and htpasswd Basic auth) and stops it and removes every
+file on exit, also when the test fails. `push_image` gzips layer tars, uploads them and the
+config as blobs, then PUTs the manifest; it returns the manifest's digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+USER = "flt-user"
+PASSWORD = "flt-s3cret"
+# bcrypt of PASSWORD (htpasswd -B): the registry's htpasswd file takes bcrypt only.
+PASSWORD_BCRYPT = "$2y$05$flotillatestsaltsalt2uSbt0hhxL8/xM1bSZsBbV0eWeLuVzzmW"
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Registry:
+    """A running registry at `host:port`; `ca` is the CA file clients must trust (TLS only)."""
+
+    host: str
+    port: int
+    workdir: str
+    tls: bool = False
+    basic_auth: bool = False
+    ca: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.ca)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        hdrs = dict(headers or {})
+        if self.basic_auth:
+            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            hdrs["Authorization"] = f"Basic {token}"
+        url = path if path.startswith("http") else self.url + path
+        req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(), timeout=30) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+
+def _write_config(reg: Registry) -> str:
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {reg.workdir}/data",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: {reg.address}",
+    ]
+    if reg.tls:
+        lines += [
+            "  tls:",
+            f"    certificate: {reg.workdir}/server.crt",
+            f"    key: {reg.workdir}/server.key",
+        ]
+    if reg.basic_auth:
+        path = os.path.join(reg.workdir, "htpasswd")
+        with open(path, "w") as f:
+            f.write(f"{USER}:{PASSWORD_BCRYPT}\n")
+        lines += ["auth:", "  htpasswd:", "    realm: flotilla-test", f"    path: {path}"]
+    config = os.path.join(reg.workdir, "config.yml")
+    with open(config, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return config
+
+
+def _make_tls(reg: Registry) -> None:
+    from deploy import certs
+
+    cadir = os.path.join(reg.workdir, "ca")
+    reg.ca = certs.make_ca(cadir, name="flotilla registry test CA")
+    made = certs.make_cert(cadir, "registry", hosts=[reg.host], client=False)
+    shutil.copy(made.cert, os.path.join(reg.workdir, "server.crt"))
+    shutil.copy(made.key, os.path.join(reg.workdir, "server.key"))
+
+
+@contextlib.contextmanager
+def registry(
+    host: str = "127.0.0.1", tls: bool = False, basic_auth: bool = False
+) -> Iterator[Registry]:
+    """A registry process on host (a free port), gone with its files on exit."""
+    workdir = tempfile.mkdtemp(prefix="flt-registry-")
+    reg = Registry(host, free_port(host), workdir, tls=tls, basic_auth=basic_auth)
+    log = open(os.path.join(workdir, "registry.log"), "wb")  # noqa: SIM115 - closed below
+    try:
+        if tls:
+            _make_tls(reg)
+        config = _write_config(reg)
+        reg.proc = subprocess.Popen([REGISTRY_BIN, "serve", config], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, _ = reg.request("GET", "/v2/")
+                if status in (200, 401):
+                    break
+            except OSError:
+                pass
+            if reg.proc.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(workdir, "registry.log"), "rb") as f:
+                    raise RuntimeError(f"registry did not start: {f.read()[-2000:]!r}")
+            time.sleep(0.05)
+        yield reg
+    finally:
+        if reg.proc is not None:
+            reg.proc.terminate()
+            try:
+                reg.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                reg.proc.kill()
+                reg.proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- pushing
+
+
+def upload_blob(reg: Registry, repo: str, data: bytes) -> str:
+    """One blob by the monolithic upload (POST, then PUT ?digest=); returns its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, headers, body = reg.request("POST", f"/v2/{repo}/blobs/uploads/", b"")
+    assert status == 202, (status, body)
+    location = headers["Location"]
+    if location.startswith("/"):
+        location = reg.url + location
+    sep = "&" if "?" in location else "?"
+    status, _, body = reg.request(
+        "PUT",
+        f"{location}{sep}digest={digest}",
+        data,
+        {"Content-Type": "application/octet-stream"},
+    )
+    assert status == 201, (status, body)
+    return digest
+
+
+def put_manifest(reg: Registry, repo: str, ref: str, manifest: bytes, media_type: str) -> str:
+    status, _, body = reg.request(
+        "PUT", f"/v2/{repo}/manifests/{ref}", manifest, {"Content-Type": media_type}
+    )
+    assert status == 201, (status, body)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+@dataclass
+class PushedImage:
+    digest: str  # the manifest's
+    image_id: str  # sha256 of the config
+    layer_digests: list[str]
+    config: dict[str, object]
+
+
+def image_config(layer_tars: list[bytes], cmd: list[str]) -> dict[str, object]:
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layer_tars]
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {
+            "Cmd": cmd,
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "flotilla test"}]
+        * len(layer_tars),
+    }
+
+
+def push_image(
+    reg: Registry, repo: str, tag: str, layer_tars: list[bytes], cmd: list[str] | None = None
+) -> PushedImage:
+    """Upload an image of these (uncompressed) layer tars as `repo:tag`, Docker schema 2."""
+    from runtime.imageconfig import host_architecture
+
+    config = image_config(layer_tars, cmd or ["sh"])
+    config["architecture"] = host_architecture()
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    layers = []
+    digests = []
+    for tar in layer_tars:
+        blob = gzip.compress(tar, mtime=0)
+        digest = upload_blob(reg, repo, blob)
+        digests.append(digest)
+        layers.append({"mediaType": LAYER_GZIP, "size": len(blob), "digest": digest})
+    config_digest = upload_blob(reg, repo, config_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V2,
+        "config": {"mediaType": CONFIG_V1, "size": len(config_bytes), "digest": config_digest},
+        "layers": layers,
+    }
+    data = json.dumps(manifest, indent=3).encode()
+    digest = put_manifest(reg, repo, tag, data, MANIFEST_V2)
+    return PushedImage(digest, config_digest, digests, config)
+
+
+def busybox_layer() -> bytes:
+    """The busybox test image's root filesystem as one layer tar."""
+    from deploy.busybox_image import build_rootfs_tar
+
+    with tempfile.TemporaryDirectory(prefix="flt-busybox-") as tmp:
+        path = build_rootfs_tar(os.path.join(tmp, "rootfs.tar"))
+        with open(path, "rb") as f:
+            return f.read()
