@@ -39,6 +39,7 @@ from proto.rpc import TlsConfig
 from runtime import fence as fence_policy
 from runtime.containers import Runtime
 from runtime.overlay import OverlayPlane
+from runtime.registry_client import DEFAULT_CERTS_DIR, RegistryConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class AgentConfig:
     tls: TlsConfig | None = None
     allow_drills: bool = False  # the Drill RPC may inject faults on this host
     etcd_security: EtcdSecurity | None = None
+    registries: RegistryConfig = field(default_factory=RegistryConfig)
 
     def __post_init__(self) -> None:
         self.listen = self.listen or self.advertise
@@ -175,6 +177,20 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_etcd_security_arguments(parser)
     parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="pull from this registry over plain HTTP or unverified TLS, as dockerd's option "
+        "(127.0.0.0/8 always is); repeatable",
+    )
+    parser.add_argument(
+        "--registry-certs-dir",
+        default=DEFAULT_CERTS_DIR,
+        metavar="DIR",
+        help=f"<DIR>/<host:port>/ca.crt: CAs of registries (default {DEFAULT_CERTS_DIR})",
+    )
+    parser.add_argument(
         "--allow-drills",
         action="store_true",
         help="let `flotilla drill` inject faults on this host (always undone within 300s)",
@@ -217,6 +233,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         tls=TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None,
         allow_drills=args.allow_drills,
         etcd_security=etcd_security_from_args(args),
+        registries=RegistryConfig(
+            certs_dir=args.registry_certs_dir, insecure=tuple(args.insecure_registry)
+        ),
     )
 
 
@@ -290,6 +309,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         fence_path=fence_path,
         directory=directory,
         plane=plane,
+        registries=config.registries,
     )
     ttl_s = math.ceil(config.ttl_s)
     # As long as a keep-alive may take: an answer is worth waiting for (the extension counts

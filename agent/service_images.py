@@ -1,6 +1,6 @@
-"""The node's images: import and load (client streams), save (server stream), list, inspect,
-history, tag and remove; each change publishes its Docker image event. Image tars are read and
-written in worker threads (agent/worker_streams.py)."""
+"""The node's images: import and load (client streams), save and pull (server streams), list,
+inspect, history, tag and remove; each change publishes its Docker image event. Image tars are
+read and written in worker threads (agent/worker_streams.py); a pull is runtime/image_pull.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from agent.service_base import ServiceBase, data_chunks, dumps, first_options, l
 from agent.worker_streams import feed_in, stream_out
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError
-from runtime import image_transfer, image_views
+from runtime import image_pull, image_transfer, image_views
+from runtime.references import parse_reference
+from runtime.registry_auth import Credentials
 
 
 class ImagesMixin(ServiceBase):
@@ -74,6 +76,30 @@ class ImagesMixin(ServiceBase):
             yield pb.DataChunk(data=data)
         for ref, image_id in ids.items():
             self.events.publish("image", "save", image_id, {"name": ref})
+
+    @rpc
+    async def ImagePull(
+        self, request: pb.ImagePullRequest, context: Any
+    ) -> AsyncIterator[pb.JsonReply]:
+        auth = request.auth
+        creds = Credentials(auth.username, auth.password, auth.identity_token, auth.registry_token)
+        messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        task = asyncio.create_task(
+            image_pull.pull(
+                self.rt.images, self.rt.registries, request.reference, messages.put_nowait, creds
+            )
+        )
+        task.add_done_callback(lambda _: messages.put_nowait(None))
+        try:
+            while (message := await messages.get()) is not None:
+                yield pb.JsonReply(json=dumps(message))
+            result = task.result()
+        finally:
+            # The caller went away: the pull stops, and drops what it had brought in.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        name = parse_reference(result.reference).familiar_name()
+        self.events.publish("image", "pull", result.reference, {"name": name})
 
     @rpc
     async def ImageList(self, request: pb.ImageListRequest, context: Any) -> pb.JsonReply:

@@ -30,6 +30,8 @@ MANAGER_METRICS = "127.0.0.1:9324"  # the manager's Prometheus endpoint
 # from `run -it`/`attach` (its escape check misses the error TCPConn.ReadFrom wraps).
 MANAGER_SOCKET = os.path.join(ROOT, "docker.sock")
 CERTS = os.path.join(ROOT, "certs")  # the cluster CA and every certificate (deploy/dev_certs.py)
+# The agents' certs.d (`join --registry-certs-dir`): <host:port>/ca.crt of registries they trust.
+REGISTRY_CERTS = os.path.join(ROOT, "registry-certs.d")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 Labels = dict[str, dict[str, str]]

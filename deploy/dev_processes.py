@@ -29,6 +29,7 @@ from deploy.dev_layout import (
     METRICS_PORT,
     NETNS_DIR,
     PREFIX,
+    REGISTRY_CERTS,
     REPO,
     ROOT,
     TTL,
@@ -154,6 +155,8 @@ def agent_command(i: int, labels: dict[str, str]) -> list[str]:
         "--metrics",
         f"{node_ip(i)}:{METRICS_PORT}",
         "--allow-drills",  # `flotilla drill --rpc` exercises the agent's own Drill RPC here
+        "--registry-certs-dir",
+        REGISTRY_CERTS,
         *_tls_flags(name),
     ]
     for k, v in sorted(labels.items()):

@@ -458,6 +458,28 @@ class ImageRemoveRequest(_message.Message):
     noprune: bool
     def __init__(self, ref: _Optional[str] = ..., force: _Optional[bool] = ..., noprune: _Optional[bool] = ...) -> None: ...
 
+class RegistryAuth(_message.Message):
+    __slots__ = ("username", "password", "identity_token", "registry_token", "server_address")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    identity_token: str
+    registry_token: str
+    server_address: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., identity_token: _Optional[str] = ..., registry_token: _Optional[str] = ..., server_address: _Optional[str] = ...) -> None: ...
+
+class ImagePullRequest(_message.Message):
+    __slots__ = ("reference", "auth")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    auth: RegistryAuth
+    def __init__(self, reference: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
 class VolumeCreateRequest(_message.Message):
     __slots__ = ("json",)
     JSON_FIELD_NUMBER: _ClassVar[int]

@@ -234,6 +234,11 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.ImageBuildInput.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.ImageBuildOutput.FromString,
                 _registered_method=True)
+        self.ImagePull = channel.unary_stream(
+                '/flotilla.agent.v1.Agent/ImagePull',
+                request_serializer=proto_dot_agent__pb2.ImagePullRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.VolumeCreate = channel.unary_unary(
                 '/flotilla.agent.v1.Agent/VolumeCreate',
                 request_serializer=proto_dot_agent__pb2.VolumeCreateRequest.SerializeToString,
@@ -540,6 +545,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImagePull(self, request, context):
+        """`docker pull` on this node: Docker's JSON progress messages, one per reply; a failure
+        before the first message is the call's Docker error (the manager answers it as dockerd),
+        one after it also ends the call with that error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VolumeCreate(self, request, context):
         """Volumes.
         """
@@ -804,6 +818,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ImageBuild,
                     request_deserializer=proto_dot_agent__pb2.ImageBuildInput.FromString,
                     response_serializer=proto_dot_agent__pb2.ImageBuildOutput.SerializeToString,
+            ),
+            'ImagePull': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImagePull,
+                    request_deserializer=proto_dot_agent__pb2.ImagePullRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
             ),
             'VolumeCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.VolumeCreate,
@@ -1931,6 +1950,33 @@ class Agent:
             '/flotilla.agent.v1.Agent/ImageBuild',
             proto_dot_agent__pb2.ImageBuildInput.SerializeToString,
             proto_dot_agent__pb2.ImageBuildOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImagePull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/ImagePull',
+            proto_dot_agent__pb2.ImagePullRequest.SerializeToString,
+            proto_dot_agent__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,7 @@ from runtime.paths import DataRoot
 from runtime.ports import PortMapper
 from runtime.prepare import Preparer, cgroup_resources
 from runtime.record import ContainerRecord, NetState
+from runtime.registry_client import RegistryConfig
 from runtime.timefmt import now_ns
 from runtime.user_networks import UserNetworks
 from runtime.volumes import VolumeStore, check_driver
@@ -83,8 +84,11 @@ class Runtime(ContainerIO):
         fence_path: str = "",
         directory: NetworkDirectory | None = None,
         plane: OverlayPlane | None = None,
+        registries: RegistryConfig | None = None,
     ) -> None:
         self.paths = DataRoot(root)
+        # How this node reaches registries (certs.d, insecure ones): runtime/image_pull.py.
+        self.registries = registries or RegistryConfig()
         # The agent's fence deadline file: shims of reschedulable containers watch it. Empty
         # (a runtime used without an agent): nothing is fenced.
         self.fence_path = fence_path

@@ -2,8 +2,8 @@
 
 `docker images` is the union of every node's list grouped by image ID; inspect, history and
 save answer from one node holding the image(s); tag and rmi act on every node holding it;
-load and import stream the request body to every node at once. Pulling from a registry is not
-supported yet: it fails at once with a clear message instead of hanging.
+load and import stream the request body to every node at once; pulls from a registry run on
+every node (manager/api/image_pull.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from manager.api import image_pull
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
@@ -28,10 +29,6 @@ T = TypeVar("T")
 CHUNK = 64 * 1024
 QUEUE_CHUNKS = 8  # per node: what a slow node may lag behind the fastest, in chunks
 LIST_FILTERS = ("reference", "dangling", "label", "before", "since", "node")
-PULL_UNSUPPORTED = (
-    "flotilla cannot pull {ref}: pulling images from a registry is not supported yet "
-    "(use docker load or docker import to bring images into the cluster)"
-)
 
 
 def _json_line(doc: dict[str, Any]) -> bytes:
@@ -291,15 +288,11 @@ async def _load_answer(
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """POST /images/create: `fromSrc=-` imports the body; registries (`fromImage`) refused."""
+    """POST /images/create: `fromImage` pulls on the nodes, `fromSrc=-` imports the body."""
     from_image = request.query.get("fromImage", "")
     from_src = request.query.get("fromSrc", "")
     if from_image or not from_src:
-        ref = from_image
-        if from_image and request.query.get("tag"):
-            sep = "@" if request.query["tag"].startswith("sha256:") else ":"
-            ref = f"{from_image}{sep}{request.query['tag']}"
-        raise DockerError(PULL_UNSUPPORTED.format(ref=ref or "an image"), 501)
+        return await image_pull.pull(request)
     if from_src != "-":
         raise DockerError(
             f"flotilla cannot import from {from_src}: only an uploaded tarball (fromSrc=-) "

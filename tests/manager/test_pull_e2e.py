@@ -1,0 +1,191 @@
+"""`docker pull` through the manager from a real registry (Debian's docker-registry 2.8), end to
+end: a 2-node dev cluster, the real docker CLI, registries started by the tests on the dev host's
+underlay address (10.99.0.1, which the nodes reach), over TLS with a test CA put in the agents'
+certs.d (deploy/dev_layout.REGISTRY_CERTS). Every failure case checks dockerd's words and that no
+node's store kept anything of it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from deploy import dev_layout
+from tests import registry_kit as kit
+from tests.fixtures import dev_cluster, docker
+
+NODES = ("node-0", "node-1")
+HOST = dev_layout.HOST_IP
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(kit.REGISTRY_BIN), reason="docker-registry not installed (deploy/setup.sh)"
+)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, object]]:
+    with dev_cluster(len(NODES), {}) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="module")
+def busybox_tar() -> bytes:
+    return kit.busybox_layer()
+
+
+def trusted(reg: kit.Registry) -> str:
+    """Put the registry's CA where the agents look for it; returns the dir to remove."""
+    host_dir = os.path.join(dev_layout.REGISTRY_CERTS, reg.address)
+    os.makedirs(host_dir, exist_ok=True)
+    shutil.copy(reg.ca, os.path.join(host_dir, "ca.crt"))
+    return host_dir
+
+
+@pytest.fixture
+def reg(cluster: dict[str, object]) -> Iterator[kit.Registry]:
+    with kit.registry(HOST, tls=True) as r:
+        host_dir = trusted(r)
+        try:
+            yield r
+        finally:
+            shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def store_state() -> dict[str, tuple[list[str], list[str]]]:
+    """Per node: the stored layers and what the store's temp dir holds."""
+    out = {}
+    for node in NODES:
+        images = os.path.join(dev_layout.ROOT, node, "images")
+        layers = sorted(os.listdir(os.path.join(images, "layers")))
+        tmp = sorted(os.listdir(os.path.join(images, "tmp")))
+        out[node] = (layers, tmp)
+    return out
+
+
+def images_on(node: str) -> dict[str, dict[str, str]]:
+    out = docker(
+        "images", "--digests", "--no-trunc", "--format", "{{json .}}", "--filter", f"node={node}"
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {f"{r['Repository']}:{r['Tag']}": r for r in rows}
+
+
+def remove_image(ref: str) -> None:
+    docker("rmi", "-f", ref, check=False)
+
+
+def test_pull_on_every_node_then_run(reg: kit.Registry, busybox_tar: bytes) -> None:
+    pushed = kit.push_image(reg, "test/busybox", "latest", [busybox_tar])
+    name = f"{reg.address}/test/busybox"
+    try:
+        res = docker("pull", name, timeout=120)
+        for node in NODES:
+            assert f"{node}: Pulling {name}:latest... : downloaded" in res.stdout, res.stdout
+            assert f"{node}: Pulling {name}:latest... : Digest: {pushed.digest}" in res.stdout
+            row = images_on(node)[f"{name}:latest"]
+            assert row["ID"] == pushed.image_id
+            assert row["Digest"] == pushed.digest
+        view = json.loads(docker("image", "inspect", f"{name}:latest").stdout)[0]
+        assert view["RepoDigests"] == [f"{name}@{pushed.digest}"]
+        out = docker("run", "--rm", f"{name}:latest", "echo", "pulled and running").stdout
+        assert out == "pulled and running\n"
+        # Again: already there everywhere.
+        res = docker("pull", name, timeout=60)
+        assert f"Status: Image is up to date for {name}:latest" in res.stdout
+        # By digest.
+        res = docker("pull", f"{name}@{pushed.digest}", timeout=60)
+        assert f"node-0: Pulling {name}@{pushed.digest}... : downloaded" in res.stdout
+    finally:
+        remove_image(f"{name}:latest")
+    assert all(not tmp for _, tmp in store_state().values())
+
+
+def test_run_pulls_a_missing_image(reg: kit.Registry, busybox_tar: bytes) -> None:
+    pushed = kit.push_image(reg, "test/runme", "v1", [busybox_tar])
+    ref = f"{reg.address}/test/runme:v1"
+    try:
+        res = docker("run", "--rm", ref, "echo", "from the registry", timeout=120)
+        assert res.stdout == "from the registry\n"
+        assert f"Unable to find image '{ref}' locally" in res.stderr
+        for node in NODES:
+            assert images_on(node)[ref]["ID"] == pushed.image_id
+    finally:
+        remove_image(ref)
+
+
+def test_missing_manifest(reg: kit.Registry, busybox_tar: bytes) -> None:
+    kit.push_image(reg, "test/busybox", "latest", [busybox_tar])
+    before = store_state()
+    ref = f"{reg.address}/test/busybox:nope"
+    res = docker("pull", ref, check=False, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        f"Error response from daemon: manifest for {ref} not found: manifest unknown: "
+        "manifest unknown"
+    )
+    assert store_state() == before
+
+
+def test_unreachable_and_untrusted_registries(
+    cluster: dict[str, object], busybox_tar: bytes
+) -> None:
+    before = store_state()
+    port = kit.free_port(HOST)
+    res = docker("pull", f"{HOST}:{port}/test/busybox", check=False, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        f'Error response from daemon: Get "https://{HOST}:{port}/v2/": dial tcp {HOST}:{port}: '
+        "connect: connection refused"
+    )
+    # A registry whose CA the nodes were not given.
+    with kit.registry(HOST, tls=True) as reg:
+        kit.push_image(reg, "test/busybox", "latest", [busybox_tar])
+        res = docker("pull", f"{reg.address}/test/busybox", check=False, timeout=60)
+        assert res.returncode == 1
+        assert res.stderr.strip() == (
+            f'Error response from daemon: Get "https://{reg.address}/v2/": x509: certificate '
+            "signed by unknown authority"
+        )
+    assert store_state() == before
+
+
+def test_basic_auth_over_tls(cluster: dict[str, object], busybox_tar: bytes) -> None:
+    config_dir = os.environ["DOCKER_CONFIG"]
+    with kit.registry(HOST, tls=True, basic_auth=True) as reg:
+        host_dir = trusted(reg)
+        ref = f"{reg.address}/private/busybox:v1"
+        try:
+            pushed = kit.push_image(reg, "private/busybox", "v1", [busybox_tar])
+            before = store_state()
+            res = docker("pull", ref, check=False, timeout=60)
+            assert res.returncode == 1
+            assert res.stderr.strip() == (
+                f'Error response from daemon: Head "https://{reg.address}/v2/private/busybox/'
+                'manifests/v1": no basic auth credentials'
+            )
+            write_auth(config_dir, reg.address, kit.USER, "wrong")
+            res = docker("pull", ref, check=False, timeout=60)
+            assert res.returncode == 1
+            assert res.stderr.strip() == (
+                "Error response from daemon: unauthorized: authentication required"
+            )
+            assert store_state() == before
+            write_auth(config_dir, reg.address, kit.USER, kit.PASSWORD)
+            docker("pull", ref, timeout=120)
+            for node in NODES:
+                assert images_on(node)[ref]["ID"] == pushed.image_id
+        finally:
+            os.unlink(os.path.join(config_dir, "config.json"))
+            shutil.rmtree(host_dir, ignore_errors=True)
+            remove_image(ref)
+
+
+def write_auth(config_dir: str, registry: str, user: str, password: str) -> None:
+    """What `docker login` leaves in the CLI's config: the CLI sends it as X-Registry-Auth."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with open(os.path.join(config_dir, "config.json"), "w") as f:
+        json.dump({"auths": {registry: {"auth": auth}}}, f)
