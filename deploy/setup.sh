@@ -45,7 +45,9 @@ apt_packages=(python3 python3-venv ca-certificates busybox-static iptables iprou
 # debootstrap: tests/deploy/test_fresh_install.py proves this script on a fresh Debian 12 root.
 # iperf3, iputils-ping: bench/overlay.py measures the overlay with them (iperf3's daemon is off by
 # its debconf default, and the policy-rc.d below keeps apt from starting it anyway).
-if [[ "$MODE" == "test" ]]; then apt_packages+=(debootstrap iperf3 iputils-ping); fi
+# docker-registry (distribution 2.8): the pull tests start registries of their own with it (its
+# own service stays off: the policy-rc.d below, and the unit loop after the install).
+if [[ "$MODE" == "test" ]]; then apt_packages+=(debootstrap iperf3 iputils-ping docker-registry); fi
 install_docker_cli=0
 if ! command -v docker >/dev/null && [[ ! -x /usr/local/bin/docker ]]; then
     install_docker_cli=1
@@ -87,8 +89,8 @@ unit_file_exists() {
 }
 
 # Installed services stay off, now and at boot: etcd would hold port 2379, dockerd and
-# containerd would rewrite iptables.
-for unit in etcd.service docker.socket docker.service containerd.service; do
+# containerd would rewrite iptables, docker-registry would hold port 5000.
+for unit in etcd.service docker.socket docker.service containerd.service docker-registry.service; do
     command -v systemctl >/dev/null || break
     unit_file_exists "$unit" || continue
     if systemctl is-enabled --quiet "$unit" 2>/dev/null; then

@@ -69,17 +69,17 @@ class RegistryConfig:
         return nets
 
     def is_insecure(self, domain: str) -> bool:
-        """dockerd's isSecureIndex, inverted: listed names, then the host's addresses."""
+        """dockerd's isSecureIndex, inverted: listed names, then the host's addresses (Docker
+        Hub is always secure). Raises socket.gaierror when the name does not resolve."""
         if domain in self.insecure:
             return True
+        if domain == DOCKER_HUB:
+            return False
         host = _split_host(domain)[0]
         try:
             addresses = [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
-            try:
-                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-            except OSError:
-                return False
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
             addresses = [ipaddress.ip_address(str(info[4][0])) for info in infos]
         nets = self.insecure_networks()
         return any(addr in net for addr in addresses for net in nets)
@@ -145,7 +145,12 @@ class RegistryClient:
         self._auth: Authorizer | None = None
 
     async def __aenter__(self) -> RegistryClient:
-        insecure = await asyncio.to_thread(self.config.is_insecure, self.domain)
+        try:
+            insecure = await asyncio.to_thread(self.config.is_insecure, self.domain)
+        except socket.gaierror as e:
+            # The connection would look the name up again, only to fail the same way.
+            host, port = _split_host(self.host)
+            raise network_error("Get", f"https://{self.host}/v2/", host, port or 443, e) from None
         ctx = await asyncio.to_thread(
             _ssl_context, self.config.certs_dir, self.domain, not insecure
         )

@@ -194,10 +194,10 @@ def test_image_on_some_nodes_runs_where_it_is(made: list[str]) -> None:
 
 def test_image_missing_everywhere_keeps_its_error(made: list[str]) -> None:
     before = docker("ps", "-aq").stdout
-    res = docker("run", "-d", "flt-nowhere:v1", "true", check=False)
+    res = docker("run", "-d", "flt-nowhere.invalid/img:v1", "true", check=False)
     assert res.returncode == 125, res.stdout + res.stderr
-    assert "Unable to find image 'flt-nowhere:v1' locally" in res.stderr
-    assert "flotilla cannot pull docker.io/library/flt-nowhere:v1" in res.stderr
+    assert "Unable to find image 'flt-nowhere.invalid/img:v1' locally" in res.stderr
+    assert 'Get "https://flt-nowhere.invalid/v2/": dial tcp: lookup' in res.stderr
     assert docker("ps", "-aq").stdout == before
 
 

@@ -270,3 +270,46 @@ def test_tampered_layer_leaves_nothing(store: ImageStore) -> None:
     )
     assert store_files(store) == before
     assert store.images() == {} and store.tags() == {}
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_insecure_registries_as_dockerd_decides() -> None:
+    config = RegistryConfig(insecure=("10.99.0.0/24", "myregistry:5000"))
+    assert config.is_insecure("10.99.0.1:5000")
+    assert config.is_insecure("myregistry:5000")
+    assert config.is_insecure("127.0.0.1:5000")  # loopback always is
+    assert config.is_insecure("localhost:5000")
+    assert not config.is_insecure("10.98.0.1:5000")
+    assert not config.is_insecure("docker.io")
+    assert not RegistryConfig().is_insecure("10.99.0.1:5000")
+
+
+def test_challenges_and_auth_config() -> None:
+    from runtime.registry_auth import parse_challenges
+
+    header = (
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+        'scope="repository:library/busybox:pull"'
+    )
+    assert parse_challenges(header) == [
+        (
+            "bearer",
+            {
+                "realm": "https://auth.docker.io/token",
+                "service": "registry.docker.io",
+                "scope": "repository:library/busybox:pull",
+            },
+        )
+    ]
+    assert parse_challenges('Basic realm="r"') == [("basic", {"realm": "r"})]
+    creds = Credentials.from_auth_config({"auth": "dXNlcjpwYTpzcw=="})  # user:pa:ss
+    assert (creds.username, creds.password) == ("user", "pa:ss")
+
+
+def test_progress_bar_as_go_draws_it() -> None:
+    from runtime.pull_progress import human_size, progress_bar
+
+    assert human_size(1_234_567) == "1.235MB" and human_size(999) == "999B"
+    assert progress_bar(500_000, 1_000_000) == "[" + "=" * 25 + ">" + " " * 25 + "]    500kB/1MB"
