@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import gzip
 import hashlib
 import json
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 USER = "flt-user"
@@ -53,6 +55,7 @@ class Registry:
     tls: bool = False
     basic_auth: bool = False
     ca: str = ""
+    issuer: Any = None  # token auth: a TokenIssuer (its key in issuer.crt)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -74,11 +77,14 @@ class Registry:
         path: str,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
+        token: str = "",
     ) -> tuple[int, dict[str, str], bytes]:
         hdrs = dict(headers or {})
         if self.basic_auth:
-            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-            hdrs["Authorization"] = f"Basic {token}"
+            basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            hdrs["Authorization"] = f"Basic {basic}"
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
         url = path if path.startswith("http") else self.url + path
         req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
         try:
@@ -109,6 +115,15 @@ def _write_config(reg: Registry) -> str:
             f"    certificate: {reg.workdir}/server.crt",
             f"    key: {reg.workdir}/server.key",
         ]
+    if reg.issuer is not None:
+        lines += [
+            "auth:",
+            "  token:",
+            f"    realm: {reg.issuer.realm}",
+            f"    service: {TOKEN_SERVICE}",
+            f"    issuer: {TOKEN_ISSUER}",
+            f"    rootcertbundle: {reg.workdir}/issuer.crt",
+        ]
     if reg.basic_auth:
         path = os.path.join(reg.workdir, "htpasswd")
         with open(path, "w") as f:
@@ -132,11 +147,19 @@ def _make_tls(reg: Registry) -> None:
 
 @contextlib.contextmanager
 def registry(
-    host: str = "127.0.0.1", tls: bool = False, basic_auth: bool = False
+    host: str = "127.0.0.1",
+    tls: bool = False,
+    basic_auth: bool = False,
+    issuer: TokenIssuer | None = None,
 ) -> Iterator[Registry]:
-    """A registry process on host (a free port), gone with its files on exit."""
+    """A registry process on host (a free port), gone with its files on exit. With `issuer`:
+    token auth trusting that issuer's key."""
     workdir = tempfile.mkdtemp(prefix="flt-registry-")
     reg = Registry(host, free_port(host), workdir, tls=tls, basic_auth=basic_auth)
+    if issuer is not None:
+        reg.issuer = issuer
+        with open(os.path.join(workdir, "issuer.crt"), "wb") as f:
+            f.write(issuer.cert_pem)
     log = open(os.path.join(workdir, "registry.log"), "wb")  # noqa: SIM115 - closed below
     try:
         if tls:
@@ -146,7 +169,7 @@ def registry(
         deadline = time.monotonic() + 20
         while True:
             try:
-                status, _, _ = reg.request("GET", "/v2/")
+                status, _, _ = reg.request("GET", "/v2/", token=issuer.token("") if issuer else "")
                 if status in (200, 401):
                     break
             except OSError:
@@ -171,10 +194,15 @@ def registry(
 # --------------------------------------------------------------------------- pushing
 
 
+def _push_token(reg: Registry, repo: str) -> str:
+    return reg.issuer.token(f"repository:{repo}:pull,push") if reg.issuer is not None else ""
+
+
 def upload_blob(reg: Registry, repo: str, data: bytes) -> str:
     """One blob by the monolithic upload (POST, then PUT ?digest=); returns its digest."""
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    status, headers, body = reg.request("POST", f"/v2/{repo}/blobs/uploads/", b"")
+    token = _push_token(reg, repo)
+    status, headers, body = reg.request("POST", f"/v2/{repo}/blobs/uploads/", b"", token=token)
     assert status == 202, (status, body)
     location = headers["Location"]
     if location.startswith("/"):
@@ -185,6 +213,7 @@ def upload_blob(reg: Registry, repo: str, data: bytes) -> str:
         f"{location}{sep}digest={digest}",
         data,
         {"Content-Type": "application/octet-stream"},
+        token=token,
     )
     assert status == 201, (status, body)
     return digest
@@ -192,7 +221,11 @@ def upload_blob(reg: Registry, repo: str, data: bytes) -> str:
 
 def put_manifest(reg: Registry, repo: str, ref: str, manifest: bytes, media_type: str) -> str:
     status, _, body = reg.request(
-        "PUT", f"/v2/{repo}/manifests/{ref}", manifest, {"Content-Type": media_type}
+        "PUT",
+        f"/v2/{repo}/manifests/{ref}",
+        manifest,
+        {"Content-Type": media_type},
+        token=_push_token(reg, repo),
     )
     assert status == 201, (status, body)
     return "sha256:" + hashlib.sha256(manifest).hexdigest()
@@ -258,3 +291,94 @@ def busybox_layer() -> bytes:
         path = build_rootfs_tar(os.path.join(tmp, "rootfs.tar"))
         with open(path, "rb") as f:
             return f.read()
+
+
+# --------------------------------------------------------------------------- token auth
+
+TOKEN_SERVICE = "flotilla-test-registry"
+TOKEN_ISSUER = "flotilla-test-issuer"
+
+
+class TokenIssuer:
+    """A tiny token service (Docker Hub's protocol): GET <realm>?service=&scope= with Basic
+    credentials answers a JWT (ES256, `kid` = the key's libtrust ID) granting the scope's
+    actions to USER/PASSWORD, and an anonymous one granting nothing. `scopes` records what was
+    asked. Serve `app()` on `realm`'s address."""
+
+    def __init__(self, realm: str) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.realm = realm
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TOKEN_ISSUER)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
+        self.kid = ":".join(b32[i : i + 4] for i in range(0, 48, 4))
+        self.scopes: list[str] = []
+
+    def token(self, scope: str) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        access = []
+        if scope:
+            kind, _, rest = scope.partition(":")
+            repo, _, actions = rest.rpartition(":")
+            access = [{"type": kind, "name": repo, "actions": actions.split(",")}]
+        now = int(time.time())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": USER,
+            "aud": TOKEN_SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": os.urandom(8).hex(),
+            "access": access,
+        }
+        header = {"typ": "JWT", "alg": "ES256", "kid": self.kid}
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        r, s = decode_dss_signature(self.key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        async def token(request: web.Request) -> web.Response:
+            scope = request.query.get("scope", "")
+            self.scopes.append(scope)
+            auth = request.headers.get("Authorization", "")
+            if auth:
+                expected = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if auth != f"Basic {expected}":
+                    return web.json_response(
+                        {"details": "incorrect username or password"}, status=401
+                    )
+                return web.json_response({"token": self.token(scope)})
+            return web.json_response({"token": self.token("")})
+
+        app = web.Application()
+        app.router.add_get("/token", token)
+        return app

@@ -313,3 +313,50 @@ def test_progress_bar_as_go_draws_it() -> None:
 
     assert human_size(1_234_567) == "1.235MB" and human_size(999) == "999B"
     assert progress_bar(500_000, 1_000_000) == "[" + "=" * 25 + ">" + " " * 25 + "]    500kB/1MB"
+
+
+def test_bearer_token_flow(store: ImageStore, busybox_tar: bytes) -> None:
+    """Token auth as Docker Hub does it: the registry's challenge names a realm; the client
+    gets a token for `repository:<path>:pull` there, with the credentials as Basic auth."""
+
+    async def go() -> None:
+        port = kit.free_port("127.0.0.1")
+        issuer = kit.TokenIssuer(f"http://127.0.0.1:{port}/token")
+        runner = web.AppRunner(issuer.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            with kit.registry(issuer=issuer) as reg:
+                pushed = await asyncio.to_thread(
+                    kit.push_image, reg, "team/busybox", "v1", [busybox_tar]
+                )
+                name = f"{reg.address}/team/busybox:v1"
+                url = f"http://{reg.address}/v2/team/busybox/manifests/v1"
+                with pytest.raises(DockerError) as err:
+                    await image_pull.pull(
+                        store, RegistryConfig(), name, lambda _m: None, Credentials(kit.USER, "no")
+                    )
+                assert err.value.message == (
+                    f'Head "{url}": unauthorized: incorrect username or password'
+                )
+                # Anonymous: the issuer grants nothing, the registry refuses.
+                with pytest.raises(DockerError) as err:
+                    await image_pull.pull(store, RegistryConfig(), name, lambda _m: None)
+                # The registry's insufficient_scope challenge: dockerd's "pull access denied".
+                assert (err.value.status, err.value.message) == (
+                    404,
+                    f"pull access denied for {reg.address}/team/busybox, repository does not "
+                    "exist or may require 'docker login': denied: requested access to the "
+                    "resource is denied",
+                )
+                assert store.images() == {}
+                creds = Credentials(kit.USER, kit.PASSWORD)
+                result = await image_pull.pull(
+                    store, RegistryConfig(), name, lambda _m: None, creds
+                )
+                assert result.image_id == pushed.image_id
+                assert "repository:team/busybox:pull" in issuer.scopes
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(go())
