@@ -347,6 +347,11 @@ class Cluster(ClusterRecords, LogicalView):
         except TimeoutError:
             name = self.node_names.get(node_id, node_id)
             raise DockerError(f"node {name} did not answer within {timeout:g}s", 504) from None
+        except asyncio.CancelledError:
+            if not channel_closed():
+                raise
+            name = self.node_names.get(node_id, node_id)
+            raise DockerError(f"node {name} is not available: it left the cluster", 503) from None
 
     async def fan_out(
         self,
@@ -561,6 +566,15 @@ class Cluster(ClusterRecords, LogicalView):
             if placed.node_id == node_id:
                 out.append((f"pending-{token}", None, placed))
         return out
+
+
+def channel_closed() -> bool:
+    """Whether a CancelledError the current task just caught came from a gRPC call whose
+    channel was closed under it (a node that left: `_drop_stub`), not from cancelling the task.
+    grpc.aio ends such calls with CancelledError, which would otherwise end whatever task made
+    the call as if it had been cancelled (the rescheduler's, silently)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 
-from manager.cluster import Cluster, placement_from_body
+from manager.cluster import Cluster, channel_closed, placement_from_body
 from manager.create_intent import SETTLE_NS, resolve
 from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
@@ -104,6 +104,10 @@ class Rescheduler:
                 log.warning("rescheduler: %s (retrying)", e)
             except Exception:  # noqa: BLE001 - the loop must outlive one bad record
                 log.exception("rescheduler pass failed")
+            except asyncio.CancelledError:
+                if not channel_closed():
+                    raise  # the manager is stopping
+                log.warning("rescheduler: an agent call was cut off by its node leaving (retrying)")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self.wake.wait(), None if delay is None else max(delay, 0.01)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
-from manager.cluster import Cluster
+from manager.cluster import Cluster, channel_closed
 from manager.manager_events import mark
 from manager.versioning import versioned
 from proto import agent_pb2 as pb
@@ -125,7 +125,9 @@ class Merger:
                     last = int(event.get("timeNano") or last)
                     await self.queue.put(mark(event, self.cluster.nodes.get(rec.id, rec)))
                 return  # ended by `until`
-            except (grpc.RpcError, OSError, DockerError):
+            except (grpc.RpcError, OSError, DockerError, asyncio.CancelledError) as e:
+                if isinstance(e, asyncio.CancelledError) and not channel_closed():
+                    raise
                 if self.until_ns and time.time_ns() >= self.until_ns:
                     return
                 await asyncio.sleep(RETRY_S)

@@ -374,3 +374,80 @@ async def test_info_states_healthy_pending_unhealthy(
     rows = system_status(cluster, {})
     assert ["Nodes", "3"] in rows
     assert rows[rows.index([" n1", "127.0.0.1:1"]) + 2] == ["  └ Status", "Unhealthy"]
+
+
+class CutOffAgent(FakeAgent):
+    """Its first ContainerCreate ends as a call does when the manager closes the node's
+    channel under it (grpc.aio raises CancelledError in the caller)."""
+
+    cut = False
+
+    async def ContainerCreate(self, req: pb.ContainerCreateRequest) -> pb.ContainerCreateReply:  # noqa: N802
+        if not self.cut:
+            self.cut = True
+            raise asyncio.CancelledError
+        return await super().ContainerCreate(req)
+
+
+async def test_a_call_cut_off_by_a_leaving_node_does_not_stop_the_rescheduler(
+    world: tuple[KV, FakeCluster, Rescheduler],
+) -> None:
+    """The rescheduler's task outlives a call whose channel closed (the target's key went while
+    the create was in flight): it retries and places the container."""
+    kv, cluster, resched = world
+    sid, _ = await _place_on(cluster, "n1", "svc", ["reschedule:on-node-failure"])
+    cluster.agents["n2"] = CutOffAgent("n2")
+    resched.start()
+    await kv.delete(cluster.keys.node("n1"))
+
+    async def placed() -> LogicalContainer | None:
+        r = await _logical(cluster, sid)
+        return r if r.state == PLACED and r.node_id == "n2" else None
+
+    await _until(placed, "svc placed on n2 after the cut-off call")
+    assert cluster.agents["n2"].cut and resched.task is not None and not resched.task.done()
+
+
+async def test_closing_a_leaving_nodes_channel_fails_its_calls_as_docker_errors(
+    etcd: Any,  # noqa: ANN401
+) -> None:
+    """With a real gRPC channel: a node's key goes while a call to it is in flight; the call
+    ends as a DockerError (503), not as a cancellation of the caller."""
+    import grpc
+
+    from proto.docker.errors import DockerError
+
+    async def slow_ping(request: bytes, context: Any) -> bytes:  # noqa: ANN401
+        await asyncio.sleep(30)
+        return b""
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "flotilla.agent.v1.Agent", {"Ping": grpc.unary_unary_rpc_method_handler(slow_ping)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    kv = await KV.connect([etcd.endpoint])
+    keys = Keys("/cut")
+    rec = NodeRecord(id="n9", name="n9", addr=f"127.0.0.1:{port}", started_at_ns=time.time_ns())
+    await kv.put(keys.node("n9"), rec.SerializeToString())
+    cluster = Cluster(kv, keys)
+    await cluster.start()
+    try:
+
+        async def listed() -> bool:
+            return "n9" in cluster.nodes
+
+        await _until(listed, "n9 listed")
+        call = asyncio.create_task(cluster.call("n9", lambda s: s.Ping(pb.PingRequest())))
+        await asyncio.sleep(0.5)  # in flight
+        await kv.delete(keys.node("n9"))
+        with pytest.raises(DockerError) as info:
+            await call
+        assert info.value.status == 503 and "n9 is not available" in info.value.message
+    finally:
+        await cluster.close()
+        await kv.delete_prefix("/cut/")
+        await kv.close()
+        await server.stop(None)
