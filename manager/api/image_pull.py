@@ -23,7 +23,7 @@ import grpc
 from aiohttp import web
 
 from manager.api.system import CLUSTER_KEY
-from manager.cluster import Cluster
+from manager.cluster import Cluster, channel_closed
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError
 from proto.rpc_errors import raise_for_rpc_error
@@ -89,6 +89,12 @@ class _Merged:
             return
         except grpc.RpcError as e:
             await self.queue.put((node_id, "error", raise_for_rpc_error(e)))
+            return
+        except asyncio.CancelledError:
+            if not channel_closed():
+                raise
+            gone = DockerError(f"node {self.name(node_id)} is not available: it left the cluster")
+            await self.queue.put((node_id, "error", gone))
             return
         await self.queue.put((node_id, "done", None))
 
