@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 
 from proto.docker.errors import InvalidParameter, NotFound
+from runtime import cgroup_stats
+from runtime.cgroup_files import read, read_kv, write
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
@@ -24,8 +26,6 @@ MIN_MEMORY = 6 * 1024 * 1024  # dockerd's linuxMinMemory
 DEFAULT_CPU_PERIOD = 100_000
 MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262_144
-# /proc/stat and cpuacct.stat count in USER_HZ ticks.
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -99,66 +99,6 @@ def v1_mounts(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
                 if opt in V1_CONTROLLERS:
                     mounts.setdefault(opt, mount_point)
     return mounts
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def _read_int(path: str, default: int = 0) -> int:
-    try:
-        text = _read(path)
-    except OSError:
-        return default
-    if text == "max":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        return default
-
-
-def _write(path: str, value: str | int) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
-
-
-def _read_kv(path: str) -> dict[str, int]:
-    """Parse flat `key value` files like memory.stat / cpu.stat."""
-    out: dict[str, int] = {}
-    try:
-        text = _read(path)
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                out[parts[0]] = int(parts[1])
-            except ValueError:
-                continue
-    return out
-
-
-def host_memory() -> int:
-    for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def system_cpu_usage() -> int:
-    """Host CPU time in ns like dockerd: sum of the first 7 /proc/stat cpu fields."""
-    for line in _read("/proc/stat").splitlines():
-        if line.startswith("cpu "):
-            ticks = sum(int(x) for x in line.split()[1:8])
-            return ticks * 1_000_000_000 // CLOCK_TICKS
-    return 0
-
-
-def online_cpus() -> int:
-    return int(os.sysconf("SC_NPROCESSORS_ONLN"))
 
 
 class Cgroups:
@@ -260,8 +200,8 @@ class Cgroups:
                 os.makedirs(current, exist_ok=True)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 path = os.path.join(current, name)
-                if os.path.exists(path) and not _read(path):
-                    _write(path, _read(os.path.join(parent, name)))
+                if os.path.exists(path) and not read(path):
+                    write(path, read(os.path.join(parent, name)))
 
     def _create_v2(self, cid: str) -> None:
         current = self.root
@@ -273,8 +213,8 @@ class Cgroups:
     def _enable_subtree(self, path: str) -> None:
         """Delegate our controllers to children (v2 needs this at every ancestor)."""
         try:
-            available = set(_read(os.path.join(path, "cgroup.controllers")).split())
-            enabled = set(_read(os.path.join(path, "cgroup.subtree_control")).split())
+            available = set(read(os.path.join(path, "cgroup.controllers")).split())
+            enabled = set(read(os.path.join(path, "cgroup.subtree_control")).split())
         except FileNotFoundError:
             return
         missing = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
@@ -283,22 +223,22 @@ class Cgroups:
         ctl = os.path.join(path, "cgroup.subtree_control")
         line = " ".join("+" + c for c in missing)
         try:
-            _write(ctl, line)
+            write(ctl, line)
         except OSError as exc:
             # EBUSY: "no internal processes" - our namespace root (e.g. the agent runs in a
             # container with a private cgroupns) still holds processes.
             if exc.errno != errno.EBUSY or path != self.root:
                 raise
             self._evacuate_root()
-            _write(ctl, line)
+            write(ctl, line)
 
     def _evacuate_root(self) -> None:
         """Move the processes of a non-host cgroup root into a leaf, like docker-in-docker."""
         leaf = os.path.join(self.root, "init")
         os.makedirs(leaf, exist_ok=True)
-        for pid in _read(os.path.join(self.root, "cgroup.procs")).split():
+        for pid in read(os.path.join(self.root, "cgroup.procs")).split():
             with contextlib.suppress(OSError):  # exited, or a kernel thread that cannot move
-                _write(os.path.join(leaf, "cgroup.procs"), pid)
+                write(os.path.join(leaf, "cgroup.procs"), pid)
 
     def update(self, cid: str, res: Resources) -> None:
         """Apply `res` as the complete new resource set (merge partial updates before)."""
@@ -318,25 +258,25 @@ class Cgroups:
             has_swap = os.path.exists(memsw)
             # memsw must stay >= limit at every step: open it up first, then tighten.
             if has_swap:
-                _write(memsw, -1)
-            _write(self._ctl("memory", cid, "memory.limit_in_bytes"), res.memory or -1)
+                write(memsw, -1)
+            write(self._ctl("memory", cid, "memory.limit_in_bytes"), res.memory or -1)
             if has_swap:
-                _write(memsw, res.effective_swap() if res.memory > 0 else -1)
+                write(memsw, res.effective_swap() if res.memory > 0 else -1)
             soft = self._ctl("memory", cid, "memory.soft_limit_in_bytes")
-            _write(soft, res.memory_reservation or -1)
+            write(soft, res.memory_reservation or -1)
         if "cpu" in self.mounts:
             if res.cpu_shares > 0:
-                _write(self._ctl("cpu", cid, "cpu.shares"), res.cpu_shares)
+                write(self._ctl("cpu", cid, "cpu.shares"), res.cpu_shares)
             quota, period = res.cfs()
             # Setting the period first fails if the current quota does not fit; clear it.
-            _write(self._ctl("cpu", cid, "cpu.cfs_quota_us"), -1)
-            _write(self._ctl("cpu", cid, "cpu.cfs_period_us"), period)
-            _write(self._ctl("cpu", cid, "cpu.cfs_quota_us"), quota)
+            write(self._ctl("cpu", cid, "cpu.cfs_quota_us"), -1)
+            write(self._ctl("cpu", cid, "cpu.cfs_period_us"), period)
+            write(self._ctl("cpu", cid, "cpu.cfs_quota_us"), quota)
         if "cpuset" in self.mounts and res.cpuset_cpus:
             self._write_cpuset(self._ctl("cpuset", cid, "cpuset.cpus"), res.cpuset_cpus)
         if "pids" in self.mounts:
             limit = res.pids_limit if res.pids_limit > 0 else "max"
-            _write(self._ctl("pids", cid, "pids.max"), limit)
+            write(self._ctl("pids", cid, "pids.max"), limit)
 
     def _apply_v2(self, cid: str, res: Resources) -> None:
         d = self._dir("", cid)
@@ -344,7 +284,7 @@ class Cgroups:
         def put(name: str, value: str | int) -> None:
             path = os.path.join(d, name)
             if os.path.exists(path):
-                _write(path, value)
+                write(path, value)
 
         put("memory.max", res.memory or "max")
         swap = res.effective_swap()
@@ -361,11 +301,11 @@ class Cgroups:
 
     def _write_cpuset(self, path: str, cpus: str) -> None:
         try:
-            _write(path, cpus)
+            write(path, cpus)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            available = _read(os.path.join(os.path.dirname(os.path.dirname(path)), "cpuset.cpus"))
+            available = read(os.path.join(os.path.dirname(os.path.dirname(path)), "cpuset.cpus"))
             raise InvalidParameter(
                 f"Requested CPUs are not available - requested {cpus}, available: {available}"
             ) from exc
@@ -431,7 +371,7 @@ class Cgroups:
 
     def pids(self, cid: str) -> list[int]:
         try:
-            text = _read(os.path.join(self._procs_dir(cid), "cgroup.procs"))
+            text = read(os.path.join(self._procs_dir(cid), "cgroup.procs"))
         except FileNotFoundError:
             return []
         return [int(x) for x in text.split()]
@@ -449,31 +389,31 @@ class Cgroups:
             path = self._ctl("", cid, "cgroup.freeze")
             if not os.path.exists(path):
                 return
-            _write(path, 1 if frozen else 0)
+            write(path, 1 if frozen else 0)
         else:
             if "freezer" not in self.mounts:
                 return
             path = self._ctl("freezer", cid, "freezer.state")
             if not os.path.exists(path):
                 return
-            _write(path, "FROZEN" if frozen else "THAWED")
+            write(path, "FROZEN" if frozen else "THAWED")
         # Freezing is asynchronous: wait until the kernel reports the final state.
         deadline = time.monotonic() + timeout
         while self.is_frozen(cid) != frozen:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"cgroup {cid} did not {'freeze' if frozen else 'thaw'}")
             if self.version == 1 and frozen:
-                _write(path, "FROZEN")  # FREEZING can need a nudge
+                write(path, "FROZEN")  # FREEZING can need a nudge
             time.sleep(0.005)
 
     def is_frozen(self, cid: str) -> bool:
         try:
             if self.version == 2:
-                events = _read_kv(self._ctl("", cid, "cgroup.events"))
+                events = read_kv(self._ctl("", cid, "cgroup.events"))
                 return events.get("frozen", 0) == 1
             if "freezer" not in self.mounts:
                 return False
-            return _read(self._ctl("freezer", cid, "freezer.state")) == "FROZEN"
+            return read(self._ctl("freezer", cid, "freezer.state")) == "FROZEN"
         except FileNotFoundError:
             return False
 
@@ -481,165 +421,13 @@ class Cgroups:
 
     def oom_killed(self, cid: str) -> bool:
         if self.version == 2:
-            return _read_kv(self._ctl("", cid, "memory.events")).get("oom_kill", 0) > 0
+            return read_kv(self._ctl("", cid, "memory.events")).get("oom_kill", 0) > 0
         if "memory" not in self.mounts:
             return False
-        return _read_kv(self._ctl("memory", cid, "memory.oom_control")).get("oom_kill", 0) > 0
+        return read_kv(self._ctl("memory", cid, "memory.oom_control")).get("oom_kill", 0) > 0
 
     def stats(self, cid: str) -> dict:
         """Docker stats fields (memory_stats, cpu_stats, pids_stats, blkio_stats)."""
         if not self.exists(cid):
             raise NotFound(f"No such container: {cid}")
-        if self.version == 2:
-            return {
-                "memory_stats": self._memory_v2(cid),
-                "cpu_stats": self._cpu_v2(cid),
-                "pids_stats": self._pids_stats(cid),
-                "blkio_stats": self._blkio_v2(cid),
-            }
-        return {
-            "memory_stats": self._memory_v1(cid),
-            "cpu_stats": self._cpu_v1(cid),
-            "pids_stats": self._pids_stats(cid),
-            "blkio_stats": self._blkio_v1(cid),
-        }
-
-    def _limit_or_host(self, limit: int) -> int:
-        # Unlimited reads as a huge number (v1) or "max" (v2); Docker reports host memory.
-        host = host_memory()
-        return limit if 0 < limit < host else host
-
-    def _memory_v1(self, cid: str) -> dict:
-        if "memory" not in self.mounts:
-            return {}
-
-        def ctl(name: str) -> str:
-            return self._ctl("memory", cid, name)
-
-        return {
-            "usage": _read_int(ctl("memory.usage_in_bytes")),
-            "max_usage": _read_int(ctl("memory.max_usage_in_bytes")),
-            "failcnt": _read_int(ctl("memory.failcnt")),
-            "stats": _read_kv(ctl("memory.stat")),
-            "limit": self._limit_or_host(_read_int(ctl("memory.limit_in_bytes"))),
-        }
-
-    def _memory_v2(self, cid: str) -> dict:
-        d = self._dir("", cid)
-        return {
-            "usage": _read_int(os.path.join(d, "memory.current")),
-            "stats": _read_kv(os.path.join(d, "memory.stat")),
-            "limit": self._limit_or_host(_read_int(os.path.join(d, "memory.max"))),
-        }
-
-    def _cpu_v1(self, cid: str) -> dict:
-        acct = "cpuacct" if "cpuacct" in self.mounts else "cpu"
-        percpu_text = ""
-        with contextlib.suppress(OSError):
-            percpu_text = _read(self._ctl(acct, cid, "cpuacct.usage_percpu"))
-        ticks = _read_kv(self._ctl(acct, cid, "cpuacct.stat"))
-        tick_ns = 1_000_000_000 // CLOCK_TICKS
-        throttle = _read_kv(self._ctl("cpu", cid, "cpu.stat")) if "cpu" in self.mounts else {}
-        return {
-            "cpu_usage": {
-                "total_usage": _read_int(self._ctl(acct, cid, "cpuacct.usage")),
-                "percpu_usage": [int(x) for x in percpu_text.split()],
-                "usage_in_kernelmode": ticks.get("system", 0) * tick_ns,
-                "usage_in_usermode": ticks.get("user", 0) * tick_ns,
-            },
-            "system_cpu_usage": system_cpu_usage(),
-            "online_cpus": online_cpus(),
-            "throttling_data": {
-                "periods": throttle.get("nr_periods", 0),
-                "throttled_periods": throttle.get("nr_throttled", 0),
-                "throttled_time": throttle.get("throttled_time", 0),
-            },
-        }
-
-    def _cpu_v2(self, cid: str) -> dict:
-        st = _read_kv(self._ctl("", cid, "cpu.stat"))
-        return {
-            "cpu_usage": {
-                "total_usage": st.get("usage_usec", 0) * 1000,
-                "usage_in_kernelmode": st.get("system_usec", 0) * 1000,
-                "usage_in_usermode": st.get("user_usec", 0) * 1000,
-            },
-            "system_cpu_usage": system_cpu_usage(),
-            "online_cpus": online_cpus(),
-            "throttling_data": {
-                "periods": st.get("nr_periods", 0),
-                "throttled_periods": st.get("nr_throttled", 0),
-                "throttled_time": st.get("throttled_usec", 0) * 1000,
-            },
-        }
-
-    def _pids_stats(self, cid: str) -> dict:
-        if self.version == 1 and "pids" not in self.mounts:
-            return {}
-        out = {"current": _read_int(self._ctl("pids", cid, "pids.current"))}
-        limit = _read_int(self._ctl("pids", cid, "pids.max"))
-        if limit > 0:
-            out["limit"] = limit
-        return out
-
-    def _blkio_v1(self, cid: str) -> dict:
-        stats = _empty_blkio()
-        if "blkio" not in self.mounts:
-            return stats
-        for key, name in (
-            ("io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive"),
-            ("io_serviced_recursive", "blkio.throttle.io_serviced_recursive"),
-        ):
-            stats[key] = _parse_blkio_v1(self._ctl("blkio", cid, name))
-        return stats
-
-    def _blkio_v2(self, cid: str) -> dict:
-        stats = _empty_blkio()
-        try:
-            text = _read(self._ctl("", cid, "io.stat"))
-        except OSError:
-            return stats
-        for line in text.splitlines():
-            dev, *fields = line.split()
-            major, minor = (int(x) for x in dev.split(":"))
-            kv = dict(f.split("=", 1) for f in fields if "=" in f)
-            for key, field, op in (
-                ("io_service_bytes_recursive", "rbytes", "read"),
-                ("io_service_bytes_recursive", "wbytes", "write"),
-                ("io_serviced_recursive", "rios", "read"),
-                ("io_serviced_recursive", "wios", "write"),
-            ):
-                if field in kv:
-                    stats[key].append(
-                        {"major": major, "minor": minor, "op": op, "value": int(kv[field])}
-                    )
-        return stats
-
-
-def _empty_blkio() -> dict:
-    keys = (
-        "io_service_bytes_recursive",
-        "io_serviced_recursive",
-        "io_queue_recursive",
-        "io_service_time_recursive",
-        "io_wait_time_recursive",
-        "io_merged_recursive",
-        "io_time_recursive",
-        "sectors_recursive",
-    )
-    return {k: [] for k in keys}
-
-
-def _parse_blkio_v1(path: str) -> list[dict]:
-    entries: list[dict] = []
-    try:
-        text = _read(path)
-    except OSError:
-        return entries
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or ":" not in parts[0]:
-            continue  # the trailing "Total N" line
-        major, minor = (int(x) for x in parts[0].split(":"))
-        entries.append({"major": major, "minor": minor, "op": parts[1], "value": int(parts[2])})
-    return entries
+        return cgroup_stats.container_stats(self, cid)
