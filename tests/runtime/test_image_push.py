@@ -25,7 +25,7 @@ from proto.docker.errors import DockerError, InvalidParameter
 from runtime import image_pull, image_push, image_views, layer_sources, registry_login
 from runtime.images import ImageStore
 from runtime.registry_auth import Credentials
-from runtime.registry_client import RegistryConfig
+from runtime.registry_client import RegistryClient, RegistryConfig, Transient
 from tests import registry_kit as kit
 
 pytestmark = pytest.mark.skipif(
@@ -197,6 +197,38 @@ def test_push_every_tag_and_a_pulled_image_back(
     assert [s[1] for s in got if "digest:" in s[1]] == [
         f"{r.tag}: digest: {r.digest} size: {r.size}" for r in results
     ]
+
+
+def test_many_layers_wait_and_a_failed_upload_starts_again(
+    store: ImageStore, other: ImageStore, reg: kit.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7 layers: 5 upload at once, the others say Waiting. The first PATCH breaks off half-way
+    (as a dropped connection would): that layer's upload starts again from a new session and a
+    fresh compression, and what the registry ends up with is the image."""
+    tars = [layer_tar({f"f{i}.bin": os.urandom(300_000)}) for i in range(7)]
+    name = f"{reg.address}/test/many"
+    image_id = make_image(store, tars, f"{name}:v1")
+    real_send = RegistryClient.send
+    broken: list[str] = []
+
+    async def flaky_send(self: RegistryClient, method: str, url: Any, ok: Any, **kw: Any) -> Any:
+        if method == "PATCH" and not broken:
+            broken.append(str(url))
+            async for _ in kw["data"]:
+                break  # some bytes went out, then the connection was lost
+            raise Transient(DockerError("connection reset by peer"))
+        return await real_send(self, method, url, ok, **kw)
+
+    monkeypatch.setattr(RegistryClient, "send", flaky_send)
+    (result,), lines = run_push(store, name, "v1")
+    got = statuses(lines)
+    assert len(broken) == 1
+    assert [s[1] for s in got].count("Pushed") == 7
+    assert [s[1] for s in got].count("Waiting") == 2
+    monkeypatch.undo()
+    pulled = asyncio.run(image_pull.pull(other, RegistryConfig(), f"{name}:v1", lambda _m: None))
+    assert pulled.image_id == image_id
+    assert image_views.inspect(other, f"{name}:v1")["RepoDigests"] == [f"{name}@{result.digest}"]
 
 
 def test_nothing_to_push(store: ImageStore, reg: kit.Registry, busybox_tar: bytes) -> None:
