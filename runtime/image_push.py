@@ -100,10 +100,11 @@ def _local_images(store: ImageStore, ref: Reference, owner: str) -> list[_Image]
             for key, image_id in store.tags().items()
             if key.rpartition(":")[0] == familiar
         }
+        records = store.images()
         digests = [
             d
-            for image_id in store.images()
-            for d in store.repo_digests(image_id)
+            for image_id in records
+            for d in store.repo_digests(image_id, records)
             if d.partition("@")[0] == familiar
         ]
         if not mine and not digests:
