@@ -1,21 +1,22 @@
-"""The node's images: import and load (client streams), save and pull (server streams), list,
-inspect, history, tag and remove; each change publishes its Docker image event. Image tars are
-read and written in worker threads (agent/worker_streams.py); a pull is runtime/image_pull.py."""
+"""The node's images: import and load (client streams), save, pull and push (server streams),
+list, inspect, history, tag and remove, and registry logins; each change publishes its Docker
+image event. Image tars are read and written in worker threads (agent/worker_streams.py); a pull
+is runtime/image_pull.py, a push runtime/image_push.py, a login runtime/registry_login.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO
 
 from agent.service_base import ServiceBase, data_chunks, dumps, first_options, loads, rpc
 from agent.worker_streams import feed_in, stream_out
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError
-from runtime import image_pull, image_transfer, image_views
-from runtime.references import parse_reference
+from runtime import image_pull, image_push, image_transfer, image_views, registry_login
+from runtime.references import Reference, parse_reference
 from runtime.registry_auth import Credentials
 
 
@@ -81,25 +82,43 @@ class ImagesMixin(ServiceBase):
     async def ImagePull(
         self, request: pb.ImagePullRequest, context: Any
     ) -> AsyncIterator[pb.JsonReply]:
-        auth = request.auth
-        creds = Credentials(auth.username, auth.password, auth.identity_token, auth.registry_token)
-        messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(
-            image_pull.pull(
-                self.rt.images, self.rt.registries, request.reference, messages.put_nowait, creds
+        creds = _credentials(request.auth)
+        run = _Progress(
+            lambda emit: image_pull.pull(
+                self.rt.images, self.rt.registries, request.reference, emit, creds
             )
         )
-        task.add_done_callback(lambda _: messages.put_nowait(None))
-        try:
-            while (message := await messages.get()) is not None:
-                yield pb.JsonReply(json=dumps(message))
-            result = task.result()
-        finally:
-            # The caller went away: the pull stops, and drops what it had brought in.
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        async for reply in run.replies():
+            yield reply
+        result: image_pull.PullResult = run.result
         name = parse_reference(result.reference).familiar_name()
         self.events.publish("image", "pull", result.reference, {"name": name})
+
+    @rpc
+    async def ImagePush(
+        self, request: pb.ImagePushRequest, context: Any
+    ) -> AsyncIterator[pb.JsonReply]:
+        creds = _credentials(request.auth)
+        run = _Progress(
+            lambda emit: image_push.push(
+                self.rt.images, self.rt.registries, request.name, request.tag, emit, creds
+            )
+        )
+        async for reply in run.replies():
+            yield reply
+        ref = parse_reference(request.name)
+        for result in run.result:
+            pushed = Reference(ref.name, result.tag).familiar()
+            self.events.publish("image", "push", pushed, {"name": ref.familiar_name()})
+
+    @rpc
+    async def RegistryLogin(self, request: pb.RegistryAuth, context: Any) -> pb.JsonReply:
+        result = await registry_login.login(
+            self.rt.registries, request.server_address, _credentials(request)
+        )
+        # Docker's AuthenticateOKBody, fields in its order.
+        body = {"IdentityToken": result.identity_token, "Status": result.status}
+        return pb.JsonReply(json=dumps(body))
 
     @rpc
     async def ImageList(self, request: pb.ImageListRequest, context: Any) -> pb.JsonReply:
@@ -142,3 +161,28 @@ class ImagesMixin(ServiceBase):
                 deleted = record["Deleted"]
                 self.events.publish("image", "delete", deleted, {"name": deleted})
         return pb.JsonReply(json=dumps(records))
+
+
+def _credentials(auth: pb.RegistryAuth) -> Credentials:
+    return Credentials(auth.username, auth.password, auth.identity_token, auth.registry_token)
+
+
+class _Progress:
+    """A pull or push running as a task, its Docker JSON messages relayed as replies; when the
+    caller goes away the task is cancelled (and drops what it had brought in)."""
+
+    def __init__(self, start: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]) -> None:
+        self.messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.task = asyncio.create_task(start(self.messages.put_nowait))
+        self.task.add_done_callback(lambda _: self.messages.put_nowait(None))
+        self.result: Any = None
+
+    async def replies(self) -> AsyncIterator[pb.JsonReply]:
+        try:
+            while (message := await self.messages.get()) is not None:
+                # Compact, as dockerd's encoder writes them: the manager relays them as is.
+                yield pb.JsonReply(json=json.dumps(message, separators=(",", ":")).encode())
+            self.result = self.task.result()
+        finally:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)

@@ -391,3 +391,20 @@ VOLUME_CREATE = named(
         },
     ),
 )
+
+# POST /auth (docker login); the same struct travels base64url-encoded in X-Registry-Auth.
+AUTH_CONFIG = named(
+    "registry.AuthConfig",
+    struct(
+        "AuthConfig",
+        {
+            "username": STRING,
+            "password": STRING,
+            "auth": STRING,
+            "email": STRING,
+            "serveraddress": STRING,
+            "identitytoken": STRING,
+            "registrytoken": STRING,
+        },
+    ),
+)

@@ -11,7 +11,9 @@ from manager.api import (
     container_io,
     containers,
     events,
+    image_push,
     images,
+    login,
     networks,
     streams,
     system,
@@ -39,6 +41,8 @@ def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     streams.add_routes(app)
     container_io.add_routes(app)
     images.add_routes(app)
+    image_push.add_routes(app)
+    login.add_routes(app)
     build.add_routes(app)
     volumes.add_routes(app)
     networks.add_routes(app)

@@ -480,6 +480,16 @@ class ImagePullRequest(_message.Message):
     auth: RegistryAuth
     def __init__(self, reference: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
 
+class ImagePushRequest(_message.Message):
+    __slots__ = ("name", "tag", "auth")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tag: str
+    auth: RegistryAuth
+    def __init__(self, name: _Optional[str] = ..., tag: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
 class VolumeCreateRequest(_message.Message):
     __slots__ = ("json",)
     JSON_FIELD_NUMBER: _ClassVar[int]

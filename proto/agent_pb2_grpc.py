@@ -239,6 +239,16 @@ class AgentStub:
                 request_serializer=proto_dot_agent__pb2.ImagePullRequest.SerializeToString,
                 response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.ImagePush = channel.unary_stream(
+                '/flotilla.agent.v1.Agent/ImagePush',
+                request_serializer=proto_dot_agent__pb2.ImagePushRequest.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
+                _registered_method=True)
+        self.RegistryLogin = channel.unary_unary(
+                '/flotilla.agent.v1.Agent/RegistryLogin',
+                request_serializer=proto_dot_agent__pb2.RegistryAuth.SerializeToString,
+                response_deserializer=proto_dot_agent__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.VolumeCreate = channel.unary_unary(
                 '/flotilla.agent.v1.Agent/VolumeCreate',
                 request_serializer=proto_dot_agent__pb2.VolumeCreateRequest.SerializeToString,
@@ -554,6 +564,22 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImagePush(self, request, context):
+        """`docker push` from this node: dockerd's JSON progress messages, one per reply; a failure
+        before the first message is the call's Docker error, a later one ends the call with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegistryLogin(self, request, context):
+        """`docker login`: the credentials checked against the registry (`server_address`) with this
+        node's registry settings (certs.d, insecure registries); Docker's AuthenticateOKBody.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VolumeCreate(self, request, context):
         """Volumes.
         """
@@ -822,6 +848,16 @@ def add_AgentServicer_to_server(servicer, server):
             'ImagePull': grpc.unary_stream_rpc_method_handler(
                     servicer.ImagePull,
                     request_deserializer=proto_dot_agent__pb2.ImagePullRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
+            ),
+            'ImagePush': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImagePush,
+                    request_deserializer=proto_dot_agent__pb2.ImagePushRequest.FromString,
+                    response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
+            ),
+            'RegistryLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegistryLogin,
+                    request_deserializer=proto_dot_agent__pb2.RegistryAuth.FromString,
                     response_serializer=proto_dot_agent__pb2.JsonReply.SerializeToString,
             ),
             'VolumeCreate': grpc.unary_unary_rpc_method_handler(
@@ -1976,6 +2012,60 @@ class Agent:
             target,
             '/flotilla.agent.v1.Agent/ImagePull',
             proto_dot_agent__pb2.ImagePullRequest.SerializeToString,
+            proto_dot_agent__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImagePush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/ImagePush',
+            proto_dot_agent__pb2.ImagePushRequest.SerializeToString,
+            proto_dot_agent__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegistryLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.agent.v1.Agent/RegistryLogin',
+            proto_dot_agent__pb2.RegistryAuth.SerializeToString,
             proto_dot_agent__pb2.JsonReply.FromString,
             options,
             channel_credentials,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from proto.docker.errors import DockerError
+from runtime import layer_sources
 from runtime import pull_progress as msg
 from runtime.blobio import spool
 from runtime.imageconfig import host_architecture
@@ -79,7 +80,7 @@ async def pull(
         image_id = config_desc["digest"]
         have = await asyncio.to_thread(lambda: image_id in store.images())
         if not have:
-            await _pull_image(store, client, manifest, config_desc, emit)
+            await _pull_image(store, client, manifest, config_desc, emit, ref.name)
     return await asyncio.to_thread(_name_image, store, ref, image_id, top.digest, emit)
 
 
@@ -148,6 +149,7 @@ async def _pull_image(
     manifest: Manifest,
     config_desc: dict[str, Any],
     emit: Emit,
+    repository: str,
 ) -> None:
     digest = config_desc["digest"]
     try:
@@ -164,7 +166,7 @@ async def _pull_image(
     owner = f"pull-{uuid.uuid4().hex}"
     await asyncio.to_thread(store.hold_diff_ids, owner, diff_ids)
     try:
-        await _LayerPull(store, client, emit).run(layers, diff_ids)
+        await _LayerPull(store, client, emit, repository).run(layers, diff_ids)
         await asyncio.to_thread(store.add_image, config_bytes, "")
     finally:
         # Dropped here: the layers this pull brought in when it failed (no image uses them).
@@ -192,10 +194,13 @@ def _name_image(
 class _LayerPull:
     """The layers of one image: parallel downloads, unpacked in order as they complete."""
 
-    def __init__(self, store: ImageStore, client: RegistryClient, emit: Emit) -> None:
+    def __init__(
+        self, store: ImageStore, client: RegistryClient, emit: Emit, repository: str
+    ) -> None:
         self.store = store
         self.client = client
         self.emit = emit
+        self.repository = repository
         self.slots = asyncio.Semaphore(CONCURRENT_DOWNLOADS)
         self.loop = asyncio.get_running_loop()
 
@@ -276,6 +281,10 @@ class _LayerPull:
             return got
 
         await asyncio.to_thread(self.store.add_layer, "pull-", fill)
+        # Verified: this blob is this layer, so a push to this registry need not compress it.
+        await asyncio.to_thread(
+            layer_sources.record, self.store, diff_id, desc["digest"], self.repository
+        )
 
 
 def _short(desc: dict[str, Any]) -> str:

@@ -116,7 +116,7 @@ class ImageStore:
     def _save_repos(self, repos: dict[str, str]) -> None:
         write_atomic(self.paths.repositories, canonical_json(dict(sorted(repos.items()))))
 
-    def _layer_root(self, diff_id: str) -> str:
+    def layer_root(self, diff_id: str) -> str:  # diff/, size, distribution.json (layer_sources)
         return os.path.join(self.paths.layers, diff_id.removeprefix("sha256:"))
 
     # ------------------------------------------------------------ public: building blocks
@@ -151,7 +151,7 @@ class ImageStore:
     def has_layer(self, diff_id: str) -> bool:
         """Whether the layer is stored (blob and unpacked dir), so a load can skip it."""
         with self.lock:
-            return os.path.isdir(self._layer_root(diff_id)) and os.path.exists(
+            return os.path.isdir(self.layer_root(diff_id)) and os.path.exists(
                 self.blob_path(diff_id)
             )
 
@@ -239,7 +239,7 @@ class ImageStore:
     def layer_size(self, diff_id: str) -> int:
         """The unpacked size of a layer (0 if the store does not have it)."""
         try:
-            with open(os.path.join(self._layer_root(diff_id), "size")) as f:
+            with open(os.path.join(self.layer_root(diff_id), "size")) as f:
                 return int(f.read().strip() or 0)
         except FileNotFoundError:
             return 0
@@ -257,7 +257,7 @@ class ImageStore:
         self._ensure_layer_dir(diff_hex)
 
     def _ensure_layer_dir(self, diff_hex: str) -> None:
-        final = self._layer_root(diff_hex)
+        final = self.layer_root(diff_hex)
         if os.path.isdir(final):
             return
         work = tempfile.mkdtemp(prefix="layer-", dir=self._tmp)
@@ -285,7 +285,7 @@ class ImageStore:
         return used
 
     def _drop_layer(self, diff_id: str) -> None:
-        root = self._layer_root(diff_id)
+        root = self.layer_root(diff_id)
         if os.path.isdir(root):
             # Rename first so a half-deleted layer is never visible under its name.
             doomed = tempfile.mkdtemp(prefix="rm-", dir=self._tmp)
@@ -338,7 +338,7 @@ class ImageStore:
         """The unpacked layer dirs, top layer first: ready for an overlay `lowerdir`."""
         with self.lock:
             diff_ids = self.diff_ids(self.resolve(image_id))
-            return [os.path.join(self._layer_root(d), "diff") for d in reversed(diff_ids)]
+            return [os.path.join(self.layer_root(d), "diff") for d in reversed(diff_ids)]
 
     def size(self, image_id: str) -> int:
         with self.lock:
@@ -488,7 +488,7 @@ class ImageStore:
         used = self._used_layers(db)
         removed: list[str] = []
         for diff_id, chain in reversed(list(zip(diff_ids, chains, strict=True))):
-            if diff_id not in used and os.path.exists(self._layer_root(diff_id)):
+            if diff_id not in used and os.path.exists(self.layer_root(diff_id)):
                 self._drop_layer(diff_id)
                 removed.append(chain)
         with contextlib.suppress(FileNotFoundError):

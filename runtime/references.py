@@ -23,7 +23,7 @@ _NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _TAG_RE = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _REFERENCE = re.compile(rf"({_NAME})(?::({_TAG_RE}))?(?:@({_DIGEST}))?", re.ASCII)
-_TAG_ONLY = re.compile(_TAG_RE, re.ASCII)
+TAG_ONLY = re.compile(_TAG_RE, re.ASCII)
 _NAME_MAX = 255
 _DEFAULT_DOMAIN = "docker.io"
 
@@ -80,7 +80,7 @@ def tag_target(repo: str, tag: str = "") -> str:
     """
     new = parse_reference(repo)
     if tag:
-        if not _TAG_ONLY.fullmatch(tag):
+        if not TAG_ONLY.fullmatch(tag):
             raise InvalidParameter("invalid tag format")
         new = Reference(new.name, tag)
     if new.digest:

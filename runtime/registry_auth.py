@@ -1,25 +1,33 @@
 """Registry authentication as dockerd does it: the challenge of `GET /v2/` decides.
 
 No challenge: anonymous. `Basic`: the credentials on every request (none given: `no basic auth
-credentials`). `Bearer realm=…,service=…`: a token for the repository's `pull` scope from the
-realm (Docker Hub's token service), fetched with the credentials as Basic auth, with an identity
-token as an OAuth refresh token, or anonymously; a registry token from the client is used as is.
+credentials`). `Bearer realm=…,service=…`: a token for the request's scopes (a repository's
+`pull`, or `push,pull`; none for a login) from the realm (Docker Hub's token service), fetched
+with the credentials as Basic auth, with an identity token as an OAuth refresh token, or
+anonymously; a registry token from the client is used as is. Pull, push and login all go
+through `Authorizer`: there is no other auth flow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import json
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from proto.docker.errors import DockerError
-from runtime.registry_errors import error_from_response
+from runtime.registry_errors import RequestError, error_from_response
 
+CLIENT_ID = "docker"  # dockerd's registry.AuthClientID
 _TOKEN_LIMIT = 1 << 20
+_MIN_TOKEN_LIFETIME = 60  # seconds (distribution's minimumTokenLifetimeSeconds)
 _PARAM = re.compile(r'\s*([a-zA-Z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 
 
@@ -72,12 +80,21 @@ def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
 
 
 class Authorizer:
-    """The Authorization header for a repository's requests, from the registry's challenge."""
+    """The Authorization header for a repository's requests, from the registry's challenge.
 
-    def __init__(self, creds: Credentials, challenge: str) -> None:
+    Bearer tokens are fetched once per set of scopes and kept until they expire (the token's
+    `expires_in`, at least a minute, as distribution's token handler). `offline`: ask for a
+    refresh token too (`offline_token=true`, as dockerd's login does); one the token service
+    gives is kept in `refresh_token` (the IdentityToken `docker login` answers).
+    """
+
+    def __init__(self, creds: Credentials, challenge: str, offline: bool = False) -> None:
         self.creds = creds
         self.challenges = dict(parse_challenges(challenge))
-        self._tokens: dict[str, str] = {}
+        self.offline = offline
+        self.refresh_token = ""
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._lock = asyncio.Lock()
 
     @property
     def scheme(self) -> str:
@@ -88,73 +105,85 @@ class Authorizer:
         return ""
 
     async def header(
-        self, session: aiohttp.ClientSession, scope: str, url: str, method: str
+        self, session: aiohttp.ClientSession, scopes: Sequence[str], url: str, method: str
     ) -> str:
-        """The value of `Authorization` (empty: none) for a request under `scope`."""
+        """The value of `Authorization` (empty: none) for a request needing `scopes`. Raises
+        RequestError naming the request when no credentials can be had."""
         if self.scheme == "basic":
             if not self.creds.username:
-                raise DockerError(f'{method} "{url}": no basic auth credentials')
+                raise RequestError(method, url, DockerError("no basic auth credentials"))
             return "Basic " + _basic(self.creds.username, self.creds.password)
         if self.scheme == "bearer":
             if self.creds.registry_token:
                 return "Bearer " + self.creds.registry_token
-            token = self._tokens.get(scope)
-            if token is None:
-                token = await self._fetch_token(session, scope, url, method)
-                self._tokens[scope] = token
+            key = tuple(scopes)
+            async with self._lock:  # parallel layer requests share one token fetch
+                token, expires = self._tokens.get(key, ("", 0.0))
+                if not token or time.monotonic() >= expires:
+                    try:
+                        token, lifetime = await self._fetch_token(session, key)
+                    except DockerError as e:
+                        raise RequestError(method, url, e) from None
+                    except aiohttp.ClientError as e:
+                        raise RequestError(method, url, DockerError(str(e))) from None
+                    self._tokens[key] = (token, time.monotonic() + lifetime)
             return "Bearer " + token
         return ""
 
     async def _fetch_token(
-        self, session: aiohttp.ClientSession, scope: str, url: str, method: str
-    ) -> str:
+        self, session: aiohttp.ClientSession, scopes: tuple[str, ...]
+    ) -> tuple[str, float]:
         params = self.challenges["bearer"]
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
-            raise DockerError(f'{method} "{url}": invalid token auth challenge realm: {realm!r}')
-        query = {"scope": scope}
-        if params.get("service"):
-            query["service"] = params["service"]
-        try:
-            if self.creds.identity_token:
-                form = {
-                    "grant_type": "refresh_token",
-                    "refresh_token": self.creds.identity_token,
-                    "client_id": "docker",
-                    **query,
-                }
-                resp_ctx = session.post(realm, data=form)
-            else:
-                headers = {}
-                if self.creds.username:
-                    headers["Authorization"] = "Basic " + _basic(
-                        self.creds.username, self.creds.password
-                    )
-                query["client_id"] = "docker"
-                if self.creds.username:
-                    query["account"] = self.creds.username
-                resp_ctx = session.get(realm, params=query, headers=headers)
-            async with resp_ctx as resp:
-                body = await resp.content.read(_TOKEN_LIMIT)
-                if resp.status != 200:
-                    err = error_from_response(resp.status, body)
-                    raise DockerError(f'{method} "{url}": {err}', err.status)
-                doc = await _json(body)
-        except aiohttp.ClientError as e:
-            raise DockerError(f'{method} "{url}": {e}') from None
-        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+            raise DockerError(f"invalid token auth challenge realm: {realm!r}")
+        service = params.get("service", "")
+        refresh = self.creds.identity_token
+        if refresh:
+            # An identity token is an OAuth refresh token (distribution's fetchTokenWithOAuth).
+            form = {
+                "scope": " ".join(scopes),
+                "service": service,
+                "client_id": CLIENT_ID,
+                "grant_type": "refresh_token",
+                "refresh_token": refresh,
+            }
+            resp_ctx = session.post(realm, data=form)
+        else:
+            query: list[tuple[str, str]] = [("service", service)] if service else []
+            query += [("scope", scope) for scope in scopes]
+            if self.offline:
+                query += [("offline_token", "true"), ("client_id", CLIENT_ID)]
+            headers = {}
+            if self.creds.username and self.creds.password:
+                query.append(("account", self.creds.username))
+                headers["Authorization"] = "Basic " + _basic(
+                    self.creds.username, self.creds.password
+                )
+            resp_ctx = session.get(realm, params=query, headers=headers)
+        async with resp_ctx as resp:
+            body = await resp.content.read(_TOKEN_LIMIT)
+            if resp.status != 200:
+                raise error_from_response(resp.status, body)
+        doc = _json(body)
+        if not isinstance(doc, dict):
+            raise DockerError("unable to decode token response")
+        token = doc.get("token") or doc.get("access_token")
         if not isinstance(token, str) or not token:
-            raise DockerError(f'{method} "{url}": authorization server did not include a token')
-        return token
+            raise DockerError("authorization server did not include a token in the response")
+        new_refresh = doc.get("refresh_token")
+        if isinstance(new_refresh, str) and new_refresh:
+            self.refresh_token = new_refresh
+        expires_in = doc.get("expires_in")
+        lifetime = expires_in if isinstance(expires_in, int) else 0
+        return token, float(max(lifetime, _MIN_TOKEN_LIFETIME))
 
 
 def _basic(username: str, password: str) -> str:
     return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-async def _json(body: bytes) -> Any:
-    import json
-
+def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except ValueError:

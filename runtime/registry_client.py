@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential,
 )
+from yarl import URL
 
 from proto.docker.errors import DockerError
 from runtime.registry_auth import Authorizer, Credentials
@@ -39,6 +40,7 @@ DOCKER_HUB = "docker.io"
 _HUB_ENDPOINT = "registry-1.docker.io"
 _ALWAYS_INSECURE = (ipaddress.ip_network("127.0.0.0/8"),)
 MANIFEST_LIMIT = 4 << 20
+ANSWER_LIMIT = 1 << 20  # what `send` reads of an answer's body (errors, upload replies)
 CHUNK = 1 << 20
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -85,6 +87,15 @@ class RegistryConfig:
         return any(addr in net for addr in addresses for net in nets)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A registry's answer to one request (`RegistryClient.send`)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
 @dataclass
 class Manifest:
     data: bytes
@@ -97,7 +108,7 @@ class BlobMismatch(DockerError):
     """The bytes served for a blob do not hash to its digest (never retried)."""
 
 
-class _Retry(Exception):
+class Transient(Exception):
     """A transient failure worth another attempt; `error` is what to report if none is left."""
 
     def __init__(self, error: DockerError) -> None:
@@ -130,10 +141,21 @@ def _ssl_context(certs_dir: str, domain: str, verify: bool) -> ssl.SSLContext:
 
 
 class RegistryClient:
-    """One repository (`domain`, `path`, e.g. docker.io + library/busybox); use `async with`."""
+    """One repository (`domain`, `path`, e.g. docker.io + library/busybox); use `async with`.
+
+    `actions`: what its requests are for (the token scope `repository:<path>:<actions>`: pull,
+    or push,pull). No `path`: the registry itself, with no scope (a login). `offline_token`:
+    ask the token service for a refresh token too (dockerd's login does).
+    """
 
     def __init__(
-        self, config: RegistryConfig, domain: str, path: str, creds: Credentials | None = None
+        self,
+        config: RegistryConfig,
+        domain: str,
+        path: str,
+        creds: Credentials | None = None,
+        actions: Sequence[str] = ("pull",),
+        offline_token: bool = False,
     ) -> None:
         self.config = config
         self.domain = domain
@@ -141,6 +163,8 @@ class RegistryClient:
         self.creds = creds or Credentials()
         self.host = _HUB_ENDPOINT if domain == DOCKER_HUB else domain
         self.base = ""
+        self.scopes = [f"repository:{path}:{','.join(actions)}"] if path else []
+        self.offline_token = offline_token
         self._session: aiohttp.ClientSession | None = None
         self._auth: Authorizer | None = None
 
@@ -174,19 +198,26 @@ class RegistryClient:
         assert self._session is not None, "use `async with RegistryClient(...)`"
         return self._session
 
+    @property
+    def authorizer(self) -> Authorizer:
+        assert self._auth is not None, "use `async with RegistryClient(...)`"
+        return self._auth
+
     # ------------------------------------------------------------------ requests
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    async def retrying(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """`attempt()` again (with back-off) while it raises Transient, up to the config's
+        attempts; then the last Transient's error."""
         try:
             async for try_ in AsyncRetrying(
                 stop=stop_after_attempt(self.config.attempts),
                 wait=wait_exponential(multiplier=0.2, max=2),
-                retry=retry_if_exception(lambda e: isinstance(e, _Retry)),
+                retry=retry_if_exception(lambda e: isinstance(e, Transient)),
                 reraise=True,
             ):
                 with try_:
                     return await attempt()
-        except _Retry as e:
+        except Transient as e:
             raise e.error from None
         raise AssertionError("unreachable")
 
@@ -197,12 +228,12 @@ class RegistryClient:
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
-                challenge = await self._retrying(lambda u=url: self._ping_once(u))  # type: ignore[misc]
+                challenge = await self.retrying(lambda u=url: self._ping_once(u))  # type: ignore[misc]
             except DockerError as e:
                 last = e
                 continue
             self.base = f"{scheme}://{self.host}"
-            self._auth = Authorizer(self.creds, challenge)
+            self._auth = Authorizer(self.creds, challenge, self.offline_token)
             return
         assert last is not None
         raise last
@@ -212,12 +243,14 @@ class RegistryClient:
             async with self.session.get(url, allow_redirects=False) as resp:
                 await resp.read()
                 if resp.status >= 500 or resp.status == 429:
-                    raise _Retry(DockerError(f'Get "{url}": {resp.status} {resp.reason}'))
+                    raise Transient(DockerError(f'Get "{url}": {resp.status} {resp.reason}'))
                 return resp.headers.get("WWW-Authenticate", "") if resp.status == 401 else ""
         except aiohttp.ClientError as e:
-            raise self._network(e, "Get", url) from None
+            raise self.network_failure(e, "Get", url) from None
 
-    def _network(self, e: BaseException, method: str, url: str) -> Exception:
+    def network_failure(self, e: BaseException, method: str, url: str) -> Exception:
+        """A failed request as dockerd words it: Transient unless the name does not resolve
+        or TLS refused (those would fail the same way again)."""
         host, port = _split_host(self.host)
         default = 443 if url.startswith("https:") else 80
         err = network_error(method, url, host, port or default, e)
@@ -225,12 +258,53 @@ class RegistryClient:
         permanent = isinstance(os_error, socket.gaierror) or isinstance(
             e, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError
         )
-        return err if permanent else _Retry(err)
+        return err if permanent else Transient(err)
 
-    async def _headers(self, method: str, url: str) -> dict[str, str]:
-        assert self._auth is not None
-        value = await self._auth.header(self.session, f"repository:{self.path}:pull", url, method)
+    async def auth_headers(
+        self, method: str, url: str | URL, extra_scopes: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """`Authorization` for a request to `url` needing this client's scopes (and more: a
+        blob mount reads its source repository). Credentials only go to the registry itself:
+        a Location elsewhere gets none, as distribution's authorizer does."""
+        target = url if isinstance(url, URL) else URL(url)
+        if self.base and target.origin() != URL(self.base).origin():
+            return {}
+        value = await self.authorizer.header(
+            self.session, [*self.scopes, *extra_scopes], str(url), method
+        )
         return {"Authorization": value} if value else {}
+
+    async def send(
+        self,
+        method: str,
+        url: str | URL,
+        ok: Container[int],
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        extra_scopes: Sequence[str] = (),
+    ) -> Answer:
+        """One request with this repository's credentials; the answer when its status is in
+        `ok`. A registry's refusal is raised in dockerd's words; network failures and 5xx/429
+        as Transient (for `retrying`). Bodies are read up to ANSWER_LIMIT."""
+        verb = method.capitalize()
+        auth = await self.auth_headers(verb, url, extra_scopes)
+        try:
+            async with self.session.request(
+                method, url, headers={**(headers or {}), **auth}, data=data, allow_redirects=False
+            ) as resp:
+                body = await resp.content.read(ANSWER_LIMIT)
+                if resp.status in ok:
+                    return Answer(resp.status, resp.headers, body)
+                err = error_from_response(
+                    resp.status, body, resp.headers.get("WWW-Authenticate", "")
+                )
+                if resp.status >= 500 or resp.status == 429:
+                    raise Transient(err)
+                raise err
+        except aiohttp.ClientPayloadError as e:
+            raise Transient(DockerError(f"unexpected EOF: {e}")) from None
+        except aiohttp.ClientError as e:
+            raise self.network_failure(e, verb, str(url)) from None
 
     # ------------------------------------------------------------------ manifests
 
@@ -241,24 +315,24 @@ class RegistryClient:
         verb = "Get" if reference.startswith("sha256:") else "Head"
 
         async def attempt() -> Manifest:
-            headers = {**await self._headers(verb, url), "Accept": ACCEPT}
+            headers = {**await self.auth_headers(verb, url), "Accept": ACCEPT}
             try:
                 async with self.session.get(url, headers=headers) as resp:
                     data = await resp.content.read(MANIFEST_LIMIT + 1)
                     if resp.status >= 500 or resp.status == 429:
-                        raise _Retry(error_from_response(resp.status, data))
+                        raise Transient(error_from_response(resp.status, data))
                     if resp.status != 200:
                         auth = resp.headers.get("WWW-Authenticate", "")
                         raise error_from_response(resp.status, data, auth)
                     content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
                     header_digest = resp.headers.get("Docker-Content-Digest", "")
             except aiohttp.ClientError as e:
-                raise self._network(e, verb, url) from None
+                raise self.network_failure(e, verb, url) from None
             if len(data) > MANIFEST_LIMIT:
                 raise DockerError(f"manifest too large: more than {MANIFEST_LIMIT} bytes")
             return _checked_manifest(reference, data, content_type, header_digest)
 
-        return await self._retrying(attempt)
+        return await self.retrying(attempt)
 
     # ------------------------------------------------------------------ blobs
 
@@ -293,14 +367,14 @@ class RegistryClient:
             restart()
             hasher = hashlib.sha256()
             got = 0
-            headers = await self._headers("Get", url)
+            headers = await self.auth_headers("Get", url)
             try:
                 async with self.session.get(url, headers=headers) as resp:
                     if resp.status != 200:
                         body = await resp.content.read(1 << 16)
                         err = error_from_response(resp.status, body)
                         if resp.status >= 500 or resp.status == 429:
-                            raise _Retry(err)
+                            raise Transient(err)
                         raise err
                     async for data in resp.content.iter_chunked(CHUNK):
                         got += len(data)
@@ -310,13 +384,13 @@ class RegistryClient:
                         await write(data)
                         progress(got)
             except aiohttp.ClientPayloadError as e:
-                raise _Retry(DockerError(f"unexpected EOF: {e}")) from None
+                raise Transient(DockerError(f"unexpected EOF: {e}")) from None
             except aiohttp.ClientError as e:
-                raise self._network(e, "Get", url) from None
+                raise self.network_failure(e, "Get", url) from None
             if hasher.hexdigest() != expected or (size >= 0 and got != size):
                 raise BlobMismatch(f"blob {digest}: content does not match its digest")
 
-        await self._retrying(attempt)
+        await self.retrying(attempt)
 
 
 def _checked_manifest(reference: str, data: bytes, content_type: str, header: str) -> Manifest:

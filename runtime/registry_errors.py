@@ -31,6 +31,16 @@ _DEFAULT_MESSAGES = {
 }
 
 
+class RequestError(DockerError):
+    """A request that failed before the registry could answer it (the network, TLS, or getting
+    its credentials), as Go's url.Error prints it: `Get "url": <cause>`. dockerd's push reports
+    only `cause` (distribution's retryOnError unwraps it); pull and login report the whole."""
+
+    def __init__(self, method: str, url: str, cause: DockerError) -> None:
+        super().__init__(f'{method} "{url}": {cause.message}', cause.status)
+        self.cause = cause
+
+
 class RegistryError(DockerError):
     """An error of the registry's own (errcode): `code` as the registry sent it."""
 
@@ -106,9 +116,9 @@ def not_found_for(err: DockerError, familiar: str, familiar_name: str) -> Docker
     return err
 
 
-def network_error(method: str, url: str, host: str, port: int, exc: BaseException) -> DockerError:
+def network_error(method: str, url: str, host: str, port: int, exc: BaseException) -> RequestError:
     """A failed request as Go's url.Error prints it: `Get "url": dial tcp …`."""
-    return DockerError(f'{method} "{url}": {_go_net_text(host, port, exc)}')
+    return RequestError(method, url, DockerError(_go_net_text(host, port, exc)))
 
 
 def _go_net_text(host: str, port: int, exc: BaseException) -> str:

@@ -382,3 +382,29 @@ class TokenIssuer:
         app = web.Application()
         app.router.add_get("/token", token)
         return app
+
+
+@contextlib.contextmanager
+def served(app: Any, host: str, port: int) -> Iterator[None]:
+    """An aiohttp app (a TokenIssuer's) served on host:port from a thread of its own, for
+    tests that are not async themselves; stopped and cleaned up on exit."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    try:
+        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        loop.close()

@@ -15,9 +15,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from aiohttp import web
 
+from manager.api.json_stream import relay
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.placing import choose_node, scheduler_for, survey
 from manager.scheduler.model import SchedulingError
@@ -25,7 +25,6 @@ from manager.scheduler.placement import parse_placement
 from manager.versioning import add_versioned_routes, split_version
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter
-from proto.rpc_errors import raise_for_rpc_error
 
 CHUNK = 64 * 1024
 _HINT_PREFIXES = ("constraint:", "affinity:")
@@ -79,25 +78,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             if data:
                 yield pb.ImageBuildInput(data=data)
 
-    call = cluster.stub(node.id).ImageBuild(inputs())
-    try:
-        first = await call.read()
-    except grpc.RpcError as e:
-        raise raise_for_rpc_error(e) from None
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    try:
-        while first is not grpc.aio.EOF:
-            await response.write(first.json + b"\r\n")
-            first = await call.read()
-    except grpc.RpcError as e:
-        err = raise_for_rpc_error(e)
-        line = {"errorDetail": {"message": err.message}, "error": err.message}
-        await response.write(json.dumps(line).encode() + b"\r\n")
-    finally:
-        call.cancel()
-    await response.write_eof()
-    return response
+    return await relay(request, cluster.stub(node.id).ImageBuild(inputs()))
 
 
 def add_routes(app: web.Application) -> None:

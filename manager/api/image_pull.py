@@ -45,6 +45,12 @@ def registry_auth(header: str) -> pb.RegistryAuth:
         doc = json.loads(raw)
     except (ValueError, binascii.Error):
         return pb.RegistryAuth()
+    return auth_config(doc)
+
+
+def auth_config(doc: Any) -> pb.RegistryAuth:
+    """Docker's AuthConfig JSON (X-Registry-Auth, the body of POST /auth) for the nodes;
+    `auth` is base64 `user:password`, used when no username is given."""
     if not isinstance(doc, dict):
         return pb.RegistryAuth()
     username = str(doc.get("username") or "")

@@ -38,6 +38,12 @@ class _Refused:
     async def __anext__(self) -> Any:  # noqa: ANN401
         raise NotFound("No such object: fuzz")
 
+    async def read(self) -> Any:  # noqa: ANN401 - a server stream read message by message
+        raise NotFound("No such object: fuzz")
+
+    def cancel(self) -> None:
+        pass
+
 
 class FakeAgent:
     async def ContainerList(self, req: pb.ContainerListRequest) -> pb.ContainerListReply:  # noqa: N802
