@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
 from agent.service_base import ServiceBase, data_chunks, first_options, log, rpc
+from agent.service_images import pull_image
 from agent.worker_streams import feed_in
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, InvalidParameter
 from runtime import build_context
 from runtime.build_dispatch import RunFailed
-from runtime.builder import Build, BuildOptions, check_tags
+from runtime.builder import Build, BuildOptions, Emit, Pull, check_tags
+from runtime.references import parse_reference
+from runtime.registry_auth import resolve_auth_config
 
 _FALSE = ("", "0", "no", "false", "none")
 _BUILT = "\0built"  # the loop's own marker: never a key of a Docker message
@@ -108,6 +111,16 @@ def error_message(err: Exception) -> dict[str, Any]:
     return {"errorDetail": detail, "error": text}
 
 
+def registry_configs(data: bytes) -> dict[str, Any]:
+    """The build's X-Registry-Config as the manager passed it; unreadable is none (dockerd
+    ignores a header it cannot decode)."""
+    try:
+        doc = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 class BuildMixin(ServiceBase):
     """docker build."""
 
@@ -139,7 +152,8 @@ class BuildMixin(ServiceBase):
                 return await asyncio.to_thread(prepare)
 
             root, parsed = await feed_in(data_chunks(request_iterator), consume)
-            build = Build(self.rt, root, parsed, options, queue.put_nowait)
+            pull = self._build_pull(registry_configs(opts.registry_config), queue.put_nowait)
+            build = Build(self.rt, root, parsed, options, queue.put_nowait, pull)
             stages, meta = build.plan()
             task = asyncio.create_task(self._run_build(build, stages, meta, queue))
             quiet = _bool(query, "q")
@@ -165,6 +179,17 @@ class BuildMixin(ServiceBase):
             if build is not None and task is not None and task.cancelled():
                 await build.remove_containers()
             await asyncio.to_thread(build_context.remove, work)
+
+    def _build_pull(self, configs: dict[str, Any], emit: Emit) -> Pull:
+        """A FROM's pull: the node's own (`docker pull`'s path) with the credentials for the
+        image's registry; its progress goes into the build's stream, as dockerd's does."""
+
+        async def pull(name: str) -> str:
+            domain = parse_reference(name).name.split("/", 1)[0]
+            creds = resolve_auth_config(configs, domain)
+            return (await pull_image(self, name, emit, creds)).image_id
+
+        return pull
 
     async def _run_build(
         self,

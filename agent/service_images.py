@@ -20,6 +20,21 @@ from runtime.references import Reference, parse_reference
 from runtime.registry_auth import Credentials
 
 
+async def pull_image(
+    service: ServiceBase,
+    reference: str,
+    emit: image_pull.Emit,
+    creds: Credentials,
+) -> image_pull.PullResult:
+    """A registry pull into this node's store, with its `pull` event: `docker pull`'s and a
+    build's FROM (dockerd's pullForBuilder takes the same path)."""
+    rt = service.rt
+    result = await image_pull.pull(rt.images, rt.registries, reference, emit, creds)
+    name = parse_reference(result.reference).familiar_name()
+    service.events.publish("image", "pull", result.reference, {"name": name})
+    return result
+
+
 class ImagesMixin(ServiceBase):
     """Image transfer, views, tag and remove."""
 
@@ -83,16 +98,9 @@ class ImagesMixin(ServiceBase):
         self, request: pb.ImagePullRequest, context: Any
     ) -> AsyncIterator[pb.JsonReply]:
         creds = _credentials(request.auth)
-        run = _Progress(
-            lambda emit: image_pull.pull(
-                self.rt.images, self.rt.registries, request.reference, emit, creds
-            )
-        )
+        run = _Progress(lambda emit: pull_image(self, request.reference, emit, creds))
         async for reply in run.replies():
             yield reply
-        result: image_pull.PullResult = run.result
-        name = parse_reference(result.reference).familiar_name()
-        self.events.publish("image", "pull", result.reference, {"name": name})
 
     @rpc
     async def ImagePush(

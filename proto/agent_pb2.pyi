@@ -391,12 +391,14 @@ class ImageLoadReply(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImageBuildOptions(_message.Message):
-    __slots__ = ("query", "api_version")
+    __slots__ = ("query", "api_version", "registry_config")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_CONFIG_FIELD_NUMBER: _ClassVar[int]
     query: bytes
     api_version: str
-    def __init__(self, query: _Optional[bytes] = ..., api_version: _Optional[str] = ...) -> None: ...
+    registry_config: bytes
+    def __init__(self, query: _Optional[bytes] = ..., api_version: _Optional[str] = ..., registry_config: _Optional[bytes] = ...) -> None: ...
 
 class ImageBuildInput(_message.Message):
     __slots__ = ("options", "data")

@@ -5,9 +5,10 @@ JSON stream (`Step 1/N : …`, ` ---> <id>`, ` ---> Using cache`, `{"aux":{"ID":
 what they do to files runtime/build_steps.py, the cache and the step images
 runtime/build_images.py.
 
-The FROM image must be on this node: `Build.pull` is the one place a registry pull will go
-(`pull=1` asks for it even when the image is here); until then a missing image is dockerd's
-"No such image" answer.
+A FROM (or `COPY --from`) image missing from this node is pulled through `Build.pull`, the hook
+the agent wires to its registry pull (its progress in this stream, as dockerd's legacy builder
+shows it); `pull=1` (`docker build --pull`) pulls even when the image is here. Without a hook a
+missing image is dockerd's "No such image" answer.
 """
 
 from __future__ import annotations

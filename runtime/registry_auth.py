@@ -57,6 +57,27 @@ class Credentials:
         )
 
 
+# The key `docker login` (and so the CLI's X-Registry-Config) files Docker Hub's credentials under.
+INDEX_SERVER = "https://index.docker.io/v1/"
+
+
+def resolve_auth_config(configs: dict[str, Any], domain: str) -> Credentials:
+    """dockerd's registry.ResolveAuthConfig: the credentials for `domain` among the ones a
+    build's X-Registry-Config carries ({server: AuthConfig}). Docker Hub's are under
+    INDEX_SERVER only; another registry's under its name, else under a key that is its name once
+    the scheme and path are stripped (a legacy config's `https://host/v1/`)."""
+    official = domain == "docker.io"
+    key = INDEX_SERVER if official else domain
+    found = configs.get(key)
+    if found is None and not official:
+        for server, doc in configs.items():
+            bare = server.removeprefix("http://").removeprefix("https://")
+            if bare.split("/", 1)[0] == domain:
+                found = doc
+                break
+    return Credentials.from_auth_config(found) if isinstance(found, dict) else Credentials()
+
+
 def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     """`WWW-Authenticate` challenges as (lower-case scheme, parameters)."""
     out: list[tuple[str, dict[str, str]]] = []

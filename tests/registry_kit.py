@@ -191,6 +191,29 @@ def registry(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def trusted_by_dev_agents(reg: Registry) -> Iterator[None]:
+    """The registry's CA where the dev cluster's agents look for it (their certs.d,
+    deploy/dev_layout.REGISTRY_CERTS), removed on exit."""
+    from deploy import dev_layout
+
+    host_dir = os.path.join(dev_layout.REGISTRY_CERTS, reg.address)
+    os.makedirs(host_dir, exist_ok=True)
+    try:
+        shutil.copy(reg.ca, os.path.join(host_dir, "ca.crt"))
+        yield
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def write_auth(config_dir: str, registry: str, user: str, password: str) -> None:
+    """What `docker login` leaves in the CLI's config.json: the CLI sends it as X-Registry-Auth
+    (pull) and within X-Registry-Config (build)."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with open(os.path.join(config_dir, "config.json"), "w") as f:
+        json.dump({"auths": {registry: {"auth": auth}}}, f)
+
+
 # --------------------------------------------------------------------------- pushing
 
 

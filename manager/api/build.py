@@ -4,13 +4,16 @@ The scheduler picks the node with the build's `--build-arg constraint:…` / `af
 into hints (and removed from the build args the node sees) and its `--cpu-shares`/`--memory`
 for placement; the context tar is streamed to that node's ImageBuild call and its JSON
 messages are relayed. An error before the node's first message (bad Dockerfile, unknown
-target, bad tag, FROM image missing before any step) is the HTTP answer, as dockerd gives it
-before writing any output; later ones are in the stream. The image then exists on that node
-only; a later `docker run` of it lands there by the image affinity of placement.
+target, bad tag) is the HTTP answer, as dockerd gives it before writing any output; later ones
+(a FROM image the node cannot pull among them) are in the stream. X-Registry-Config goes to the
+node for the pulls of FROM images. The image then exists on that node only; a later `docker run`
+of it lands there by the image affinity of placement.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +49,19 @@ def split_build_args(query: dict[str, list[str]]) -> tuple[dict[str, list[str]],
     return {**query, "buildargs": [json.dumps(kept)]}, hints
 
 
+def registry_config(header: str) -> bytes:
+    """X-Registry-Config (base64url JSON {registry: AuthConfig}, every login the CLI knows) as
+    JSON for the node, which picks the FROM image's registry from it. Undecodable is none, as
+    dockerd's getAuthConfigs ignores the error (a pull without credentials)."""
+    if not header:
+        return b""
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return b""
+    return json.dumps(doc).encode() if isinstance(doc, dict) else b""
+
+
 def _int(query: dict[str, list[str]], key: str) -> int:
     text = (query.get(key) or ["0"])[0] or "0"
     try:
@@ -70,7 +86,11 @@ async def build(request: web.Request) -> web.StreamResponse:
     async with cluster.schedule_lock:
         node = choose_node(cluster, scheduler_for(request.app[SETTINGS_KEY]), body, seen)
     version, _ = split_version(request.path)
-    options = pb.ImageBuildOptions(query=json.dumps(query).encode(), api_version=version or "")
+    options = pb.ImageBuildOptions(
+        query=json.dumps(query).encode(),
+        api_version=version or "",
+        registry_config=registry_config(request.headers.get("X-Registry-Config", "")),
+    )
 
     async def inputs() -> AsyncIterator[pb.ImageBuildInput]:
         yield pb.ImageBuildInput(options=options)

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy import dev_layout
 from deploy import devcluster as dc
+from tests import registry_kit as kit
 from tests.fixtures import dev_cluster, docker
 
 URL = f"http://{dc.MANAGER_ADDR}"
@@ -309,10 +311,16 @@ def test_bad_dockerfiles_in_dockers_words(cluster: object) -> None:
         assert (status, lines) == (400, [{"message": message}]), text
     status, lines = raw_build(tar_of([(entry("x"), b"")]))
     assert (status, lines) == (500, [{"message": "Cannot locate specified Dockerfile: Dockerfile"}])
-    status, lines = raw_build(_ctx_tar("FROM nosuchimage:1\n"))
+    # A FROM image the node lacks is pulled; a registry that does not exist is the pull's
+    # error, in the stream after the step (dockerd's legacy builder).
+    missing = "flt-no-such-host.invalid/nosuchimage:1"
+    status, lines = raw_build(_ctx_tar(f"FROM {missing}\n"))
     assert status == 200
-    assert lines[0] == {"stream": "Step 1/1 : FROM nosuchimage:1\n"}
-    assert lines[-1]["error"] == "No such image: nosuchimage:1"
+    assert lines[0] == {"stream": f"Step 1/1 : FROM {missing}\n"}
+    assert lines[-1]["error"] == (
+        'Get "https://flt-no-such-host.invalid/v2/": dial tcp: lookup flt-no-such-host.invalid: '
+        "no such host"
+    )
 
 
 def test_hostile_context_stays_inside(cluster: object, cleanup: list[str]) -> None:
@@ -341,6 +349,65 @@ def test_hostile_context_stays_inside(cluster: object, cleanup: list[str]) -> No
     assert status == 200 and "error" not in lines[-1], lines[-1]
     assert not os.path.exists(marker) and not os.path.exists(marker + "-2")
     assert run("flt-raw", "cat", marker) == "inside"
+
+
+def images_on(node: str) -> dict[str, str]:
+    """name:tag → image ID on one node."""
+    out = docker(
+        "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+        "--filter", f"node={node}",
+    ).stdout  # fmt: skip
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+@pytest.mark.skipif(not os.path.exists(kit.REGISTRY_BIN), reason="docker-registry not installed")
+def test_from_pulls_a_missing_image(cluster: object, ctx: str, cleanup: list[str]) -> None:
+    """FROM an image only a registry has (TLS, Basic auth): the node the build lands on pulls
+    it with the credentials of the CLI's X-Registry-Config, its progress inside the build's
+    stream after `Step 1/N : FROM`; `--pull` pulls again though the image is there."""
+    config_dir = os.environ["DOCKER_CONFIG"]
+    with (
+        kit.registry(dev_layout.HOST_IP, tls=True, basic_auth=True) as reg,
+        kit.trusted_by_dev_agents(reg),
+    ):
+        pushed = kit.push_image(reg, "test/busybox", "latest", [kit.busybox_layer()])
+        base = f"{reg.address}/test/busybox"
+        cleanup += [f"{base}:latest", "flt-from-pull"]
+        write(ctx, {"Dockerfile": f"FROM {base}\nRUN echo built > /built\n"})
+        args = ("-t", "flt-from-pull", "--build-arg", "constraint:node==node-1")
+        rc, out, err = build(ctx, *args, check=False)
+        assert rc == 1
+        assert f"Step 1/2 : FROM {base}\n" in out
+        assert err.strip().splitlines()[-1] == (
+            f'Head "https://{reg.address}/v2/test/busybox/manifests/latest": no basic auth '
+            "credentials"
+        )
+        kit.write_auth(config_dir, reg.address, kit.USER, kit.PASSWORD)
+        try:
+            _, out, _ = build(ctx, *args)
+            lines = out.splitlines()
+            step = lines.index(f"Step 1/2 : FROM {base}")
+            assert lines[step + 1] == "latest: Pulling from test/busybox", out
+            short = pushed.layer_digests[0].removeprefix("sha256:")[:12]
+            assert f"{short}: Pull complete" in lines, out
+            assert f"Digest: {pushed.digest}" in lines, out
+            assert f"Status: Downloaded newer image for {base}:latest" in lines, out
+            assert lines[lines.index("Step 2/2 : RUN echo built > /built") - 1] == (
+                f" ---> {pushed.image_id.removeprefix('sha256:')[:12]}"
+            )
+            assert "Successfully tagged flt-from-pull:latest" in lines
+            assert images_on("node-1")[f"{base}:latest"] == pushed.image_id
+            assert f"{base}:latest" not in images_on("node-0")
+            assert run("flt-from-pull", "cat", "/built") == "built\n"
+            # --pull: asked again; up to date, and the RUN step is a cache hit.
+            _, out, _ = build(ctx, "--pull", *args)
+            assert f"Status: Image is up to date for {base}:latest" in out.splitlines(), out
+            assert " ---> Using cache" in out
+        finally:
+            os.unlink(os.path.join(config_dir, "config.json"))
+    # The registry is gone: a FROM image on the node is not pulled again without --pull.
+    _, out, _ = build(ctx, *args)
+    assert "Pulling from" not in out and " ---> Using cache" in out
 
 
 def test_compose_up_build(cluster: object, ctx: str, cleanup: list[str]) -> None:

@@ -6,10 +6,8 @@ node's store kept anything of it."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -37,22 +35,10 @@ def busybox_tar() -> bytes:
     return kit.busybox_layer()
 
 
-def trusted(reg: kit.Registry) -> str:
-    """Put the registry's CA where the agents look for it; returns the dir to remove."""
-    host_dir = os.path.join(dev_layout.REGISTRY_CERTS, reg.address)
-    os.makedirs(host_dir, exist_ok=True)
-    shutil.copy(reg.ca, os.path.join(host_dir, "ca.crt"))
-    return host_dir
-
-
 @pytest.fixture
 def reg(cluster: dict[str, object]) -> Iterator[kit.Registry]:
-    with kit.registry(HOST, tls=True) as r:
-        host_dir = trusted(r)
-        try:
-            yield r
-        finally:
-            shutil.rmtree(host_dir, ignore_errors=True)
+    with kit.registry(HOST, tls=True) as r, kit.trusted_by_dev_agents(r):
+        yield r
 
 
 def store_state() -> dict[str, tuple[list[str], list[str]]]:
@@ -155,8 +141,10 @@ def test_unreachable_and_untrusted_registries(
 
 def test_basic_auth_over_tls(cluster: dict[str, object], busybox_tar: bytes) -> None:
     config_dir = os.environ["DOCKER_CONFIG"]
-    with kit.registry(HOST, tls=True, basic_auth=True) as reg:
-        host_dir = trusted(reg)
+    with (
+        kit.registry(HOST, tls=True, basic_auth=True) as reg,
+        kit.trusted_by_dev_agents(reg),
+    ):
         ref = f"{reg.address}/private/busybox:v1"
         try:
             pushed = kit.push_image(reg, "private/busybox", "v1", [busybox_tar])
@@ -167,25 +155,17 @@ def test_basic_auth_over_tls(cluster: dict[str, object], busybox_tar: bytes) -> 
                 f'Error response from daemon: Head "https://{reg.address}/v2/private/busybox/'
                 'manifests/v1": no basic auth credentials'
             )
-            write_auth(config_dir, reg.address, kit.USER, "wrong")
+            kit.write_auth(config_dir, reg.address, kit.USER, "wrong")
             res = docker("pull", ref, check=False, timeout=60)
             assert res.returncode == 1
             assert res.stderr.strip() == (
                 "Error response from daemon: unauthorized: authentication required"
             )
             assert store_state() == before
-            write_auth(config_dir, reg.address, kit.USER, kit.PASSWORD)
+            kit.write_auth(config_dir, reg.address, kit.USER, kit.PASSWORD)
             docker("pull", ref, timeout=120)
             for node in NODES:
                 assert images_on(node)[ref]["ID"] == pushed.image_id
         finally:
             os.unlink(os.path.join(config_dir, "config.json"))
-            shutil.rmtree(host_dir, ignore_errors=True)
             remove_image(ref)
-
-
-def write_auth(config_dir: str, registry: str, user: str, password: str) -> None:
-    """What `docker login` leaves in the CLI's config: the CLI sends it as X-Registry-Auth."""
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    with open(os.path.join(config_dir, "config.json"), "w") as f:
-        json.dump({"auths": {registry: {"auth": auth}}}, f)

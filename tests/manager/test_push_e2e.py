@@ -17,7 +17,7 @@ from deploy import dev_layout
 from deploy import devcluster as dc
 from tests import registry_kit as kit
 from tests.fixtures import dev_cluster, docker
-from tests.manager.test_pull_e2e import images_on, store_state, trusted
+from tests.manager.test_pull_e2e import images_on, store_state
 
 NODES = ("node-0", "node-1")
 HOST = dev_layout.HOST_IP
@@ -37,12 +37,10 @@ def cluster() -> Iterator[dict[str, object]]:
 @pytest.fixture
 def reg(cluster: dict[str, object]) -> Iterator[kit.Registry]:
     """An htpasswd registry over TLS the nodes trust; the CLI's logins are forgotten after."""
-    with kit.registry(HOST, tls=True, basic_auth=True) as r:
-        host_dir = trusted(r)
+    with kit.registry(HOST, tls=True, basic_auth=True) as r, kit.trusted_by_dev_agents(r):
         try:
             yield r
         finally:
-            shutil.rmtree(host_dir, ignore_errors=True)
             config = os.path.join(os.environ["DOCKER_CONFIG"], "config.json")
             if os.path.exists(config):
                 os.unlink(config)
@@ -89,8 +87,11 @@ def test_token_auth_login_and_push(cluster: dict[str, object]) -> None:
     token for no scope, a push one for `push,pull`."""
     port = kit.free_port(HOST)
     issuer = kit.TokenIssuer(f"http://{HOST}:{port}/token")
-    with kit.served(issuer.app(), HOST, port), kit.registry(HOST, tls=True, issuer=issuer) as reg:
-        host_dir = trusted(reg)
+    with (
+        kit.served(issuer.app(), HOST, port),
+        kit.registry(HOST, tls=True, issuer=issuer) as reg,
+        kit.trusted_by_dev_agents(reg),
+    ):
         name = f"{reg.address}/team/app:v1"
         try:
             res = login(reg.address, "wrong")
@@ -109,7 +110,6 @@ def test_token_auth_login_and_push(cluster: dict[str, object]) -> None:
             digest = res.stdout.split("v1: digest: ")[1].split()[0]
             assert all(images_on(node)[name]["Digest"] == digest for node in NODES)
         finally:
-            shutil.rmtree(host_dir, ignore_errors=True)
             docker("rmi", "-f", name, check=False)
             config = os.path.join(os.environ["DOCKER_CONFIG"], "config.json")
             if os.path.exists(config):
