@@ -39,7 +39,7 @@ from proto.rpc import TlsConfig
 from runtime import fence as fence_policy
 from runtime.containers import Runtime
 from runtime.overlay import OverlayPlane
-from runtime.registry_client import DEFAULT_CERTS_DIR, RegistryConfig
+from runtime.registry_client import DEFAULT_CERTS_DIR, RegistryConfig, validate_mirror
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,14 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
         "(127.0.0.0/8 always is); repeatable",
     )
     parser.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Docker Hub mirror (http[s]://host[:port]), tried before the hub, as dockerd's "
+        "option; repeatable",
+    )
+    parser.add_argument(
         "--registry-certs-dir",
         default=DEFAULT_CERTS_DIR,
         metavar="DIR",
@@ -234,7 +242,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         allow_drills=args.allow_drills,
         etcd_security=etcd_security_from_args(args),
         registries=RegistryConfig(
-            certs_dir=args.registry_certs_dir, insecure=tuple(args.insecure_registry)
+            certs_dir=args.registry_certs_dir,
+            insecure=tuple(args.insecure_registry),
+            mirrors=tuple(validate_mirror(url) for url in args.registry_mirror),
         ),
     )
 

@@ -10,12 +10,17 @@ it streams and every layer against its diff ID before the store keeps it.
 Nothing half-written stays: downloads live in a temp dir removed at the end, the layers of the
 pull are held (`hold_diff_ids`) while it runs and the hold's release drops the ones no image
 uses when it fails, and the image config, tag and digest are written only once every layer is in.
+
+Docker Hub images are tried on the node's `--registry-mirror`s first, then on the hub: any
+failure on a mirror falls back to the next endpoint (dockerd's continueOnError for mirrors); the
+error reported is the hub's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -37,6 +42,7 @@ from runtime.registry_client import (
     OCI_INDEX,
     OCI_MANIFEST,
     BlobMismatch,
+    Endpoint,
     Manifest,
     RegistryClient,
     RegistryConfig,
@@ -44,6 +50,7 @@ from runtime.registry_client import (
 from runtime.registry_errors import not_found_for
 
 Emit = Callable[[dict[str, Any]], None]
+log = logging.getLogger(__name__)
 
 CONCURRENT_DOWNLOADS = 3
 CONFIG_LIMIT = 8 << 20
@@ -67,9 +74,32 @@ async def pull(
 ) -> PullResult:
     """Pull `reference` (name[:tag] or name@digest) into `store`, reporting through `emit`."""
     ref = parse_reference(reference).tagged()
+    domain = ref.name.partition("/")[0]
+    *mirrors, registry = config.endpoints(domain)
+    for mirror in mirrors:
+        try:
+            image_id, digest = await _pull_from(store, config, mirror, ref, emit, creds)
+            break
+        except DockerError as e:
+            # dockerd's rule: any failure on a mirror falls back to the next endpoint.
+            log.info("pull of %s from mirror %s failed: %s", reference, mirror.host, e)
+    else:
+        image_id, digest = await _pull_from(store, config, registry, ref, emit, creds)
+    return await asyncio.to_thread(_name_image, store, ref, image_id, digest, emit)
+
+
+async def _pull_from(
+    store: ImageStore,
+    config: RegistryConfig,
+    endpoint: Endpoint,
+    ref: Reference,
+    emit: Emit,
+    creds: Credentials | None,
+) -> tuple[str, str]:
+    """The image of `ref` from one endpoint into the store: (image ID, manifest digest)."""
     domain, _, path = ref.name.partition("/")
     wanted = ref.digest or ref.tag
-    async with RegistryClient(config, domain, path, creds) as client:
+    async with RegistryClient(config, domain, path, creds, endpoint=endpoint) as client:
         try:
             top = await client.manifest(wanted)
         except DockerError as e:
@@ -81,7 +111,7 @@ async def pull(
         have = await asyncio.to_thread(lambda: image_id in store.images())
         if not have:
             await _pull_image(store, client, manifest, config_desc, emit, ref.name)
-    return await asyncio.to_thread(_name_image, store, ref, image_id, top.digest, emit)
+    return image_id, top.digest
 
 
 async def _platform_manifest(client: RegistryClient, top: Manifest) -> Manifest:

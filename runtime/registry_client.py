@@ -6,6 +6,10 @@ with the system's roots plus `<certs dir>/<host:port>/*.crt` (and a `*.cert`/`*.
 as dockerd reads /etc/docker/certs.d; plain HTTP only for insecure registries (dockerd's rule:
 listed hosts or CIDRs, and 127.0.0.0/8 always), tried after HTTPS without verification. Network
 failures and 5xx/429 answers are retried with back-off (tenacity); a registry's own refusal is not.
+
+`RegistryConfig.endpoints` lists where a repository is fetched from, in order: for Docker Hub
+the `--registry-mirror`s first, then the hub itself (dockerd's lookupV2Endpoints); one client
+talks to one endpoint, and runtime/image_pull.py falls back from a failing mirror to the next.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import asyncio
 import glob
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +43,7 @@ from runtime.registry_errors import error_from_response, network_error
 
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
 DOCKER_HUB = "docker.io"
-_HUB_ENDPOINT = "registry-1.docker.io"
+HUB_ENDPOINT = "registry-1.docker.io"
 _ALWAYS_INSECURE = (ipaddress.ip_network("127.0.0.0/8"),)
 MANIFEST_LIMIT = 4 << 20
 ANSWER_LIMIT = 1 << 20  # what `send` reads of an answer's body (errors, upload replies)
@@ -53,12 +59,60 @@ Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Where a repository's requests go: `host` (host[:port]); `scheme` fixed (a mirror's URL
+    says it) or empty (https, then http for an insecure registry)."""
+
+    host: str
+    scheme: str = ""
+    mirror: bool = False
+
+
+def validate_mirror(value: str) -> str:
+    """dockerd's ValidateMirror (`--registry-mirror`): an http(s) URL without path, query,
+    fragment or credentials; returned with one trailing slash."""
+    try:
+        uri = urllib.parse.urlsplit(value)
+        uri.port  # noqa: B018 - parsing the port is what rejects a bad one
+    except ValueError:
+        raise ValueError(f"invalid mirror: {json.dumps(value)} is not a valid URI") from None
+    if uri.scheme not in ("http", "https"):
+        raise ValueError(
+            f"invalid mirror: unsupported scheme {json.dumps(uri.scheme)} in {json.dumps(value)}"
+        )
+    if uri.path not in ("", "/") or uri.query or uri.fragment:
+        raise ValueError(
+            f"invalid mirror: path, query, or fragment at end of the URI {json.dumps(value)}"
+        )
+    if uri.username is not None or uri.password is not None:
+        host = uri.netloc.rpartition("@")[2]
+        shown = urllib.parse.urlunsplit(uri._replace(netloc=f"{uri.username}:xxxxx@{host}"))
+        raise ValueError(
+            f"invalid mirror: username/password not allowed in URI {json.dumps(shown)}"
+        )
+    return value.rstrip("/") + "/"
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
-    """A node's registry settings (`flotilla join --insecure-registry`, `--registry-certs-dir`)."""
+    """A node's registry settings (`flotilla join --insecure-registry`, `--registry-certs-dir`,
+    `--registry-mirror`)."""
 
     certs_dir: str = DEFAULT_CERTS_DIR
     insecure: tuple[str, ...] = ()  # host[:port] names and CIDRs, as dockerd's option
     attempts: int = 3  # per request, on network errors and 5xx/429
+    mirrors: tuple[str, ...] = ()  # Docker Hub mirrors' URLs (validate_mirror), tried in order
+
+    def endpoints(self, domain: str) -> list[Endpoint]:
+        """Where to fetch `domain`'s repositories from, in order: the last is the registry
+        itself; mirrors (Docker Hub only, as dockerd) come before it."""
+        if domain != DOCKER_HUB:
+            return [Endpoint(domain)]
+        out = []
+        for url in self.mirrors:
+            uri = urllib.parse.urlsplit(url)
+            out.append(Endpoint(uri.netloc, uri.scheme, mirror=True))
+        return [*out, Endpoint(HUB_ENDPOINT)]
 
     def insecure_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(_ALWAYS_INSECURE)
@@ -141,7 +195,8 @@ def _ssl_context(certs_dir: str, domain: str, verify: bool) -> ssl.SSLContext:
 
 
 class RegistryClient:
-    """One repository (`domain`, `path`, e.g. docker.io + library/busybox); use `async with`.
+    """One repository (`domain`, `path`, e.g. docker.io + library/busybox) at one endpoint (by
+    default the registry itself: `config.endpoints(domain)[-1]`); use `async with`.
 
     `actions`: what its requests are for (the token scope `repository:<path>:<actions>`: pull,
     or push,pull). No `path`: the registry itself, with no scope (a login). `offline_token`:
@@ -156,12 +211,14 @@ class RegistryClient:
         creds: Credentials | None = None,
         actions: Sequence[str] = ("pull",),
         offline_token: bool = False,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self.config = config
         self.domain = domain
         self.path = path
         self.creds = creds or Credentials()
-        self.host = _HUB_ENDPOINT if domain == DOCKER_HUB else domain
+        self.endpoint = endpoint or config.endpoints(domain)[-1]
+        self.host = self.endpoint.host
         self.base = ""
         self.scopes = [f"repository:{path}:{','.join(actions)}"] if path else []
         self.offline_token = offline_token
@@ -169,15 +226,18 @@ class RegistryClient:
         self._auth: Authorizer | None = None
 
     async def __aenter__(self) -> RegistryClient:
+        # A mirror is judged (insecure, certs.d) by its own host, the registry by its name.
+        name = self.host if self.endpoint.mirror else self.domain
         try:
-            insecure = await asyncio.to_thread(self.config.is_insecure, self.domain)
+            insecure = await asyncio.to_thread(self.config.is_insecure, name)
         except socket.gaierror as e:
             # The connection would look the name up again, only to fail the same way.
             host, port = _split_host(self.host)
-            raise network_error("Get", f"https://{self.host}/v2/", host, port or 443, e) from None
-        ctx = await asyncio.to_thread(
-            _ssl_context, self.config.certs_dir, self.domain, not insecure
-        )
+            scheme = self.endpoint.scheme or "https"
+            default = 80 if scheme == "http" else 443
+            url = f"{scheme}://{self.host}/v2/"
+            raise network_error("Get", url, host, port or default, e) from None
+        ctx = await asyncio.to_thread(_ssl_context, self.config.certs_dir, name, not insecure)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
         self._session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(ssl=ctx, limit=8)
@@ -223,7 +283,10 @@ class RegistryClient:
 
     async def _ping(self, insecure: bool) -> None:
         """GET /v2/: which scheme answers, and the auth challenge (dockerd's endpoint ping)."""
-        schemes = ["https", "http"] if insecure else ["https"]
+        if self.endpoint.scheme:
+            schemes = [self.endpoint.scheme]  # a mirror's URL: that scheme only, as dockerd
+        else:
+            schemes = ["https", "http"] if insecure else ["https"]
         last: DockerError | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
@@ -394,8 +457,6 @@ class RegistryClient:
 
 
 def _checked_manifest(reference: str, data: bytes, content_type: str, header: str) -> Manifest:
-    import json
-
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     named = reference if reference.startswith("sha256:") else header
     if named and named != digest:

@@ -68,6 +68,18 @@ def test_dev_join_command_parses() -> None:
     assert (config.heartbeat_s, config.ttl_s, config.fence_guard_s) == (0.25, 3.0, 0.25)
 
 
+def test_join_registry_mirrors(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["join", "--etcd", "10.99.0.1:2379", "--advertise", "10.99.0.10:4243", "--insecure-grpc"]
+    mirrors = ["--registry-mirror", "https://m1.example", "--registry-mirror", "http://m2:5000/"]
+    from agent.main import config_from_args
+
+    config = config_from_args(cli.build_parser().parse_args(base + mirrors))
+    assert config.registries.mirrors == ("https://m1.example/", "http://m2:5000/")
+    assert cli.main([*base, "--registry-mirror", "m1.example"]) == 2
+    err = capsys.readouterr().err
+    assert err == 'flotilla join: invalid mirror: unsupported scheme "" in "m1.example"\n'
+
+
 def test_join_needs_etcd(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["join", "--advertise", "127.0.0.1:4243"]) == 2
     assert "etcd" in capsys.readouterr().err
