@@ -1,4 +1,5 @@
-"""`docker pull` through the manager: POST /images/create?fromImage=…&tag=… on every node.
+"""`docker pull` through the manager: POST /images/create?fromImage=…&tag=… on every node (or
+the ones a `constraint` in the request's `filters` allows: `pull_nodes`).
 
 As classic Swarm (swarm-semantics.md §4.5): the pull runs on all healthy nodes in parallel, each
 node's progress line gets `id=<node name>` and the status `Pulling <ref>... : <node's status>`,
@@ -22,8 +23,11 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from manager.api.system import CLUSTER_KEY
+from manager.api.filters import request_filters
+from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.cluster import Cluster, channel_closed
+from manager.placing import node_infos, scheduler_for
+from manager.scheduler import SchedulingError
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError
 from proto.rpc_errors import raise_for_rpc_error
@@ -119,10 +123,26 @@ class _Merged:
         return self.status(node_id, str(doc.get("status", "")), doc)
 
 
+async def pull_nodes(request: web.Request) -> list[str]:
+    """The nodes a pull runs on: every registered one, or the ones the scheduler's filters
+    pass for the `constraint` expressions of the request's `filters` (`{"constraint":
+    ["node==node-1"]}`, Swarm's `key==value` grammar; dockerd has no filters here)."""
+    cluster = request.app[CLUSTER_KEY]
+    constraints = request_filters(request, ("constraint",)).get("constraint", [])
+    if not constraints:
+        return [rec.id for rec in cluster.sorted_nodes()]
+    config = {"Env": [f"constraint:{c}" for c in constraints]}
+    scheduler = scheduler_for(request.app[SETTINGS_KEY])
+    try:
+        return [n.id for n in scheduler.eligible(await node_infos(cluster), config)]
+    except SchedulingError as e:
+        raise DockerError(e.message, e.status) from None
+
+
 async def pull(request: web.Request) -> web.StreamResponse:
     cluster = request.app[CLUSTER_KEY]
     ref = pull_reference(request.query.get("fromImage", ""), request.query.get("tag", ""))
-    node_ids = [rec.id for rec in cluster.sorted_nodes()]
+    node_ids = await pull_nodes(request)
     if not node_ids:
         raise DockerError("no node is available to pull the image", 503)
     req = pb.ImagePullRequest(

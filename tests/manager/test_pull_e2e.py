@@ -169,3 +169,42 @@ def test_basic_auth_over_tls(cluster: dict[str, object], busybox_tar: bytes) -> 
         finally:
             os.unlink(os.path.join(config_dir, "config.json"))
             remove_image(ref)
+
+
+def raw_pull(ref: str, filters: dict[str, object]) -> tuple[int, list[dict[str, object]]]:
+    """POST /images/create with `filters` (the CLI sends none): status and JSON lines."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from deploy import devcluster
+
+    query = urllib.parse.urlencode({"fromImage": ref, "filters": json.dumps(filters)})
+    url = f"http://{devcluster.MANAGER_ADDR}/v1.41/images/create?{query}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=120) as r:
+            return r.status, [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    except urllib.error.HTTPError as e:
+        return e.code, [json.loads(e.read())]
+
+
+def test_pull_on_the_nodes_a_constraint_allows(reg: kit.Registry, busybox_tar: bytes) -> None:
+    pushed = kit.push_image(reg, "test/onenode", "v1", [busybox_tar])
+    ref = f"{reg.address}/test/onenode:v1"
+    try:
+        status, lines = raw_pull(ref, {"constraint": ["node==node-1"]})
+        assert status == 200 and "error" not in lines[-1], lines
+        assert {line["id"] for line in lines} == {"node-1"}
+        assert lines[-1] == {"status": f"Pulling {ref}... : downloaded", "id": "node-1"}
+        assert images_on("node-1")[ref]["ID"] == pushed.image_id
+        assert ref not in images_on("node-0")
+        # The scheduler's own refusal (Swarm's words, as for a volume), before any pull.
+        status, lines = raw_pull(ref, {"constraint": ["node==node-9"]})
+        message = (
+            "Unable to find a node that satisfies the following conditions \n"
+            "[available container slots]\n[node==node-9]"
+        )
+        assert (status, lines) == (500, [{"message": message}])
+        assert raw_pull(ref, {"node": ["node-1"]}) == (400, [{"message": "Invalid filter 'node'"}])
+    finally:
+        remove_image(ref)
