@@ -4,44 +4,31 @@ Brings up a 3-node dev cluster (unless one is already up: then it uses it and le
 times each command as a user sees it (CLI process included), and, when a dockerd is installed
 (Debian `docker.io`), measures it in the same run for the ratio: the running one at
 /var/run/docker.sock, or else a private dockerd started for the run in a network namespace of
-its own (its bridge and iptables rules stay there) with a throwaway data root, removed after.
+its own (its bridge and iptables rules stay there) with a throwaway data root, removed after
+(bench/dockerd.py).
 Run as root: `python bench/api.py [--runs 30] [--ps-containers 300]`. The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.dockerd import docker, dockerd_host  # noqa: E402
 from deploy import devcluster  # noqa: E402
-from deploy.busybox_image import build_rootfs_tar  # noqa: E402
 
-DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 MANAGER = "tcp://127.0.0.1:2375"
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def docker(host: str, *args: str) -> str:
-    env = dict(os.environ, DOCKER_HOST=host)
-    done = subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
 
 
 def timed(host: str, runs: int, *args: str) -> list[float]:
@@ -74,80 +61,6 @@ def ps_with(host: str, count: int, runs: int) -> list[float]:
     finally:
         for i in range(0, len(ids), 50):
             docker(host, "rm", "-f", *ids[i : i + 50])
-
-
-BENCH_NETNS = "flt-bench-dockerd"
-
-
-@contextlib.contextmanager
-def dockerd_host() -> Iterator[str | None]:
-    """A dockerd with busybox:latest to compare with: the system's, or a private one."""
-    if not shutil.which("dockerd"):
-        yield None
-        return
-    system = "unix:///var/run/docker.sock"
-    if os.path.exists("/var/run/docker.sock") and _answers(system):
-        _ensure_busybox(system)
-        yield system
-        return
-    with _private_dockerd() as host:
-        _ensure_busybox(host)
-        yield host
-
-
-def _answers(host: str) -> bool:
-    env = dict(os.environ, DOCKER_HOST=host)
-    done = subprocess.run([DOCKER, "version"], env=env, capture_output=True, check=False)
-    return done.returncode == 0
-
-
-def _ensure_busybox(host: str) -> None:
-    if "busybox:latest" in docker(host, "images", "--format", "{{.Repository}}:{{.Tag}}"):
-        return
-    with tempfile.TemporaryDirectory(prefix="flt-bench-bb-") as tmp:
-        tar = build_rootfs_tar(os.path.join(tmp, "busybox.tar"))
-        docker(host, "import", "--change", 'CMD ["sh"]', tar, "busybox:latest")
-
-
-@contextlib.contextmanager
-def _private_dockerd() -> Iterator[str]:
-    root = tempfile.mkdtemp(prefix="flt-bench-dockerd-")
-    sock = os.path.join(root, "docker.sock")
-    host = f"unix://{sock}"
-    subprocess.run(["ip", "netns", "add", BENCH_NETNS], check=True)
-    log = open(os.path.join(root, "dockerd.log"), "wb")  # noqa: SIM115 - closed below
-    proc = None
-    try:
-        subprocess.run(
-            ["ip", "netns", "exec", BENCH_NETNS, "ip", "link", "set", "lo", "up"], check=True
-        )
-        # A mount namespace of its own too (not `ip netns exec`: its fresh /sys hides the
-        # cgroup mounts): dockerd's mounts die with it.
-        proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{BENCH_NETNS}",
-             "unshare", "--mount", "--propagation", "slave", "dockerd", "-H", host,
-             "--data-root", os.path.join(root, "data"), "--exec-root", os.path.join(root, "exec"),
-             "--pidfile", os.path.join(root, "dockerd.pid")],
-            stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not (os.path.exists(sock) and _answers(host)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(os.path.join(root, "dockerd.log"), errors="replace") as f:
-                    raise RuntimeError(f"private dockerd did not start:\n{f.read()[-2000:]}")
-            time.sleep(0.2)
-        yield host
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-        subprocess.run(["ip", "netns", "delete", BENCH_NETNS], check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench import netns_probes as probe  # noqa: E402
-from bench.api import docker  # noqa: E402
+from bench.dockerd import docker  # noqa: E402
 from deploy import devcluster  # noqa: E402
 from deploy.dev_layout import NETNS_DIR, node_ip  # noqa: E402
 
