@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 CONCURRENT_DOWNLOADS = 3
 CONFIG_LIMIT = 8 << 20
-PROGRESS_STEP = 512 * 1024  # bytes between two Downloading/Extracting lines of one layer
 ROOTFS_MISMATCH = "layers from manifest don't match image configuration"
 
 
@@ -270,23 +269,20 @@ class _LayerPull:
         async with self.slots:
             out = await asyncio.to_thread(open, path, "wb")
             try:
-                last = [-PROGRESS_STEP]
-
-                def progress(current: int) -> None:
-                    if current - last[0] >= PROGRESS_STEP or current == size:
-                        last[0] = current
-                        self.emit(msg.layer("Downloading", short, current, size))
+                progress = msg.Throttle(
+                    size, lambda n: self.emit(msg.layer("Downloading", short, n, size))
+                )
 
                 def restart() -> None:
                     out.seek(0)
                     out.truncate()
-                    last[0] = -PROGRESS_STEP
+                    progress.reset()
 
                 async def write(data: bytes) -> None:
                     await asyncio.to_thread(out.write, data)
 
                 try:
-                    await self.client.fetch_blob(digest, size, write, progress, restart)
+                    await self.client.fetch_blob(digest, size, write, progress.update, restart)
                 except BlobMismatch:
                     raise DockerError(
                         f"filesystem layer verification failed for digest {digest}"
@@ -305,7 +301,8 @@ class _LayerPull:
 
         def fill(tmp_blob: str) -> str:
             with open(path, "rb") as raw:
-                got = spool(_Counting(raw, report), tmp_blob)  # type: ignore[arg-type]
+                counting = _Counting(raw, msg.Throttle(size, report))
+                got = spool(counting, tmp_blob)  # type: ignore[arg-type]
             if "sha256:" + got != diff_id:
                 raise DockerError(ROOTFS_MISMATCH)
             return got
@@ -323,20 +320,17 @@ def _short(desc: dict[str, Any]) -> str:
 
 
 class _Counting:
-    """A reader reporting how far it got, every PROGRESS_STEP bytes."""
+    """A reader telling its throttle how far it got (the end as the last update)."""
 
-    def __init__(self, raw: BinaryIO, report: Callable[[int], None]) -> None:
+    def __init__(self, raw: BinaryIO, progress: msg.Throttle) -> None:
         self.raw = raw
-        self.report = report
+        self.progress = progress
         self.count = 0
-        self.last = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.count += len(data)
-        if self.count - self.last >= PROGRESS_STEP or (not data and self.count != self.last):
-            self.last = self.count
-            self.report(self.count)
+        self.progress.update(self.count, last=not data)
         return data
 
     def readable(self) -> bool:
