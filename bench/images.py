@@ -173,6 +173,7 @@ class Figures:
 
     times: dict[str, list[float]] = field(default_factory=dict)
     nodes: int = 0
+    driver: str = ""  # the engine's storage driver, as /info says
 
     def add(self, key: str, seconds: float) -> None:
         self.times.setdefault(key, []).append(seconds)
@@ -297,7 +298,9 @@ def dockerd_figures(
         dockerd.ensure_busybox(host)
         engine = Engine(host)
         rounds = (args.warmup, args.rounds)
-        return measure(engine, ref, {"pull": {}}, ctx, {}, rounds, "dockerd")
+        figures = measure(engine, ref, {"pull": {}}, ctx, {}, rounds, "dockerd")
+        figures.driver = json.loads(engine.call("GET", "/info")[1]).get("Driver", "")
+        return figures
 
 
 @contextlib.contextmanager
@@ -335,6 +338,7 @@ def summary(args: argparse.Namespace, flt: Figures, dkd: Figures | None) -> dict
     )
     res.update(
         nodes=flt.nodes,
+        dockerd_storage_driver=d.driver or None,
         image_mib=args.image_mib,
         layers=args.layers,
         copy_mib=args.copy_mib,
