@@ -137,21 +137,6 @@ class Engine:
 # --------------------------------------------------------------------------- inputs
 
 
-def random_layers(total_mib: int, count: int) -> list[bytes]:
-    """`count` layer tars, each one file of random bytes, `total_mib` MiB in all."""
-    size = total_mib * (1 << 20) // count
-    layers = []
-    for i in range(count):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(f"bench/layer-{i}.bin")
-            info.size = size
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(os.urandom(size)))
-        layers.append(buf.getvalue())
-    return layers
-
-
 def build_context(copy_mib: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -309,7 +294,7 @@ def pushed_registry(args: argparse.Namespace) -> Iterator[tuple[kit.Registry, st
     with the generated image; yields it and the image's reference."""
     with kit.registry(dockerd.LINK_HOST_IP, tls=True) as reg:
         log(f"generating {args.image_mib} MiB in {args.layers} layers")
-        layers = random_layers(args.image_mib, args.layers)
+        layers = kit.random_layers(args.image_mib, args.layers)
         start = time.perf_counter()
         kit.push_image(reg, REPO, "latest", layers, ["true"])
         log(f"pushed to {reg.address} in {time.perf_counter() - start:.1f} s")

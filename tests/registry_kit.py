@@ -14,12 +14,14 @@ import contextlib
 import datetime
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -304,6 +306,21 @@ def push_image(
     data = json.dumps(manifest, indent=3).encode()
     digest = put_manifest(reg, repo, tag, data, MANIFEST_V2)
     return PushedImage(digest, config_digest, digests, config)
+
+
+def random_layers(total_mib: int, count: int) -> list[bytes]:
+    """`count` layer tars, each one file of random bytes, `total_mib` MiB in all."""
+    size = total_mib * (1 << 20) // count
+    layers = []
+    for i in range(count):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(f"bench/layer-{i}.bin")
+            info.size = size
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(os.urandom(size)))
+        layers.append(buf.getvalue())
+    return layers
 
 
 def busybox_layer() -> bytes:

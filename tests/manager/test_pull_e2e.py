@@ -208,3 +208,37 @@ def test_pull_on_the_nodes_a_constraint_allows(reg: kit.Registry, busybox_tar: b
         assert raw_pull(ref, {"node": ["node-1"]}) == (400, [{"message": "Invalid filter 'node'"}])
     finally:
         remove_image(ref)
+
+
+def test_a_100_mib_image_in_5_layers_onto_every_node(reg: kit.Registry, busybox_tar: bytes) -> None:
+    """The generated multi-layer image of the issue: busybox and four layers of random bytes,
+    ≈ 100 MiB in all, pushed to the registry and pulled through the manager onto every node;
+    each node has it under the same ID and its containers read the layers' exact bytes."""
+    import hashlib
+    import io
+    import tarfile
+
+    layers = [busybox_tar, *kit.random_layers(100, 4)]
+    pushed = kit.push_image(reg, "test/big", "v1", layers)
+    ref = f"{reg.address}/test/big:v1"
+    expected = {}
+    for tar_bytes in layers[1:]:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+            member = tar.getmembers()[0]
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            expected[member.name] = hashlib.sha256(data).hexdigest()
+    try:
+        res = docker("pull", ref, timeout=600)
+        for node in NODES:
+            assert f"{node}: Pulling {ref}... : downloaded" in res.stdout, res.stdout
+            assert images_on(node)[ref]["ID"] == pushed.image_id
+            paths = " ".join(f"/{name}" for name in sorted(expected))
+            out = docker(
+                "run", "--rm", "-e", f"constraint:node=={node}", ref,
+                "sha256sum", *paths.split(),
+            ).stdout  # fmt: skip
+            got = {line.split()[1].lstrip("/"): line.split()[0] for line in out.splitlines()}
+            assert got == expected
+    finally:
+        remove_image(ref)
+    assert all(not tmp for _, tmp in store_state().values())
