@@ -12,6 +12,8 @@ import json
 import lzma
 from typing import Any, BinaryIO
 
+import zstandard
+
 from proto.docker.errors import InvalidParameter
 
 
@@ -37,7 +39,7 @@ class _Prefixed(io.RawIOBase):
 
 
 def decompressed(src: BinaryIO) -> BinaryIO:
-    """src as an uncompressed stream, whatever of gzip/bzip2/xz/none it is."""
+    """src as an uncompressed stream, whatever of gzip/bzip2/xz/zstd/none it is."""
     head = b""
     while len(head) < 6:
         chunk = src.read(6 - len(head))
@@ -52,7 +54,9 @@ def decompressed(src: BinaryIO) -> BinaryIO:
     if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(stream)  # type: ignore[return-value]
     if head.startswith(b"\x28\xb5\x2f\xfd"):
-        raise InvalidParameter("unsupported compression format zstd")
+        # OCI's tar+zstd layers (containerd, BuildKit's `compression=zstd`).
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        return reader  # type: ignore[return-value]
     return stream
 
 
@@ -65,7 +69,7 @@ def spool(src: BinaryIO, dst: str) -> str:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise
         raise InvalidParameter(f"unexpected EOF: {e}") from e

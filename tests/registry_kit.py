@@ -39,6 +39,9 @@ PASSWORD_BCRYPT = "$2y$05$flotillatestsaltsalt2uSbt0hhxL8/xM1bSZsBbV0eWeLuVzzmW"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 def free_port(host: str) -> int:
@@ -281,9 +284,15 @@ def image_config(layer_tars: list[bytes], cmd: list[str]) -> dict[str, object]:
 
 
 def push_image(
-    reg: Registry, repo: str, tag: str, layer_tars: list[bytes], cmd: list[str] | None = None
+    reg: Registry,
+    repo: str,
+    tag: str,
+    layer_tars: list[bytes],
+    cmd: list[str] | None = None,
+    zstd: bool = False,
 ) -> PushedImage:
-    """Upload an image of these (uncompressed) layer tars as `repo:tag`, Docker schema 2."""
+    """Upload an image of these (uncompressed) layer tars as `repo:tag`: Docker schema 2 with
+    gzip layers, or (`zstd`) an OCI manifest with tar+zstd layers."""
     from runtime.imageconfig import host_architecture
 
     config = image_config(layer_tars, cmd or ["sh"])
@@ -292,19 +301,25 @@ def push_image(
     layers = []
     digests = []
     for tar in layer_tars:
-        blob = gzip.compress(tar, mtime=0)
+        if zstd:
+            import zstandard
+
+            blob, media_type = zstandard.ZstdCompressor().compress(tar), OCI_LAYER_ZSTD
+        else:
+            blob, media_type = gzip.compress(tar, mtime=0), LAYER_GZIP
         digest = upload_blob(reg, repo, blob)
         digests.append(digest)
-        layers.append({"mediaType": LAYER_GZIP, "size": len(blob), "digest": digest})
+        layers.append({"mediaType": media_type, "size": len(blob), "digest": digest})
     config_digest = upload_blob(reg, repo, config_bytes)
+    manifest_type, config_type = (OCI_MANIFEST, OCI_CONFIG) if zstd else (MANIFEST_V2, CONFIG_V1)
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MANIFEST_V2,
-        "config": {"mediaType": CONFIG_V1, "size": len(config_bytes), "digest": config_digest},
+        "mediaType": manifest_type,
+        "config": {"mediaType": config_type, "size": len(config_bytes), "digest": config_digest},
         "layers": layers,
     }
     data = json.dumps(manifest, indent=3).encode()
-    digest = put_manifest(reg, repo, tag, data, MANIFEST_V2)
+    digest = put_manifest(reg, repo, tag, data, manifest_type)
     return PushedImage(digest, config_digest, digests, config)
 
 

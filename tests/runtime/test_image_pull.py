@@ -360,3 +360,19 @@ def test_bearer_token_flow(store: ImageStore, busybox_tar: bytes) -> None:
             await runner.cleanup()
 
     asyncio.run(go())
+
+
+def test_oci_image_with_zstd_layers(
+    store: ImageStore, reg: kit.Registry, busybox_tar: bytes
+) -> None:
+    """An OCI manifest whose layers are tar+zstd (containerd's and BuildKit's option): pulled,
+    checked against the config's diff IDs and unpacked like a gzip one."""
+    extra = small_layer("etc/zstd-marker", b"compressed with zstd\n")
+    pushed = kit.push_image(reg, "test/zstd", "v1", [busybox_tar, extra], zstd=True)
+    result, _ = run_pull(store, f"{reg.address}/test/zstd:v1")
+    assert result.image_id == pushed.image_id
+    view = image_views.inspect(store, f"{reg.address}/test/zstd:v1")
+    assert view["RootFS"]["Layers"] == pushed.config["rootfs"]["diff_ids"]  # type: ignore[index]
+    top = store.layer_dirs(pushed.image_id)[0]
+    with open(os.path.join(top, "etc", "zstd-marker"), "rb") as f:
+        assert f.read() == b"compressed with zstd\n"
