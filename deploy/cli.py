@@ -2,6 +2,7 @@
 
 flotilla join [flags]            run an agent on this host
 flotilla manage [discovery-url]  run the manager (Docker Engine API for the whole cluster)
+flotilla hollow --count N [flags]  host N simulated nodes in one process (scale runs)
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
 flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
 flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
@@ -64,6 +65,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from manager.main import add_manage_arguments
 
         add_manage_arguments(manage)
+
+    hollow = sub.add_parser("hollow", help="host many simulated nodes in one process (scale runs)")
+    if command in (None, "hollow"):
+        from agent.hollow_host import add_hollow_arguments
+
+        add_hollow_arguments(hollow)
 
     lst = sub.add_parser("list", help="list registered nodes (name, address, status)")
     lst.add_argument(
@@ -227,6 +234,19 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hollow(args: argparse.Namespace) -> int:
+    from agent.hollow_host import config_from_args, run_hollow
+
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"flotilla hollow: {e}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_hollow(config))
+    return 0
+
+
 def cmd_manage(args: argparse.Namespace) -> int:
     import logging
 
@@ -366,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command_of(argv)).parse_args(argv)
     handler = {
         "join": cmd_join,
+        "hollow": cmd_hollow,
         "manage": cmd_manage,
         "list": cmd_list,
         "dev": cmd_dev,
