@@ -88,6 +88,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     dev_up = dsub.add_parser("up", help="bring up etcd and N hosts with their agents")
     dev_up.add_argument("--nodes", type=int, default=3, help="number of hosts (default 3)")
     dev_up.add_argument(
+        "--hollow",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N hollow nodes (simulated, in one process: docs/scale.md)",
+    )
+    dev_up.add_argument(
         "--label",
         action="append",
         default=[],
@@ -312,14 +319,25 @@ def dev_manager_args(args: argparse.Namespace) -> list[str]:
 def cmd_dev(args: argparse.Namespace) -> int:
     from deploy import devcluster as dc
     from deploy.dev_drills import DRILLS
+    from deploy.dev_hollow import is_hollow_name
 
     action = args.dev_command
     try:
         if action == "up":
             labels = parse_node_labels(args.label)
             manager_args = dev_manager_args(args)
-            nodes = dc.up(args.nodes, labels, timeout=args.timeout, manager_args=manager_args)
-            for name in sorted(nodes, key=dc.node_index):
+            nodes = dc.up(
+                args.nodes,
+                labels,
+                timeout=args.timeout,
+                manager_args=manager_args,
+                hollow=args.hollow,
+            )
+            real = sorted((n for n in nodes if not is_hollow_name(n)), key=dc.node_index)
+            hollow = [n for n in nodes if is_hollow_name(n)]
+            if hollow:
+                print(f"{len(hollow)} hollow nodes: hollow-0 … hollow-{len(hollow) - 1}")
+            for name in real:
                 n = nodes[name]
                 tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
                 print(f"{name}  {getattr(n, 'addr', '')}  {getattr(n, 'id', '')}  {tags}".rstrip())
