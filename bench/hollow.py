@@ -30,7 +30,14 @@ from proto.nodes import list_nodes  # noqa: E402
 from proto.rpc import TlsConfig  # noqa: E402
 
 PREFIX = "/hollow-bench"
-SETTLE_S = 5.0  # after the last registration: keep-alives and resyncs have run a few times
+SETTLE_S = 10.0  # after the last registration: keep-alives and resyncs have run a few times
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -94,7 +101,9 @@ def measure(
             up_s = time.monotonic() - started
             if per_node:
                 asyncio.run(fill(nodes, per_node, client))
+            cpu_before = cpu_s(proc.pid)
             time.sleep(SETTLE_S)
+            idle_cpu = (cpu_s(proc.pid) - cpu_before) / SETTLE_S
             rss = rss_mib(proc.pid)
         finally:
             proc.terminate()
@@ -103,7 +112,12 @@ def measure(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return {"hollow_nodes": count, "rss_mib": round(rss, 1), "up_s": round(up_s, 1)}
+    return {
+        "hollow_nodes": count,
+        "rss_mib": round(rss, 1),
+        "up_s": round(up_s, 1),
+        "idle_cpu_percent": round(100 * idle_cpu, 1),  # keep-alives, one core = 100
+    }
 
 
 def bench_tls(directory: str) -> TlsConfig:
@@ -140,7 +154,7 @@ def main() -> None:
             print(
                 f"{count:5d} hollow nodes ({args.containers} containers each): "
                 f"RSS {r['rss_mib']:.1f} MiB, {r['rss_mib_per_node']:.3f} MiB/node, "
-                f"all registered in {r['up_s']:.1f}s",
+                f"all registered in {r['up_s']:.1f}s, {r['idle_cpu_percent']}% CPU at rest",
                 flush=True,
             )
     last = dict(results[-1], containers_per_node=args.containers, tls=not args.insecure)
