@@ -26,6 +26,7 @@ sys.path.insert(0, REPO)
 from deploy import certs  # noqa: E402
 from deploy.etcd import EtcdServer  # noqa: E402
 from proto import cert_roles  # noqa: E402
+from proto.kv import KVError  # noqa: E402
 from proto.nodes import list_nodes  # noqa: E402
 from proto.rpc import TlsConfig  # noqa: E402
 
@@ -53,7 +54,10 @@ async def wait_registered(endpoint: str, count: int, proc: subprocess.Popen[byte
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"flotilla hollow exited ({proc.returncode})")
-        nodes = await list_nodes([endpoint], PREFIX)
+        try:
+            nodes = await list_nodes([endpoint], PREFIX)
+        except KVError:  # etcd busy with a thousand registrations: ask again
+            nodes = []
         if len(nodes) >= count:
             return nodes
         if time.monotonic() > deadline:
