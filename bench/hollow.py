@@ -114,9 +114,9 @@ def measure(
         else:
             cmd += ["--tlscacert", tls.ca, "--tlscert", tls.cert, "--tlskey", tls.key]
         env = dict(os.environ, PYTHONPATH=REPO)
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # Its log to a file: a pipe nobody reads would block the whole process once full.
+        log = open(os.path.join(etcd._tmp, "hollow.log"), "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
         try:
             started = time.monotonic()
             nodes = asyncio.run(wait_registered(etcd.endpoint, count, proc))
@@ -134,6 +134,7 @@ def measure(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            log.close()
     return {
         "hollow_nodes": count,
         "rss_mib": round(rss, 1),
