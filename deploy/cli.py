@@ -2,6 +2,7 @@
 
 flotilla join [flags]            run an agent on this host
 flotilla manage [discovery-url]  run the manager (Docker Engine API for the whole cluster)
+flotilla hollow --count N [flags]  host N simulated nodes in one process (scale runs)
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
 flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
 flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
@@ -65,6 +66,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_manage_arguments(manage)
 
+    hollow = sub.add_parser("hollow", help="host many simulated nodes in one process (scale runs)")
+    if command in (None, "hollow"):
+        from agent.hollow_host import add_hollow_arguments
+
+        add_hollow_arguments(hollow)
+
     lst = sub.add_parser("list", help="list registered nodes (name, address, status)")
     lst.add_argument(
         "discovery",
@@ -80,6 +87,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     dev_up = dsub.add_parser("up", help="bring up etcd and N hosts with their agents")
     dev_up.add_argument("--nodes", type=int, default=3, help="number of hosts (default 3)")
+    dev_up.add_argument(
+        "--hollow",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N hollow nodes (simulated, in one process: docs/scale.md)",
+    )
     dev_up.add_argument(
         "--label",
         action="append",
@@ -227,6 +241,19 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hollow(args: argparse.Namespace) -> int:
+    from agent.hollow_host import config_from_args, run_hollow
+
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"flotilla hollow: {e}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_hollow(config))
+    return 0
+
+
 def cmd_manage(args: argparse.Namespace) -> int:
     import logging
 
@@ -292,14 +319,25 @@ def dev_manager_args(args: argparse.Namespace) -> list[str]:
 def cmd_dev(args: argparse.Namespace) -> int:
     from deploy import devcluster as dc
     from deploy.dev_drills import DRILLS
+    from deploy.dev_hollow import is_hollow_name
 
     action = args.dev_command
     try:
         if action == "up":
             labels = parse_node_labels(args.label)
             manager_args = dev_manager_args(args)
-            nodes = dc.up(args.nodes, labels, timeout=args.timeout, manager_args=manager_args)
-            for name in sorted(nodes, key=dc.node_index):
+            nodes = dc.up(
+                args.nodes,
+                labels,
+                timeout=args.timeout,
+                manager_args=manager_args,
+                hollow=args.hollow,
+            )
+            real = sorted((n for n in nodes if not is_hollow_name(n)), key=dc.node_index)
+            hollow = [n for n in nodes if is_hollow_name(n)]
+            if hollow:
+                print(f"{len(hollow)} hollow nodes: hollow-0 … hollow-{len(hollow) - 1}")
+            for name in real:
                 n = nodes[name]
                 tags = ",".join(f"{k}={v}" for k, v in sorted(getattr(n, "labels", {}).items()))
                 print(f"{name}  {getattr(n, 'addr', '')}  {getattr(n, 'id', '')}  {tags}".rstrip())
@@ -366,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command_of(argv)).parse_args(argv)
     handler = {
         "join": cmd_join,
+        "hollow": cmd_hollow,
         "manage": cmd_manage,
         "list": cmd_list,
         "dev": cmd_dev,

@@ -8,6 +8,7 @@ and the names callers use, which live in the dev_* modules beside it:
     deploy/dev_cleanup.py    container leftovers: shims, mounts, cgroups
     deploy/dev_drills.py     kill, stop, freeze, partition, etcd_outage, crash, heal, start
                              (one node at a time)
+    deploy/dev_hollow.py     hollow nodes (`--hollow N`): one `flotilla hollow` process
 
 Layout (root netns of whoever runs `up`):
 
@@ -45,6 +46,13 @@ from deploy.dev_cleanup import (
     unmount_under,
 )
 from deploy.dev_drills import crash, etcd_outage, freeze, heal, kill, partition, start, stop
+from deploy.dev_hollow import (
+    HollowStatus,
+    hollow_pids,
+    hollow_status,
+    start_hollow,
+    stop_hollow,
+)
 from deploy.dev_layout import (
     BRIDGE,
     MANAGER_ADDR,
@@ -246,11 +254,13 @@ class ClusterStatus:
     etcd: bool
     nodes: list[NodeStatus]
     manager: bool = False
+    hollow: HollowStatus | None = None
 
     def lines(self) -> list[str]:
         out = [f"etcd  {etcd_endpoint()}  {'up' if self.etcd else 'down'}"]
         out.append(f"manager  {MANAGER_ADDR}  {'up' if self.manager else 'down'}")
-        return out + [n.line() for n in self.nodes]
+        out += [n.line() for n in self.nodes]
+        return out + ([self.hollow.line()] if self.hollow is not None else [])
 
 
 def up(
@@ -258,12 +268,14 @@ def up(
     labels: Labels | None = None,
     timeout: float = 30.0,
     manager_args: Sequence[str] = (),
+    hollow: int = 0,
 ) -> dict[str, object]:
-    """Bring up etcd, `nodes` hosts with their agents and the manager; return the node records
-    by name. `manager_args`: more `flotilla manage` flags (`--strategy binpack`, `--filter …`),
-    as Swarm's integration tests start theirs."""
-    if nodes < 1 or nodes > 200:
-        raise DevError("--nodes must be between 1 and 200")
+    """Bring up etcd, `nodes` hosts with their agents, `hollow` hollow nodes (one process,
+    deploy/dev_hollow.py) and the manager; return the node records by name. `manager_args`:
+    more `flotilla manage` flags (`--strategy binpack`, `--filter …`), as Swarm's integration
+    tests start theirs."""
+    if nodes < (0 if hollow else 1) or nodes > 200:
+        raise DevError("--nodes must be between 1 and 200 (0 with --hollow)")
     labels = labels or {}
     for name in labels:
         if node_index(name) >= nodes:
@@ -285,7 +297,11 @@ def up(
             state["nodes"][name]["pid"] = spawn_agent(name, cmd)
             save_state(state)
         records = wait_registered(state["nodes"], timeout)
-        import_busybox(str(getattr(r, "addr", "")) for r in records.values())
+        if records:
+            import_busybox(str(getattr(r, "addr", "")) for r in records.values())
+        if hollow:
+            # Hollow nodes have their busybox from the start (runtime/hollow_images.py).
+            records |= start_hollow(hollow, timeout + hollow * 0.05)
         start_manager(manager_args, timeout=timeout)
         return records
     except BaseException:
@@ -311,7 +327,9 @@ def down() -> None:
     names = set(state.get("nodes", {})) | set(netns_list())
     # 0. The manager, so it stops talking to agents that are about to go.
     kill_all(manager_pids(state))
-    # 1. Agents, and anything else living in the hosts' netns (shims, exec'd helpers).
+    # 1. Hollow nodes (they deregister), agents, and anything else living in the hosts' netns
+    # (shims, exec'd helpers).
+    stop_hollow(state)
     victims = {pid for pid in (agent_pid(name, state) for name in names) if pid}
     victims |= any_agent_pids()
     for name in netns_list():
@@ -336,7 +354,7 @@ def only_leftovers() -> bool:
     processes are all gone — a run killed half-way — so `down()` may clear it without taking
     a live cluster from anyone."""
     state = load_state()
-    return not (manager_pids(state) or any_agent_pids() or etcd_pids())
+    return not (manager_pids(state) or any_agent_pids() or hollow_pids(state) or etcd_pids())
 
 
 def status() -> ClusterStatus:
@@ -363,4 +381,6 @@ def status() -> ClusterStatus:
                 addr=str(getattr(rec, "addr", "")),
             )
         )
-    return ClusterStatus(etcd=etcd_up, nodes=out, manager=manager_healthy())
+    return ClusterStatus(
+        etcd=etcd_up, nodes=out, manager=manager_healthy(), hollow=hollow_status(nodes, state)
+    )

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -50,7 +49,7 @@ from runtime.overlay import OverlayPlane
 from runtime.paths import DataRoot
 from runtime.ports import PortMapper
 from runtime.prepare import Preparer, cgroup_resources
-from runtime.record import ContainerRecord, NetState
+from runtime.record import ContainerRecord, NetState, event_attrs, find_record, refuse_removal
 from runtime.registry_client import RegistryConfig
 from runtime.timefmt import now_ns
 from runtime.user_networks import UserNetworks
@@ -141,20 +140,7 @@ class Runtime(ContainerIO):
 
     def get(self, ref: str) -> ContainerRecord:
         """Resolve a full ID, a name (with or without '/'), or a unique ID prefix."""
-        rec = self._records.get(ref)
-        if rec is not None:
-            return rec
-        name = ref.lstrip("/")
-        for rec in self._records.values():
-            if rec.name == name:
-                return rec
-        if ref and re.fullmatch(r"[0-9a-f]+", ref):
-            found = [r for r in self._records.values() if r.id.startswith(ref)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
-        raise NotFound(f"No such container: {ref}")
+        return find_record(self._records, ref)
 
     def list(self) -> list[ContainerRecord]:
         return sorted(self._records.values(), key=lambda r: r.created_ns, reverse=True)
@@ -226,15 +212,7 @@ class Runtime(ContainerIO):
         rec = self.get(ref)
         if rec.running or rec.status == "restarting":
             if not force:
-                if rec.status == "paused":
-                    raise Conflict(
-                        f"You cannot remove a paused container {rec.id}. Unpause and then stop "
-                        "the container before attempting removal or force remove"
-                    )
-                raise Conflict(
-                    f"You cannot remove a running container {rec.id}. Stop the container "
-                    "before attempting removal or force remove"
-                )
+                refuse_removal(rec)
             await self.kill(rec.id, signal.SIGKILL, manual=True)
             await self._wait_exit(rec.id)
         task = self._restart_tasks.pop(rec.id, None)
@@ -576,10 +554,7 @@ class Runtime(ContainerIO):
         """A container event (`create`, `start`, `exec_die`, …) to the sink, in dockerd's form."""
         if self._events is None:
             return
-        attrs = {"name": rec.name, "image": rec.image_ref}
-        labels = (rec.body.get("Labels") or {}) if isinstance(rec.body, dict) else {}
-        attrs.update({k: str(v) for k, v in labels.items()})
-        attrs.update(extra or {})
+        attrs = event_attrs(rec, extra)
         try:
             self._events("container", action, rec.id, attrs)
         except Exception:  # an observer's bug must not break the lifecycle

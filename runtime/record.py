@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from proto.docker.errors import Conflict, NotFound
 from runtime.fileio import write_atomic
 
 
@@ -118,3 +120,43 @@ class ContainerRecord:
         net = NetState(**data.pop("net", {}))
         networks = [Endpoint(**ep) for ep in data.pop("networks", [])]
         return cls(net=net, networks=networks, **data)
+
+
+def find_record(records: dict[str, ContainerRecord], ref: str) -> ContainerRecord:
+    """Resolve a full ID, a name (with or without '/'), or a unique ID prefix."""
+    rec = records.get(ref)
+    if rec is not None:
+        return rec
+    name = ref.lstrip("/")
+    for rec in records.values():
+        if rec.name == name:
+            return rec
+    if ref and re.fullmatch(r"[0-9a-f]+", ref):
+        found = [r for r in records.values() if r.id.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
+    raise NotFound(f"No such container: {ref}")
+
+
+def refuse_removal(rec: ContainerRecord) -> None:
+    """dockerd's refusal to remove a running (or paused) container without force."""
+    if rec.status == "paused":
+        raise Conflict(
+            f"You cannot remove a paused container {rec.id}. Unpause and then stop "
+            "the container before attempting removal or force remove"
+        )
+    raise Conflict(
+        f"You cannot remove a running container {rec.id}. Stop the container "
+        "before attempting removal or force remove"
+    )
+
+
+def event_attrs(rec: ContainerRecord, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A container event's Actor.Attributes as dockerd sets them: name, image, the labels."""
+    attrs = {"name": rec.name, "image": rec.image_ref}
+    labels = (rec.body.get("Labels") or {}) if isinstance(rec.body, dict) else {}
+    attrs.update({k: str(v) for k, v in labels.items()})
+    attrs.update(extra or {})
+    return attrs

@@ -115,10 +115,12 @@ def dev_cluster(
     labels: dict[str, dict[str, str]] | None = None,
     need_docker: bool = True,
     manager_args: Sequence[str] = (),
+    hollow: int = 0,
 ) -> Iterator[dict[str, object]]:
     """A real dev cluster (etcd, agents in netns, manager) taken down whatever happens; the
     docker CLI gets a config dir of its own. `manager_args`: more `flotilla manage` flags
-    (`--strategy binpack`, `--filter health`), as Swarm's integration tests start theirs."""
+    (`--strategy binpack`, `--filter health`), as Swarm's integration tests start theirs.
+    `hollow`: that many hollow nodes besides (docs/scale.md)."""
     import pytest
 
     from deploy import devcluster
@@ -129,7 +131,7 @@ def dev_cluster(
     config = tempfile.mkdtemp(prefix="flt-docker-config-")
     os.environ["DOCKER_CONFIG"] = config
     try:
-        yield devcluster.up(nodes, labels, timeout=60, manager_args=manager_args)
+        yield devcluster.up(nodes, labels, timeout=60, manager_args=manager_args, hollow=hollow)
     finally:
         devcluster.down()
         os.environ.pop("DOCKER_CONFIG", None)
