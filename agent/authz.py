@@ -6,13 +6,12 @@ become root on every host (an agent creates privileged containers for whoever ma
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from agent.grpc_wrap import around, rewrap
+from agent.grpc_wrap import Behavior, WrappingInterceptor, around
 from proto import cert_roles
 
 # What each role may call; None is every method.
@@ -39,23 +38,14 @@ def refusal(pem: bytes, method: str) -> str:
     return f"{who} is a {role}'s: it may not call {method}"
 
 
-class RoleInterceptor(grpc.aio.ServerInterceptor):
+class RoleInterceptor(WrappingInterceptor):
     """Refuses (PERMISSION_DENIED) calls the peer's certificate role does not allow."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         async def check(context: Any) -> None:
             certs = context.auth_context().get("x509_pem_cert") or [b""]
             reason = refusal(certs[0], method)
             if reason:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
-        return rewrap(handler, lambda behavior: around(behavior, check))
+        return around(behavior, check)

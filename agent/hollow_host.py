@@ -29,14 +29,20 @@ from dataclasses import dataclass, field
 
 from agent import nodeid
 from agent.events import EventBus
-from agent.main import _after_registration, _duration, _label, container_counts
+from agent.main import (
+    _after_registration,
+    _duration,
+    _label,
+    container_counts,
+    etcd_and_tls_from_args,
+)
 from agent.metrics import AgentMetrics
 from agent.registration import Registration, describe_host
 from agent.server import bound_port, start_grpc_server
 from agent.status import StatusReporter
 from proto.etcd_flags import add_etcd_security_arguments, etcd_security_from_args
 from proto.keys import DEFAULT_PREFIX, Keys
-from proto.kv import KV, EtcdSecurity, parse_discovery
+from proto.kv import KV, EtcdSecurity
 from proto.records_pb2 import NodeRecord
 from proto.rpc import TlsConfig
 from runtime.hollow import HollowRuntime
@@ -250,20 +256,7 @@ def add_hollow_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> HollowConfig:
-    endpoints = list(args.etcd)
-    prefix = DEFAULT_PREFIX
-    if args.discovery:
-        urls, prefix = parse_discovery(args.discovery)
-        endpoints += urls
-    if args.prefix:
-        prefix = args.prefix
-    if not endpoints:
-        raise ValueError("no etcd endpoints: give etcd://host:port/prefix or --etcd host:port")
-    tls_files = (args.tlscert, args.tlskey, args.tlscacert)
-    if any(tls_files) and not all(tls_files):
-        raise ValueError("TLS needs all of --tlscert, --tlskey and --tlscacert")
-    if not all(tls_files) and not args.insecure_grpc:
-        raise ValueError("give --tlscacert, --tlscert and --tlskey, or --insecure-grpc")
+    endpoints, prefix, tls = etcd_and_tls_from_args(args)
     return HollowConfig(
         etcd_endpoints=endpoints,
         count=args.count,
@@ -274,6 +267,6 @@ def config_from_args(args: argparse.Namespace) -> HollowConfig:
         labels=dict(args.label),
         heartbeat_s=args.heartbeat,
         ttl_s=args.ttl,
-        tls=TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None,
+        tls=tls,
         etcd_security=etcd_security_from_args(args),
     )

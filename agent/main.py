@@ -205,7 +205,10 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> AgentConfig:
+def etcd_and_tls_from_args(
+    args: argparse.Namespace,
+) -> tuple[list[str], str, TlsConfig | None]:
+    """The etcd endpoints, key prefix and gRPC TLS files that `join` and `hollow` share."""
     endpoints = list(args.etcd)
     prefix = DEFAULT_PREFIX
     if args.discovery:
@@ -224,6 +227,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
             "privileged container with the host's / mounted; give --tlscacert, --tlscert and "
             "--tlskey (see `flotilla certs`), or --insecure-grpc if that is really meant"
         )
+    tls = TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None
+    return endpoints, prefix, tls
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    endpoints, prefix, tls = etcd_and_tls_from_args(args)
     return AgentConfig(
         etcd_endpoints=endpoints,
         prefix=prefix,
@@ -238,7 +247,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         cgroup_parent=args.cgroup_parent,
         metrics_listen=args.metrics,
         bridge_subnet=args.bridge_subnet,
-        tls=TlsConfig(args.tlscert, args.tlskey, args.tlscacert) if all(tls_files) else None,
+        tls=tls,
         allow_drills=args.allow_drills,
         etcd_security=etcd_security_from_args(args),
         registries=RegistryConfig(

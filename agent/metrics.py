@@ -4,7 +4,7 @@ event loop, so collectors read the runtime without crossing threads)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import grpc
@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from agent.grpc_wrap import Behavior, around, rewrap
+from agent.grpc_wrap import Behavior, WrappingInterceptor, around
 
 STATES = ("created", "running", "paused", "restarting", "exited", "dead", "removing")
 
@@ -138,21 +138,12 @@ class AgentMetrics:
         return runner
 
 
-class _MetricsInterceptor(grpc.aio.ServerInterceptor):
+class _MetricsInterceptor(WrappingInterceptor):
     def __init__(self, metrics: AgentMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        op = details.method.rsplit("/", 1)[-1]
-        m = self.metrics
-        return rewrap(handler, lambda behavior: _timed(behavior, op, m))
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        return _timed(behavior, method, self.metrics)
 
 
 def _ok(context: Any) -> bool:
