@@ -17,7 +17,7 @@ from runtime.config_values import parse_signal
 from runtime.dockerfile_instructions import Instruction, json_args, parse_instruction
 from runtime.dockerfile_lex import process_word, process_words
 from runtime.dockerfile_parse import ParseError, node_from_line, parse
-from runtime.imageconfig import env_key, normalize_config
+from runtime.imageconfig import env_key, normalize_config, with_env
 
 if TYPE_CHECKING:
     from runtime.builder import Build, StageState
@@ -96,16 +96,7 @@ async def dispatch(build: Build, state: StageState, inst: Instruction) -> None:
     cfg = state.config
     if name == "env":
         pairs = _pairs(inst, env, esc)
-        entries = list(cfg.get("Env") or [])
-        for key, value in pairs:
-            entry = f"{key}={value}"
-            for i, existing in enumerate(entries):
-                if env_key(existing) == key:
-                    entries[i] = entry
-                    break
-            else:
-                entries.append(entry)
-        cfg["Env"] = entries
+        cfg["Env"] = with_env(list(cfg.get("Env") or []), pairs)
         await commit(build, state, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
     elif name == "label":
         pairs = _pairs(inst, env, esc, expand="noexp" not in inst.flags)

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from proto.docker.errors import InvalidParameter, go_quote
-from runtime.imageconfig import env_key, normalize_config
+from runtime.imageconfig import normalize_config, with_env
 
 _VALID_CHANGES = {
     "cmd",
@@ -257,17 +257,8 @@ def _dispatch_pairs(cfg: dict[str, Any], cmd: str, rest: str, env: dict[str, str
         labels.update(pairs)
         cfg["Labels"] = labels
         return
-    entries = list(cfg.get("Env") or [])
-    for key, value in pairs:
-        entry = f"{key}={value}"
-        for i, existing in enumerate(entries):
-            if env_key(existing) == key:
-                entries[i] = entry
-                break
-        else:
-            entries.append(entry)
-        env[key] = value
-    cfg["Env"] = entries
+    cfg["Env"] = with_env(list(cfg.get("Env") or []), list(pairs))
+    env.update(pairs)
 
 
 def _dispatch_expose(cfg: dict[str, Any], rest: str, env: dict[str, str]) -> None:

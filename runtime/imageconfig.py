@@ -62,6 +62,21 @@ def env_key(entry: str) -> str:
     return entry.split("=", 1)[0]
 
 
+def with_env(entries: list[str], pairs: list[tuple[str, str]]) -> list[str]:
+    """`Env` with each NAME=value of `pairs` set: replacing an entry of that name in place,
+    else appended (the ENV instruction's rule, in a build and in `commit --change`)."""
+    out = list(entries)
+    for key, value in pairs:
+        entry = f"{key}={value}"
+        for i, existing in enumerate(out):
+            if env_key(existing) == key:
+                out[i] = entry
+                break
+        else:
+            out.append(entry)
+    return out
+
+
 def merge_config(user: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
     """runconfig.Merge: fill what the container config leaves unset from the image config."""
     out = copy.deepcopy(user)
