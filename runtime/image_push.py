@@ -40,7 +40,6 @@ from runtime.registry_upload import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, Blob, U
 Emit = Callable[[dict[str, Any]], None]
 
 CONCURRENT_UPLOADS = 5  # dockerd's max-concurrent-uploads
-PROGRESS_STEP = 512 * 1024  # bytes between two Pushing lines of one layer
 READ_CHUNK = 1 << 20
 GZIP_LEVEL = 6  # what Go's gzip.DefaultCompression amounts to
 MOUNT_CANDIDATES = 3
@@ -268,7 +267,9 @@ class _Pusher:
         total = await asyncio.to_thread(os.path.getsize, path)
 
         def chunks() -> AsyncIterator[bytes]:
-            return _gzipped(path, total, lambda n: self._pushing(short, n, total))
+            # A fresh throttle per attempt: an upload started again counts from 0 again.
+            throttle = msg.Throttle(total, lambda n: self._pushing(short, n, total))
+            return _gzipped(path, throttle.update)
 
         blob = await self.uploader.upload(chunks)
         await self._record(diff_id, blob)
@@ -279,18 +280,18 @@ class _Pusher:
         self.emit(msg.layer("Pushing", short, current, total))
 
 
-async def _gzipped(path: str, total: int, progress: Callable[[int], None]) -> AsyncIterator[bytes]:
-    """The file gzipped, chunk by chunk (read and compressed in a worker thread), reporting
-    the uncompressed bytes read every PROGRESS_STEP and at the end."""
+async def _gzipped(path: str, progress: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """The file gzipped, chunk by chunk (read and compressed in a worker thread), telling
+    `progress` the uncompressed bytes read after each chunk (a pull_progress.Throttle decides
+    which become `Pushing` lines, as dockerd's progress.Reader does for a push too)."""
     src = await asyncio.to_thread(open, path, "rb")
     try:
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
-        done = last = 0
+        done = 0
         while True:
             data, n = await asyncio.to_thread(_next_chunk, src, compressor)
             done += n
-            if n and (done - last >= PROGRESS_STEP or done == total):
-                last = done
+            if n:
                 progress(done)
             if data:
                 yield data
