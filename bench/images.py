@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import io
 import json
 import os
 import socket
 import statistics
 import sys
-import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -44,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench import dockerd  # noqa: E402
 from deploy import devcluster  # noqa: E402
 from tests import registry_kit as kit  # noqa: E402
+from tests.tarballs import tar_of  # noqa: E402
 
 REPO = "bench/big"
 BUILD_TAG = "flt-bench-build:latest"
@@ -138,15 +137,7 @@ class Engine:
 
 
 def build_context(copy_mib: int) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        files = (("Dockerfile", DOCKERFILE.encode()), ("data", os.urandom(copy_mib << 20)))
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_of({"Dockerfile": DOCKERFILE.encode(), "data": os.urandom(copy_mib << 20)})
 
 
 # --------------------------------------------------------------------------- measuring

@@ -62,13 +62,21 @@ async def commit(build: Build, state: StageState, comment: str, as_string: bool 
     container_config = {**copy.deepcopy(state.config), "Cmd": cmd}
     if await _probe(build, state, container_config):
         return
+    await _commit_step(build, state, container_config, None)
+
+
+async def _commit_step(
+    build: Build, state: StageState, container_config: dict[str, Any], upper: str | None
+) -> None:
+    """The step's image on top of the current one (`upper`: its changed files, None for a
+    metadata-only step); it becomes the stage's image."""
     state.image_id = await asyncio.to_thread(
         build_images.commit_step,
         build.rt.images,
         state.image_id,
         _image_config(state),
         container_config,
-        None,
+        upper,
         state.maintainer,
     )
 
@@ -199,15 +207,7 @@ async def _workdir(build: Build, state: StageState, path: str) -> None:
     async with build_steps.image_view(rt, state.image_id, writable=True) as (root, upper):
         scratch = os.path.dirname(upper)
         await asyncio.to_thread(build_copy.ensure_dir, root, cfg["WorkingDir"], None, scratch)
-        state.image_id = await asyncio.to_thread(
-            build_images.commit_step,
-            rt.images,
-            state.image_id,
-            _image_config(state),
-            container_config,
-            upper,
-            state.maintainer,
-        )
+        await _commit_step(build, state, container_config, upper)
 
 
 async def _run(build: Build, state: StageState, inst: Instruction) -> None:
@@ -345,15 +345,7 @@ async def _copy(build: Build, state: StageState, inst: Instruction, env: list[st
                 inst.name == "add",
                 os.path.dirname(upper),
             )
-            state.image_id = await asyncio.to_thread(
-                build_images.commit_step,
-                rt.images,
-                state.image_id,
-                _image_config(state),
-                container_config,
-                upper,
-                state.maintainer,
-            )
+            await _commit_step(build, state, container_config, upper)
 
 
 async def _from_image(build: Build, name: str) -> str:

@@ -14,14 +14,12 @@ import contextlib
 import datetime
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -29,6 +27,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.tarballs import tar_of
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 USER = "flt-user"
@@ -326,16 +326,7 @@ def push_image(
 def random_layers(total_mib: int, count: int) -> list[bytes]:
     """`count` layer tars, each one file of random bytes, `total_mib` MiB in all."""
     size = total_mib * (1 << 20) // count
-    layers = []
-    for i in range(count):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(f"bench/layer-{i}.bin")
-            info.size = size
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(os.urandom(size)))
-        layers.append(buf.getvalue())
-    return layers
+    return [tar_of({f"bench/layer-{i}.bin": os.urandom(size)}) for i in range(count)]
 
 
 def busybox_layer() -> bytes:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,20 +22,11 @@ from runtime.images import ImageStore
 from runtime.registry_auth import Credentials
 from runtime.registry_client import RegistryConfig
 from tests import registry_kit as kit
+from tests.tarballs import tar_of
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(kit.REGISTRY_BIN), reason="docker-registry not installed (deploy/setup.sh)"
 )
-
-
-def small_layer(name: str, content: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(content)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +116,7 @@ def test_shared_layer_and_pull_by_digest(
     store: ImageStore, reg: kit.Registry, busybox_tar: bytes
 ) -> None:
     kit.push_image(reg, "test/base", "1", [busybox_tar])
-    extra = small_layer("hello.txt", b"hello from a second layer\n")
+    extra = tar_of({"hello.txt": b"hello from a second layer\n"})
     pushed = kit.push_image(reg, "test/app", "1", [busybox_tar, extra])
     run_pull(store, f"{reg.address}/test/base:1")
     ref = f"{reg.address}/test/app@{pushed.digest}"
@@ -245,7 +234,7 @@ class FakeRegistry:
 
 
 def test_tampered_layer_leaves_nothing(store: ImageStore) -> None:
-    fake = FakeRegistry(small_layer("a.txt", b"some content " * 1000))
+    fake = FakeRegistry(tar_of({"a.txt": b"some content " * 1000}))
 
     async def go() -> list[dict[str, Any]]:
         runner = web.AppRunner(fake.app())
@@ -367,7 +356,7 @@ def test_oci_image_with_zstd_layers(
 ) -> None:
     """An OCI manifest whose layers are tar+zstd (containerd's and BuildKit's option): pulled,
     checked against the config's diff IDs and unpacked like a gzip one."""
-    extra = small_layer("etc/zstd-marker", b"compressed with zstd\n")
+    extra = tar_of({"etc/zstd-marker": b"compressed with zstd\n"})
     pushed = kit.push_image(reg, "test/zstd", "v1", [busybox_tar, extra], zstd=True)
     result, _ = run_pull(store, f"{reg.address}/test/zstd:v1")
     assert result.image_id == pushed.image_id

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,21 +25,11 @@ from runtime.images import ImageStore
 from runtime.registry_auth import Credentials
 from runtime.registry_client import RegistryClient, RegistryConfig, Transient
 from tests import registry_kit as kit
+from tests.tarballs import tar_of
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(kit.REGISTRY_BIN), reason="docker-registry not installed (deploy/setup.sh)"
 )
-
-
-def layer_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 def make_image(store: ImageStore, tars: list[bytes], tag: str) -> str:
@@ -117,7 +105,7 @@ def store_state(store: ImageStore) -> tuple[list[str], dict[str, str], dict[str,
 def test_push_then_pull_elsewhere_then_again(
     store: ImageStore, other: ImageStore, reg: kit.Registry, busybox_tar: bytes
 ) -> None:
-    extra = layer_tar({"hello.txt": b"pushed from flotilla\n" * 1000})
+    extra = tar_of({"hello.txt": b"pushed from flotilla\n" * 1000})
     name = f"{reg.address}/test/app"
     image_id = make_image(store, [busybox_tar, extra], f"{name}:v1")
     diff_ids = store.diff_ids(image_id)
@@ -205,7 +193,7 @@ def test_many_layers_wait_and_a_failed_upload_starts_again(
     """7 layers: 5 upload at once, the others say Waiting. The first PATCH breaks off half-way
     (as a dropped connection would): that layer's upload starts again from a new session and a
     fresh compression, and what the registry ends up with is the image."""
-    tars = [layer_tar({f"f{i}.bin": os.urandom(300_000)}) for i in range(7)]
+    tars = [tar_of({f"f{i}.bin": os.urandom(300_000)}) for i in range(7)]
     name = f"{reg.address}/test/many"
     image_id = make_image(store, tars, f"{name}:v1")
     real_send = RegistryClient.send
