@@ -18,7 +18,7 @@ from runtime.images import ImageStore
 from runtime.registry_auth import INDEX_SERVER, Credentials, resolve_auth_config
 from runtime.registry_client import HUB_ENDPOINT, Endpoint, RegistryConfig, validate_mirror
 from tests import registry_kit as kit
-from tests.runtime.test_image_pull import small_layer
+from tests.tarballs import tar_of
 
 needs_registry = pytest.mark.skipif(
     not os.path.exists(kit.REGISTRY_BIN), reason="docker-registry not installed (deploy/setup.sh)"
@@ -125,8 +125,8 @@ def test_failing_mirrors_fall_back_to_the_hub(
     tmp_path: Any, mirror: kit.Registry, hub: tuple[kit.Registry, str]
 ) -> None:
     hub_reg, certs = hub
-    from_hub = kit.push_image(hub_reg, "library/app", "v1", [small_layer("hub", b"from the hub")])
-    kit.push_image(mirror, "library/app", "v2", [small_layer("m", b"from the mirror")])
+    from_hub = kit.push_image(hub_reg, "library/app", "v1", [tar_of({"hub": b"from the hub"})])
+    kit.push_image(mirror, "library/app", "v2", [tar_of({"m": b"from the mirror"})])
     down = f"http://127.0.0.1:{kit.free_port('127.0.0.1')}"
     mirrors = (validate_mirror(down), validate_mirror(mirror.url))
     config = RegistryConfig(certs_dir=certs, mirrors=mirrors)
