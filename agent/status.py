@@ -1,5 +1,6 @@
 """Actual container state in etcd: `status/<node-id>/<cid>` is rewritten on every container
-event and deleted on destroy. Writes that fail (etcd down) are not queued one by one: the
+event (and network connect/disconnect: the ps row it carries lists the networks) and deleted on
+destroy. Writes that fail (etcd down) are not queued one by one: the
 reporter does a full resync once etcd answers again, so the records match the runtime exactly
 (no stale entries, nothing missed) whatever happened during the outage."""
 
@@ -17,6 +18,7 @@ from agent.tasks import cancel
 from proto.keys import Keys
 from proto.kv import KV, KVError
 from proto.records_pb2 import ContainerStatus
+from runtime import views
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,19 @@ class _Runtime(Protocol):
     def list(self) -> list[Any]: ...
 
 
-def container_status(rec: Any, node_id: str) -> ContainerStatus:
+def ps_row(rt: Any, rec: Any) -> bytes:
+    """The container's `docker ps` row (what ContainerList answers), its Status left empty:
+    the manager writes that at request time (proto/ps_status.py)."""
+    try:
+        row = views.summary(rt, rec)
+    except Exception:  # one container's broken files must not stop every status write
+        log.exception("ps row of %s", rec.id)
+        return b""
+    row["Status"] = ""  # kept as a key: the manager fills it in place, in dockerd's key order
+    return json.dumps(row).encode()
+
+
+def container_status(rt: Any, rec: Any, node_id: str) -> ContainerStatus:
     """A runtime ContainerRecord as the record the manager reads."""
     body = rec.body if isinstance(rec.body, dict) else {}
     labels = {k: str(v) for k, v in (body.get("Labels") or {}).items()}
@@ -46,6 +60,7 @@ def container_status(rec: Any, node_id: str) -> ContainerStatus:
         labels=labels,
         updated_at_ns=time.time_ns(),
         host_config_json=json.dumps(body.get("HostConfig") or {}).encode(),
+        ps_row_json=ps_row(rt, rec),
     )
 
 
@@ -75,8 +90,14 @@ class StatusReporter:
         self.synced = asyncio.Event()  # set when etcd matches the runtime (tests wait on it)
 
     def notify(self, type: str, action: str, id: str, attrs: dict[str, str] | None = None) -> None:
-        if type != "container" or action.startswith("exec_"):
+        if type == "network" and action in ("connect", "disconnect"):
+            # The container's ps row lists its networks: the event names the network, the
+            # container is in its attributes.
+            id = (attrs or {}).get("container", "")
+        elif type != "container" or action.startswith("exec_"):
             return  # execs, exports, commits don't change the container's state
+        if not id:
+            return
         self._dirty.add(id)
         self.synced.clear()
         self._wake.set()
@@ -131,7 +152,8 @@ class StatusReporter:
             if rec is None:
                 await self.kv.delete(key)
             else:
-                await self.kv.put(key, container_status(rec, self.node_id).SerializeToString())
+                status = container_status(self.runtime, rec, self.node_id)
+                await self.kv.put(key, status.SerializeToString())
             self.metrics.status_writes.labels("ok").inc()
 
     async def _full_resync(self) -> None:

@@ -54,7 +54,7 @@ class NodeRecord(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., addr: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., ncpu: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel_version: _Optional[str] = ..., operating_system: _Optional[str] = ..., os_type: _Optional[str] = ..., architecture: _Optional[str] = ..., storage_driver: _Optional[str] = ..., version: _Optional[str] = ..., containers: _Optional[int] = ..., containers_running: _Optional[int] = ..., containers_paused: _Optional[int] = ..., containers_stopped: _Optional[int] = ..., updated_at_ns: _Optional[int] = ..., started_at_ns: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("id", "node_id", "name", "image", "image_id", "state", "exit_code", "pid", "started_at_ns", "finished_at_ns", "oom_killed", "labels", "updated_at_ns", "host_config_json")
+    __slots__ = ("id", "node_id", "name", "image", "image_id", "state", "exit_code", "pid", "started_at_ns", "finished_at_ns", "oom_killed", "labels", "updated_at_ns", "host_config_json", "ps_row_json")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ContainerStatus(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     HOST_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    PS_ROW_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     node_id: str
     name: str
@@ -90,7 +91,8 @@ class ContainerStatus(_message.Message):
     labels: _containers.ScalarMap[str, str]
     updated_at_ns: int
     host_config_json: bytes
-    def __init__(self, id: _Optional[str] = ..., node_id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., pid: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., finished_at_ns: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., updated_at_ns: _Optional[int] = ..., host_config_json: _Optional[bytes] = ...) -> None: ...
+    ps_row_json: bytes
+    def __init__(self, id: _Optional[str] = ..., node_id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., state: _Optional[str] = ..., exit_code: _Optional[int] = ..., pid: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., finished_at_ns: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., updated_at_ns: _Optional[int] = ..., host_config_json: _Optional[bytes] = ..., ps_row_json: _Optional[bytes] = ...) -> None: ...
 
 class ContainerDesired(_message.Message):
     __slots__ = ("id", "name", "node_id", "spec_json", "desired_state", "created_at_ns")

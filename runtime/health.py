@@ -78,14 +78,6 @@ def status_of(health: dict[str, Any] | None) -> str:
     return str(health["Status"]) if health else NONE
 
 
-def status_suffix(health: dict[str, Any] | None) -> str:
-    """What `docker ps` appends to `Up …` (dockerd's Health.String())."""
-    if not health:
-        return ""
-    status = status_of(health)
-    return " (health: starting)" if status == STARTING else f" ({status})"
-
-
 def apply_result(
     health: dict[str, Any],
     conf: HealthConfig,

@@ -1,4 +1,5 @@
-"""Docker's ways of writing times: RFC 3339 with nanoseconds, and `docker ps`'s durations."""
+"""Docker's way of writing times: RFC 3339 with nanoseconds (`docker ps`'s durations are in
+proto/ps_status.py, shared with the manager)."""
 
 from __future__ import annotations
 
@@ -31,31 +32,3 @@ def parse_rfc3339(text: str) -> int:
     base, _, frac = text.partition(".")
     secs = int(datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
     return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration, as `docker ps` shows it in STATUS."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"

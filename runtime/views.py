@@ -8,11 +8,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proto.docker.errors import NotFound
+from proto.ps_status import status_text
 from runtime import config_inspect, container_mounts, health, links
 from runtime.config_network import is_user_defined_network
 from runtime.config_types import ContainerSpec
 from runtime.record import ContainerRecord
-from runtime.timefmt import human_duration, rfc3339nano
+from runtime.timefmt import rfc3339nano
 from runtime.user_networks import endpoint_view
 
 if TYPE_CHECKING:
@@ -186,20 +187,14 @@ def inspect(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:
 
 
 def _status_text(rec: ContainerRecord) -> str:
-    now = time.time_ns()
-    if rec.status == "running":
-        up = human_duration((now - rec.started_ns) / 1e9)
-        return f"Up {up}{health.status_suffix(rec.health)}"
-    if rec.status == "paused":
-        return f"Up {human_duration((now - rec.started_ns) / 1e9)} (Paused)"
-    if rec.status == "restarting":
-        ago = human_duration((now - rec.finished_ns) / 1e9)
-        return f"Restarting ({rec.exit_code}) {ago} ago"
-    if rec.status == "exited" or (rec.status == "created" and rec.finished_ns):
-        return f"Exited ({rec.exit_code}) {human_duration((now - rec.finished_ns) / 1e9)} ago"
-    if rec.status == "dead":
-        return "Dead"
-    return "Created"
+    return status_text(
+        rec.status,
+        rec.started_ns,
+        rec.finished_ns,
+        rec.exit_code,
+        health.status_of(rec.health),
+        time.time_ns(),
+    )
 
 
 def summary(rt: Runtime, rec: ContainerRecord) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from agent.status import container_status
 from proto import agent_pb2 as pb
 from proto.docker.errors import Conflict, DockerError, NotFound, NotModified
 from proto.rpc import agent_client
+from runtime import views
 from runtime.hollow import HollowRuntime, simulated_exit
 from runtime.hollow_images import BUSYBOX_ID
 
@@ -75,7 +76,12 @@ async def test_lifecycle_and_events_as_a_real_node() -> None:
     die = next(attrs for a, i, attrs in seen if a == "die")
     assert die["exitCode"] == "143" and die["name"] == "web" and die["image"] == "busybox"
     # The status record the reporter writes is built from it as from a real record.
-    assert container_status(rec, "N").state == "exited"
+    status = container_status(rt, rec, "N")
+    assert status.state == "exited"
+    # with its ps row, as ContainerList answers it, Status left for the manager to write
+    row = json.loads(status.ps_row_json)
+    assert row["Id"] == rec.id and row["Names"] == ["/web"] and row["State"] == "exited"
+    assert row["Status"] == "" and list(row) == list(views.summary(rt, rec))
 
 
 async def test_natural_exit_wait_restart_policy_and_auto_remove() -> None:

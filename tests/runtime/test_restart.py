@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from proto.ps_status import human_duration
 from runtime import restart
-from runtime.timefmt import ZERO_TIME, human_duration, parse_rfc3339, rfc3339nano
+from runtime.timefmt import ZERO_TIME, parse_rfc3339, rfc3339nano
 
 
 def test_policies() -> None:
