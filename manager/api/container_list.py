@@ -1,28 +1,28 @@
-"""`GET /containers/json` (`docker ps`): every node's list merged, with the containers of nodes
-that left (their status records) and those being rescheduled that no copy stands for (their
-logical records); stale copies (docs/failover.md) are never listed."""
+"""`GET /containers/json` (`docker ps`): the containers of live nodes from their status records
+(the ps row each agent keeps there, manager/api/ps_rows.py; no node is asked), with the
+containers of nodes that left (their status records) and those being rescheduled that no copy
+stands for (their logical records); stale copies (docs/failover.md) are never listed."""
 
 from __future__ import annotations
 
 import json
-import re
+import time
 from typing import Any
 
 from aiohttp import web
 
 from manager.api.filters import request_filters
-from manager.api.node_ports import list_row_ports, node_ip
+from manager.api.ps_rows import PsRow, PsRows, listed_row
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param, int_param
 from manager.logical import body_of
-from proto import agent_pb2 as pb
 from proto import patterns
 from proto.docker.errors import InvalidParameter
 from proto.logical import PENDING, SWARM_ID_LABEL
+from proto.ps_status import NO_HEALTH
 from proto.records_pb2 import NodeRecord
 
-EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
 PENDING_STATUS = "Pending reschedule"
 
 LIST_FILTERS = {
@@ -46,7 +46,7 @@ HEALTH_STATES = {"starting", "healthy", "unhealthy", "none"}
 
 
 def _names_of(row: dict[str, Any]) -> list[str]:
-    return [n.lstrip("/") for n in row.get("Names") or []]
+    return [str(n).lstrip("/") for n in row.get("Names") or []]
 
 
 def label_ok(labels: dict[str, str], want: str) -> bool:
@@ -71,15 +71,20 @@ def _ancestor_ok(row: dict[str, Any], want: str) -> bool:
     return bool(want) and (image_id == want or bare.startswith(want.removeprefix("sha256:")))
 
 
-def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[str]]) -> bool:
+def _row_matches(
+    row: dict[str, Any], ready: PsRow | None, rec: NodeRecord, filters: dict[str, list[str]]
+) -> bool:
+    """`ready`: the live row `row` is from (its names and health are worked out already)."""
+    names = ready.names if ready is not None else _names_of(row)
+    health = ready.health if ready is not None else NO_HEALTH
     checks = {
         "id": lambda v: str(row["Id"]).startswith(v),
-        "name": lambda v: any(patterns.search(v, n) for n in _names_of(row)),
+        "name": lambda v: any(patterns.search(v, n) for n in names),
         "status": lambda v: row.get("State") == v,
         "node": lambda v: node_ok(rec, v),
         "ancestor": lambda v: _ancestor_ok(row, v),
         "network": lambda v: v in ((row.get("NetworkSettings") or {}).get("Networks") or {}),
-        "health": lambda v: (row.get("Health") or {}).get("Status", "none") == v,
+        "health": lambda v: health == v,
         "volume": lambda v: any(
             v in (m.get("Name"), m.get("Source"), m.get("Destination"))
             for m in row.get("Mounts") or []
@@ -94,8 +99,10 @@ def _row_matches(row: dict[str, Any], rec: NodeRecord, filters: dict[str, list[s
             return False
     exited = filters.get("exited")
     if exited:
-        m = EXITED_RE.match(str(row.get("Status", "")))
-        if row.get("State") != "exited" or not m or m.group(1) not in exited:
+        # dockerd matches the exit code of exited containers; a departed or unplaced row's
+        # code is not known (its Status says why).
+        code = str(ready.st.exit_code) if ready is not None else None
+        if row.get("State") != "exited" or code not in exited:
             return False
     return True
 
@@ -190,7 +197,29 @@ def _is_task_filter(values: list[str] | None) -> bool | None:
     raise InvalidParameter(f"Invalid filter 'is-task=[{' '.join(values)}]'")
 
 
+PS_ROWS_KEY: web.AppKey[PsRows] = web.AppKey("ps_rows", PsRows)
+
+
+def _listed(
+    cluster: Cluster, rows: PsRows, all_: bool
+) -> tuple[list[tuple[PsRow, NodeRecord]], list[Row]]:
+    """The rows of live nodes' containers (stale copies left out: a returned node keeps them
+    until its agent has removed them) and, with `all_`, the departed and unplaced ones."""
+    live = [
+        (r, r.node)
+        for r in rows.live_rows(cluster.statuses, cluster.nodes, all_)
+        if not cluster.is_stale_copy(r.node.id, r.cid, r.st.labels)
+    ]
+    down: list[Row] = []
+    if all_:
+        down.extend(_departed_rows(cluster))
+        carried = [(r.row, node) for r, node in live]
+        down.extend(_unplaced_rows(cluster, carried + down))
+    return live, down
+
+
 async def list_containers(request: web.Request) -> web.Response:
+    """From the status records (docs/scale.md): no node is asked."""
     cluster = request.app[CLUSTER_KEY]
     filters = request_filters(request, LIST_FILTERS)
     for state in filters.get("status", []):
@@ -209,20 +238,13 @@ async def list_containers(request: web.Request) -> web.Response:
     if "exited" in filters:
         all_ = True
     size = bool_param(request, "size")
-    results = await cluster.fan_out(lambda s: s.ContainerList(pb.ContainerListRequest(all=all_)))
-    rows: list[Row] = []
-    for rec, result in results:
-        if isinstance(result, BaseException):
-            continue  # an unreachable node drops out of the list, as in classic Swarm
-        for raw in result.rows:
-            row = json.loads(raw)
-            # A returned node lists its stale copies until its agent has removed them.
-            if not cluster.is_stale_copy(rec.id, str(row["Id"]), row.get("Labels") or {}):
-                rows.append((row, rec))
-    if all_:
-        rows.extend(_departed_rows(cluster))
-        rows.extend(_unplaced_rows(cluster, rows))
-    # Newest first; the creation sequence breaks ties within Docker's one-second Created.
+    live, down = _listed(cluster, request.app[PS_ROWS_KEY], all_)
+    # One list of (row for the filters, node, the live row or None), newest first; the
+    # creation sequence breaks ties within Docker's one-second Created.
+    rows: list[tuple[dict[str, Any], NodeRecord, PsRow | None]] = [
+        (r.row, node, r) for r, node in live
+    ]
+    rows.extend((row, node, None) for row, node in down)
     rows.sort(
         key=lambda r: (r[0].get("Created", 0), cluster.creation_seq(r[0]["Id"]), r[0]["Id"]),
         reverse=True,
@@ -234,19 +256,22 @@ async def list_containers(request: web.Request) -> web.Response:
             if index is None:
                 continue
             rows = rows[index + 1 :] if key == "before" else rows[:index]
-    out = []
-    for row, rec in rows:
-        if not _row_matches(row, rec, filters):
+    now = time.time_ns()
+    out: list[str] = []
+    for row, node, ready in rows:
+        if limit > 0 and len(out) >= limit:
+            break
+        if not _row_matches(row, ready, node, filters):
             continue
         if is_task is not None and (TASK_LABEL in (row.get("Labels") or {})) != is_task:
             continue
-        row["Names"] = [f"/{rec.name}/{n}" for n in _names_of(row)]
-        row.pop("Health", None)  # the agent's API 1.52 field, for the filter only (we serve 1.41)
-        list_row_ports(row, node_ip(rec))
+        if ready is not None:
+            out.append(ready.json(now, size))
+            continue
+        row = listed_row(row, node)
         if size:
             row.setdefault("SizeRw", 0)
             row.setdefault("SizeRootFs", 0)
-        out.append(row)
-    if limit > 0:
-        out = out[:limit]
-    return web.json_response(out)
+        out.append(json.dumps(row))
+    # The rows are JSON already: the list is written as json.dumps would write it.
+    return web.Response(text=f"[{', '.join(out)}]", content_type="application/json")

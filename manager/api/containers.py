@@ -12,10 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-from manager.api.container_list import list_containers
+from manager.api.container_list import PS_ROWS_KEY, list_containers
 from manager.api.networks_local import BUILTIN
 from manager.api.networks_overlay import overlay_refs, with_network_ids
 from manager.api.node_ports import inspect_ports, node_ip
+from manager.api.ps_rows import PsRows
 from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.api_types import CONFIG, CONTAINER_CREATE
 from manager.cluster import CALL_TIMEOUT_S, Cluster, placement_from_body
@@ -294,6 +295,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[PS_ROWS_KEY] = PsRows()
     routes: list[tuple[str, str, Any]] = [
         ("POST", "/containers/create", create),
         ("GET", "/containers/json", list_containers),

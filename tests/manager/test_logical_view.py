@@ -70,13 +70,16 @@ def _row(cid: str, name: str, labels: dict[str, str], state: str = "running") ->
 
 
 def _status(cid: str, node_id: str, name: str, sid: str, state: str) -> ContainerStatus:
+    """The record an agent writes, with its ps row (what `docker ps` lists on a live node)."""
+    labels = {SWARM_ID_LABEL: sid} if sid else {}
     return ContainerStatus(
         id=cid,
         node_id=node_id,
         name=name,
         image="busybox",
         state=state,
-        labels={SWARM_ID_LABEL: sid},
+        labels=labels,
+        ps_row_json=json.dumps(_row(cid, name, labels, state) | {"Status": ""}).encode(),
     )
 
 
@@ -99,6 +102,7 @@ def _world() -> FakeCluster:
     }
     cluster.statuses[STALE] = _status(STALE, NODE_A, "web", WEB_SID, "exited")
     cluster.statuses[LIVE] = _status(LIVE, NODE_B, "web", WEB_SID, "running")
+    cluster.statuses[PLAIN] = _status(PLAIN, NODE_A, "plain", "", "running")
     _put_logical(
         cluster,
         LogicalContainer(

@@ -1,0 +1,151 @@
+"""The `docker ps` rows of the containers on live nodes, from their status records (the row
+each agent writes with every status change, proto/records.proto `ps_row_json`): no node is
+asked. A record's row is parsed and pre-serialised once, and again only when the record (a new
+object on every watch event) or its node's name or address changes; a request then costs a
+filter pass and one join of ready JSON, with the STATUS text written at request time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from manager.api.node_ports import list_row_ports, node_ip
+from proto.ps_status import NO_HEALTH, status_text
+from proto.records_pb2 import ContainerStatus, NodeRecord
+
+ACTIVE_STATES = ("running", "paused", "restarting")  # what `docker ps` lists without --all
+# `--size`: the agents do not measure container layers; both sizes have always been 0.
+SIZE_FIELDS = ', "SizeRw": 0, "SizeRootFs": 0}'
+
+
+@dataclass(slots=True)
+class PsRow:
+    """One container's row, ready to list."""
+
+    cid: str
+    st: ContainerStatus  # the record it was built from (compared by identity)
+    node: NodeRecord  # the node as of the last build
+    row: dict[str, Any]  # the agent's row, for the filters: not to be modified
+    names: list[str]  # its names without "/", as the name filter matches them
+    health: str  # the health filter's value
+    head: str  # the JSON of the row up to the Status value
+    tail: str  # the JSON after it
+
+    def json(self, now_ns: int, size: bool) -> str:
+        st = self.st
+        text = status_text(
+            st.state, st.started_at_ns, st.finished_at_ns, st.exit_code, self.health, now_ns
+        )
+        tail = self.tail[:-1] + SIZE_FIELDS if size else self.tail
+        return self.head + json.dumps(text) + tail
+
+
+def listed_row(row: dict[str, Any], node: NodeRecord) -> dict[str, Any]:
+    """A node's row as the manager lists it: names under the node's name (classic Swarm's
+    `/<node>/<name>`), published ports at the node's address, no API 1.52 Health."""
+    out = dict(row)
+    out["Names"] = [f"/{node.name}/{str(n).lstrip('/')}" for n in row.get("Names") or []]
+    out.pop("Health", None)  # the agent's API 1.52 field, for the filter only (we serve 1.41)
+    out["Ports"] = [dict(p) if isinstance(p, dict) else p for p in row.get("Ports") or []]
+    list_row_ports(out, node_ip(node))
+    return out
+
+
+def split_json(row: dict[str, Any], key: str) -> tuple[str, str]:
+    """`json.dumps(row)` cut around the value of `key` (which `row` has): the two pieces a
+    request joins with that value's JSON, byte for byte what json.dumps would write."""
+    keys = list(row)
+    at = keys.index(key)
+    before = {k: row[k] for k in keys[:at]}
+    after = {k: row[k] for k in keys[at + 1 :]}
+    head = (json.dumps(before)[:-1] + ", " if before else "{") + json.dumps(key) + ": "
+    tail = ", " + json.dumps(after)[1:] if after else "}"
+    return head, tail
+
+
+def _fallback_row(st: ContainerStatus) -> dict[str, Any]:
+    """The row of a record written by an agent older than `ps_row_json`: what the record
+    itself says."""
+    return {
+        "Id": st.id,
+        "Names": [f"/{st.name}"] if st.name else [],
+        "Image": st.image,
+        "ImageID": st.image_id,
+        "Command": "",
+        "Created": st.started_at_ns // 1_000_000_000,
+        "Ports": [],
+        "Labels": dict(st.labels),
+        "State": st.state,
+        "Status": "",
+        "HostConfig": {},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    }
+
+
+def _parse(st: ContainerStatus) -> dict[str, Any]:
+    try:
+        row = json.loads(st.ps_row_json) if st.ps_row_json else None
+    except ValueError:
+        row = None
+    if not isinstance(row, dict) or "Status" not in row or "Id" not in row:
+        return _fallback_row(st)
+    return row
+
+
+def _health(row: dict[str, Any]) -> str:
+    health = row.get("Health")
+    return str(health.get("Status") or NO_HEALTH) if isinstance(health, dict) else NO_HEALTH
+
+
+class PsRows:
+    """The cache of built rows, one per container; entries of removed containers go at the
+    next listing."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, PsRow] = {}
+
+    def row(self, cid: str, st: ContainerStatus, node: NodeRecord) -> PsRow:
+        cached = self._rows.get(cid)
+        if (
+            cached is not None
+            and cached.st is st
+            and cached.node.name == node.name
+            and cached.node.addr == node.addr
+        ):
+            return cached
+        row = _parse(st)
+        built = PsRow(
+            cid=cid,
+            st=st,
+            node=node,
+            row=row,
+            names=[str(n).lstrip("/") for n in row.get("Names") or []],
+            health=_health(row),
+            head="",
+            tail="",
+        )
+        built.head, built.tail = split_json(listed_row(row, node), "Status")
+        self._rows[cid] = built
+        return built
+
+    def live_rows(
+        self,
+        statuses: Mapping[str, ContainerStatus],
+        nodes: Mapping[str, NodeRecord],
+        all_: bool,
+    ) -> list[PsRow]:
+        """The rows of the containers on the nodes in `nodes` (an unreachable node's drop out,
+        as when they were asked), running ones only unless `all_`."""
+        rows = []
+        for cid, st in statuses.items():
+            node = nodes.get(st.node_id)
+            if node is None or not (all_ or st.state in ACTIVE_STATES):
+                continue
+            rows.append(self.row(cid, st, node))
+        if len(self._rows) > len(statuses):
+            for cid in [c for c in self._rows if c not in statuses]:
+                del self._rows[cid]
+        return rows
