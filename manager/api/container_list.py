@@ -40,6 +40,8 @@ LIST_FILTERS = {
     "health",
     "is-task",
 }
+# The filters a row is matched against (before, since and is-task are applied apart).
+ROW_FILTERS = LIST_FILTERS - {"before", "since", "is-task"}
 TASK_LABEL = "com.docker.swarm.task"
 STATES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 HEALTH_STATES = {"starting", "healthy", "unhealthy", "none"}
@@ -258,10 +260,11 @@ async def list_containers(request: web.Request) -> web.Response:
             rows = rows[index + 1 :] if key == "before" else rows[:index]
     now = time.time_ns()
     out: list[str] = []
+    filtered = not ROW_FILTERS.isdisjoint(filters)
     for row, node, ready in rows:
         if limit > 0 and len(out) >= limit:
             break
-        if not _row_matches(row, ready, node, filters):
+        if filtered and not _row_matches(row, ready, node, filters):
             continue
         if is_task is not None and (TASK_LABEL in (row.get("Labels") or {})) != is_task:
             continue

@@ -27,7 +27,7 @@ class PsRow:
     cid: str
     st: ContainerStatus  # the record it was built from (compared by identity)
     node: NodeRecord  # the node as of the last build
-    row: dict[str, Any]  # the agent's row, for the filters: not to be modified
+    row: dict[str, Any]  # what the filters and the sort read of it (filter_view): read-only
     names: list[str]  # its names without "/", as the name filter matches them
     health: str  # the health filter's value
     head: str  # the JSON of the row up to the Status value
@@ -63,6 +63,30 @@ def split_json(row: dict[str, Any], key: str) -> tuple[str, str]:
     head = (json.dumps(before)[:-1] + ", " if before else "{") + json.dumps(key) + ": "
     tail = ", " + json.dumps(after)[1:] if after else "}"
     return head, tail
+
+
+def filter_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a row the filters and the sort read, of strings and numbers in dicts and
+    tuples only: the garbage collector leaves such objects untracked, so 30,000 cached rows do
+    not make every full collection (which a listing's allocations trigger) walk their trees."""
+    settings = row.get("NetworkSettings")
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    labels = row.get("Labels")
+    created = row.get("Created")
+    return {
+        "Id": str(row.get("Id", "")),
+        "Image": str(row.get("Image", "")),
+        "ImageID": str(row.get("ImageID", "")),
+        "Created": created if isinstance(created, int) else 0,
+        "State": str(row.get("State", "")),
+        "Labels": {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        "NetworkSettings": {"Networks": dict.fromkeys(map(str, networks or ()))},
+        "Mounts": tuple(
+            {k: str(m[k]) for k in ("Name", "Source", "Destination") if k in m}
+            for m in row.get("Mounts") or ()
+            if isinstance(m, dict)
+        ),
+    }
 
 
 def _fallback_row(st: ContainerStatus) -> dict[str, Any]:
@@ -121,7 +145,7 @@ class PsRows:
             cid=cid,
             st=st,
             node=node,
-            row=row,
+            row=filter_view(row),
             names=[str(n).lstrip("/") for n in row.get("Names") or []],
             health=_health(row),
             head="",
@@ -145,7 +169,7 @@ class PsRows:
             if node is None or not (all_ or st.state in ACTIVE_STATES):
                 continue
             rows.append(self.row(cid, st, node))
-        if len(self._rows) > len(statuses):
+        if len(self._rows) > len(rows):  # some not listed now: removed ones among them?
             for cid in [c for c in self._rows if c not in statuses]:
                 del self._rows[cid]
         return rows
