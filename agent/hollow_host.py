@@ -124,6 +124,7 @@ class HollowNode:
                 "Labels": [f"{k}={v}" for k, v in sorted(labels.items())],
             },
             interceptors=[self.metrics.interceptor()],
+            status_flush=self._flush_status,
         )
         self.addr = f"{config.listen_host}:{bound_port(self.server)}"  # type: ignore[arg-type]
         self.record.id, self.record.name, self.record.addr = self.node_id, self.name, self.addr
@@ -156,6 +157,10 @@ class HollowNode:
         reporter.on_change = self.registration.touch
         await reporter.start()
         await self.registration.start()
+
+    async def _flush_status(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.flush()
 
     async def stop(self, deregister: bool = True) -> None:
         """As a real agent leaving: deregister, stop serving. `deregister=False`: the record

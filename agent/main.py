@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,7 +378,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             redial_with=[kv],
         )
         reporter.on_change = registration.touch
-        server = await _serve(runtime, bus, config, node_id, metrics, fence)
+        server = await _serve(runtime, bus, config, node_id, metrics, fence, reporter.flush)
         if config.metrics_listen:
             metrics_runner = await metrics.serve(config.metrics_listen)
         await reporter.start()
@@ -475,6 +476,7 @@ async def _serve(
     node_id: str,
     metrics: AgentMetrics,
     fence: Fence,
+    status_flush: Callable[[], Awaitable[None]],
 ) -> Any:
     labels = [f"{k}={v}" for k, v in sorted(config.labels.items())]
     return await start_grpc_server(
@@ -486,4 +488,5 @@ async def _serve(
         interceptors=[metrics.interceptor()],  # operation counts and latency
         drills=DrillSettings(config.allow_drills, list(config.etcd_endpoints)),
         fence=fence,
+        status_flush=status_flush,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ async def start_grpc_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     drills: DrillSettings | None = None,
     fence: Fence | None = None,
+    status_flush: Callable[[], Awaitable[None]] | None = None,
 ) -> grpc.aio.Server:
     """Serve the Agent service on `listen` (host:port; port 0 picks one, see `bound_port`).
 
@@ -34,6 +35,7 @@ async def start_grpc_server(
     `interceptors` see every call (the agent's metrics count operations and latency there).
     `drills`: whether (and how) the Drill RPC may inject faults on this host (default: refused).
     `fence`: the node fence PeerEtcdStatus answers from (agent/fencing.py).
+    `status_flush`: what lifecycle calls await before answering (StatusReporter.flush).
     """
     # With TLS, the certificate's role decides which calls it may make (agent/authz.py).
     guards = [] if tls is None else [RoleInterceptor()]
@@ -42,6 +44,7 @@ async def start_grpc_server(
     if drills is not None:
         service.drill_settings = drills
     service.fence = fence
+    service.status_flush = status_flush
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     if tls is None:
         port = server.add_insecure_port(listen)

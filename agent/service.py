@@ -62,3 +62,4 @@ class AgentService(
         self.events = events
         self.info_extra = dict(info_extra or {})
         self.fence = None  # set by start_grpc_server when the agent keeps a fence
+        self.status_flush = None  # set by start_grpc_server when the agent reports status

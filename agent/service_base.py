@@ -10,7 +10,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -35,6 +35,15 @@ class ServiceBase:
     events: EventBus
     info_extra: dict[str, Any]
     fence: Fence | None  # None: a server without registration (tests)
+    # Waits until the status records carry the changes made so far (StatusReporter.flush);
+    # None: a server without a reporter (tests).
+    status_flush: Callable[[], Awaitable[None]] | None
+
+    async def reported(self) -> None:
+        """End of a call that changed a container: its status record is written first, as
+        `docker ps` reads the records (docs/scale.md)."""
+        if self.status_flush is not None:
+            await self.status_flush()
 
 
 def dumps(value: Any) -> bytes:

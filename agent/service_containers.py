@@ -28,6 +28,7 @@ class ContainersMixin(ServiceBase):
         if existing is not None:
             return pb.ContainerCreateReply(id=existing, warnings=[])
         rec = await self.rt.create(body, request.name or None)
+        await self.reported()
         return pb.ContainerCreateReply(id=rec.id, warnings=[])
 
     @rpc
@@ -37,43 +38,51 @@ class ContainersMixin(ServiceBase):
             # it could not reach etcd: not before that extension has run out.
             await asyncio.sleep(self.fence.replacement_hold_s())
         await self.rt.start(request.id, hold_output=request.hold_output)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerStop(self, request: pb.ContainerStopRequest, context: Any) -> pb.Empty:
         timeout = request.timeout if request.HasField("timeout") else None
         await self.rt.stop(request.id, timeout)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerKill(self, request: pb.ContainerKillRequest, context: Any) -> pb.Empty:
         await self.rt.kill(request.id, request.signal or "SIGKILL")
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerRestart(self, request: pb.ContainerRestartRequest, context: Any) -> pb.Empty:
         timeout = request.timeout if request.HasField("timeout") else None
         await self.rt.restart(request.id, timeout)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerPause(self, request: pb.ContainerRef, context: Any) -> pb.Empty:
         await self.rt.pause(request.id)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerUnpause(self, request: pb.ContainerRef, context: Any) -> pb.Empty:
         await self.rt.unpause(request.id)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerRemove(self, request: pb.ContainerRemoveRequest, context: Any) -> pb.Empty:
         await self.rt.remove(request.id, force=request.force, volumes=request.volumes)
+        await self.reported()
         return pb.Empty()
 
     @rpc
     async def ContainerRename(self, request: pb.ContainerRenameRequest, context: Any) -> pb.Empty:
         await self.rt.rename(request.id, request.name)
+        await self.reported()
         return pb.Empty()
 
     @rpc
@@ -84,6 +93,7 @@ class ContainersMixin(ServiceBase):
         if not isinstance(body, dict):
             raise InvalidParameter("update body must be a JSON object")
         warnings = await self.rt.update(request.id, body)
+        await self.reported()
         return pb.ContainerUpdateReply(warnings=warnings)
 
     @rpc

@@ -38,6 +38,7 @@ class NetworksMixin(ServiceBase):
                 "type network.EndpointSettings"
             )
         await self.rt.connect(body.get("Container", ""), request.network_id, config)
+        await self.reported()
         return pb.Empty()
 
     @rpc
@@ -51,4 +52,5 @@ class NetworksMixin(ServiceBase):
                 "json: cannot unmarshal into Go struct field NetworkDisconnect.Force of type bool"
             )
         await self.rt.disconnect(body.get("Container", ""), request.network_id, force)
+        await self.reported()
         return pb.Empty()

@@ -7,6 +7,7 @@ reporter does a full resync once etcd answers again, so the records match the ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,6 +24,9 @@ from runtime import views
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 2.0
+# How long a lifecycle call waits for its status write (etcd slow or down: the call still
+# succeeds, the record follows with the resync).
+FLUSH_WAIT_S = 2.0
 
 
 class _Runtime(Protocol):
@@ -88,6 +92,9 @@ class StatusReporter:
         self._wake.set()
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()  # set when etcd matches the runtime (tests wait on it)
+        self._noticed = 0  # changes notified so far
+        self._written = 0  # of those, the ones whose records are written
+        self._progress = asyncio.Event()  # set (and replaced) after every write pass
 
     def notify(self, type: str, action: str, id: str, attrs: dict[str, str] | None = None) -> None:
         if type == "network" and action in ("connect", "disconnect"):
@@ -98,11 +105,22 @@ class StatusReporter:
             return  # execs, exports, commits don't change the container's state
         if not id:
             return
+        self._noticed += 1
         self._dirty.add(id)
         self.synced.clear()
         self._wake.set()
         if self.on_change is not None:
             self.on_change()
+
+    async def flush(self, timeout: float = FLUSH_WAIT_S) -> None:
+        """Wait until every change notified so far is written (at most `timeout`): the
+        manager lists containers from these records, so a lifecycle call returns once its
+        change is there for the `docker ps` its client sends next."""
+        target = self._noticed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._written < target and self._task is not None:
+                    await self._progress.wait()
 
     def request_resync(self) -> None:
         """After a (re)connection: rewrite everything and drop what is stale."""
@@ -124,6 +142,7 @@ class StatusReporter:
             self._wake.clear()
             batch, self._dirty = self._dirty, set()
             resync, self._resync = self._resync, False
+            upto = self._noticed
             try:
                 if resync:
                     await self._full_resync()
@@ -138,6 +157,9 @@ class StatusReporter:
                 self._wake.set()
                 continue
             backoff = 0.1
+            self._written = upto
+            progress, self._progress = self._progress, asyncio.Event()
+            progress.set()
             if not self._dirty and not self._resync:
                 self.synced.set()
 
