@@ -5,8 +5,10 @@ stands for (their logical records); stale copies (docs/failover.md) are never li
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -126,14 +128,17 @@ def _departed_rows(cluster: Cluster) -> list[Row]:
     return rows
 
 
-def _unplaced_rows(cluster: Cluster, listed: list[Row]) -> list[Row]:
+def _unplaced_rows(cluster: Cluster, listed: Iterable[dict[str, Any]]) -> list[Row]:
     """Containers being rescheduled that no listed row stands for (their old copy's status
     record is gone), from their logical records: the old copy's ID (else the swarm id), the
     name, image, command and labels of the create, State `exited` (the old copy was fenced or
     went down with its host), Created when its node was seen failing."""
-    carried = {(row.get("Labels") or {}).get(SWARM_ID_LABEL) for row, _ in listed}
+    unplaced = cluster.unplaced()
+    if not unplaced:
+        return []  # the usual case: no need to look at every row
+    carried = {(row.get("Labels") or {}).get(SWARM_ID_LABEL) for row in listed}
     rows: list[Row] = []
-    for rid, rec in cluster.unplaced().items():
+    for rid, rec in unplaced.items():
         if rec.swarm_id in carried:
             continue
         body = body_of(rec)
@@ -202,21 +207,19 @@ def _is_task_filter(values: list[str] | None) -> bool | None:
 PS_ROWS_KEY: web.AppKey[PsRows] = web.AppKey("ps_rows", PsRows)
 
 
-def _listed(
-    cluster: Cluster, rows: PsRows, all_: bool
-) -> tuple[list[tuple[PsRow, NodeRecord]], list[Row]]:
+def _listed(cluster: Cluster, rows: PsRows, all_: bool) -> tuple[list[PsRow], list[Row]]:
     """The rows of live nodes' containers (stale copies left out: a returned node keeps them
     until its agent has removed them) and, with `all_`, the departed and unplaced ones."""
     live = [
-        (r, r.node)
+        r
         for r in rows.live_rows(cluster.statuses, cluster.nodes, all_)
         if not cluster.is_stale_copy(r.node.id, r.cid, r.st.labels)
     ]
     down: list[Row] = []
     if all_:
         down.extend(_departed_rows(cluster))
-        carried = [(r.row, node) for r, node in live]
-        down.extend(_unplaced_rows(cluster, carried + down))
+        listed = itertools.chain((r.row for r in live), (row for row, _ in down))
+        down.extend(_unplaced_rows(cluster, listed))
     return live, down
 
 
@@ -243,9 +246,7 @@ async def list_containers(request: web.Request) -> web.Response:
     live, down = _listed(cluster, request.app[PS_ROWS_KEY], all_)
     # One list of (row for the filters, node, the live row or None), newest first; the
     # creation sequence breaks ties within Docker's one-second Created.
-    rows: list[tuple[dict[str, Any], NodeRecord, PsRow | None]] = [
-        (r.row, node, r) for r, node in live
-    ]
+    rows: list[tuple[dict[str, Any], NodeRecord, PsRow | None]] = [(r.row, r.node, r) for r in live]
     rows.extend((row, node, None) for row, node in down)
     rows.sort(
         key=lambda r: (r[0].get("Created", 0), cluster.creation_seq(r[0]["Id"]), r[0]["Id"]),
