@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proto.keys import Keys
-from proto.kv import KV, KVError
+from proto.kv import KV, KVError, ModRevisionIs, Put
 from proto.logical import FIRST_GENERATION, GENERATION_LABEL, PLACING
 from proto.records_pb2 import LogicalContainer
 
@@ -95,11 +95,13 @@ class LogicalStore:
             out.append((rec, entry.mod_revision))
         return out
 
-    async def swap(self, rec: LogicalContainer, mod_revision: int) -> bool:
-        """Write `rec` if its key is still at `mod_revision` (0: only if absent)."""
+    async def swap(self, rec: LogicalContainer, mod_revision: int) -> int:
+        """Write `rec` if its key is still at `mod_revision` (0: only if absent). The revision
+        written, 0 when the key had changed (nothing written)."""
         rec.updated_at_ns = time.time_ns()
         key = self.keys.logical(rec.swarm_id)
-        return await self.kv.compare_and_swap(key, rec.SerializeToString(), mod_revision)
+        put = Put(key, rec.SerializeToString())
+        return await self.kv.txn([ModRevisionIs(key, mod_revision)], [put])
 
     async def update(
         self, swarm_id: str, change: Callable[[LogicalContainer], bool]

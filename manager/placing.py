@@ -11,7 +11,6 @@ from typing import Any
 
 from manager.cluster import Cluster
 from manager.scheduler import (
-    ContainerInfo,
     NodeInfo,
     Scheduler,
     SchedulingError,
@@ -65,7 +64,8 @@ def choose_node(
     under the schedule lock and reserve the choice (Cluster.add_pending) before releasing it."""
     try:
         infos = build_infos(cluster, seen.images)
-        chosen = scheduler.select(infos, with_image_affinity(body, infos), seen.pins)
+        body = with_image_affinity(body, infos, cluster.scheduler_view.nodes_with_image)
+        chosen = scheduler.select(infos, body, seen.pins)
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
     return cluster.nodes[chosen.id]
@@ -103,40 +103,4 @@ async def node_infos(cluster: Cluster) -> list[NodeInfo]:
 
 
 def build_infos(cluster: Cluster, images: dict[str, set[str]]) -> list[NodeInfo]:
-    infos = []
-    for rec in cluster.sorted_nodes():
-        containers = []
-        for cid, st, placed in cluster.containers_on(rec.id):
-            containers.append(
-                ContainerInfo(
-                    id=cid,
-                    name=(st.name if st else placed.name if placed else ""),
-                    image=(st.image if st else placed.image if placed else ""),
-                    image_id=st.image_id if st else "",
-                    labels=dict(st.labels) if st else dict(placed.labels if placed else {}),
-                    running=(st.state in ("running", "paused", "restarting")) if st else True,
-                    cpu_shares=placed.cpu_shares if placed else 0,
-                    nano_cpus=placed.nano_cpus if placed else 0,
-                    memory=placed.memory if placed else 0,
-                    host_ports=list(placed.host_ports) if placed else [],
-                    network_mode=placed.network_mode if placed else "default",
-                )
-            )
-        infos.append(
-            NodeInfo(
-                id=rec.id,
-                name=rec.name,
-                addr=rec.addr,
-                labels=dict(rec.labels),
-                healthy=True,  # a node key exists only while its agent keeps the lease
-                ncpu=rec.ncpu,
-                memory=rec.memory_bytes,
-                kernel_version=rec.kernel_version,
-                operating_system=rec.operating_system,
-                os_type=rec.os_type or "linux",
-                storage_driver=rec.storage_driver,
-                images=images.get(rec.id, set()),
-                containers=containers,
-            )
-        )
-    return infos
+    return cluster.scheduler_view.infos(images)
