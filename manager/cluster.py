@@ -111,9 +111,10 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         self.members: dict[str, NodeRecord] = {}
         self.validated: set[str] = set()  # nodes that answered since they (re)registered
         self.node_listeners: list[NodeListener] = []
-        self.logical = LogicalStore(kv, keys)
+        self.logical = LogicalStore(kv, keys, known=self.logical_copy)
         self.events = ManagerEvents()
         self.logical_records: dict[str, LogicalContainer] = {}  # logical/, watched
+        self.logical_revisions: dict[str, int] = {}
         self.moving: set[str] = set()
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
         # Swarm ids of the creates under way here: their `placing` intent is theirs to finish,

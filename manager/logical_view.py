@@ -32,6 +32,7 @@ class LogicalView:
     statuses: dict[str, ContainerStatus]
     placements: dict[str, Placement]
     logical_records: dict[str, LogicalContainer]  # swarm id -> record
+    logical_revisions: dict[str, int]  # swarm id -> its record's mod revision
     # Swarm ids of the records being rescheduled (unsettled, with a node they move from),
     # kept on every change: a create's name check must not scan 30,000 records.
     moving: set[str]
@@ -48,12 +49,24 @@ class LogicalView:
         self.moving.discard(swarm_id)
         if event.kind == "delete":
             self.logical_records.pop(swarm_id, None)
+            self.logical_revisions.pop(swarm_id, None)
             return
         rec = LogicalContainer()
         rec.ParseFromString(event.value)
         self.logical_records[swarm_id] = rec
+        self.logical_revisions[swarm_id] = event.mod_revision
         if rec.state in UNSETTLED and rec.previous_node_id:
             self.moving.add(swarm_id)
+
+    def logical_copy(self, swarm_id: str) -> tuple[LogicalContainer, int] | None:
+        """A copy of the watched record and its revision (a guess: etcd may be ahead)."""
+        rec = self.logical_records.get(swarm_id)
+        rev = self.logical_revisions.get(swarm_id)
+        if rec is None or not rev:
+            return None
+        copy = LogicalContainer()
+        copy.CopyFrom(rec)
+        return copy, rev
 
     def is_stale_copy(self, node_id: str, cid: str, labels: Mapping[str, str]) -> bool:
         """A copy its logical record says was replaced, by the agents' own rule (the manager
