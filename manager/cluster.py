@@ -24,6 +24,7 @@ from manager.cluster_records import ClusterRecords
 from manager.logical import LogicalStore
 from manager.logical_view import LogicalView
 from manager.manager_events import ManagerEvents, node_event
+from manager.node_images import NodeImages
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
 from proto.docker.errors import DockerError, NotFound
@@ -113,6 +114,7 @@ class Cluster(ClusterRecords, LogicalView):
         self.logical_records: dict[str, LogicalContainer] = {}  # logical/, watched
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
         self.statuses: dict[str, ContainerStatus] = {}
+        self.node_images = NodeImages(kv, keys)  # images/, watched
         self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
         self.pending: dict[int, Placement] = {}  # in-flight creates, counted by the scheduler
         # Swarm ids of the creates under way here: their `placing` intent is theirs to finish,
@@ -144,6 +146,8 @@ class Cluster(ClusterRecords, LogicalView):
         status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
         member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
         logical_entries, logical_rev = await self.kv.snapshot(self.keys.logical_prefix())
+        image_entries, image_rev = await self.kv.snapshot(self.keys.images_prefix())
+        self.node_images.load(image_entries, image_rev)
         for e in logical_entries:
             try:
                 self._apply_logical(WatchEvent("put", e.key, e.value, e.mod_revision))
@@ -175,6 +179,10 @@ class Cluster(ClusterRecords, LogicalView):
             asyncio.create_task(
                 self._watch(self.keys.logical_prefix(), logical_rev + 1, self._apply_logical),
                 name="watch-logical",
+            ),
+            asyncio.create_task(
+                self._watch(self.keys.images_prefix(), image_rev + 1, self.node_images.apply),
+                name="watch-images",
             ),
         ]
         self.ready.set()

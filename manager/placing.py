@@ -5,7 +5,6 @@ and by the rescheduler."""
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +17,8 @@ from manager.scheduler import (
     build_request,
     with_image_affinity,
 )
-from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, NotFound
 from proto.records_pb2 import NodeRecord
-
-# A hung agent must not hold up every create: its images count as unknown after this long.
-IMAGE_LIST_TIMEOUT_S = 3.0
 
 
 def scheduler_for(settings: dict[str, Any]) -> Scheduler:
@@ -82,19 +77,10 @@ async def pin_dependencies(cluster: Cluster, refs: list[str]) -> dict[str, str]:
 
 
 async def image_lists(cluster: Cluster) -> dict[str, set[str]]:
-    """Each node's image IDs and tags; a node that does not answer in time has none."""
-    images: dict[str, set[str]] = {}
-    results = await cluster.fan_out(
-        lambda s: s.ImageList(pb.ImageListRequest()), timeout=IMAGE_LIST_TIMEOUT_S
-    )
-    for rec, result in results:
-        names: set[str] = set()
-        if not isinstance(result, BaseException):
-            for img in json.loads(result.json) or []:
-                names.add(str(img.get("Id", "")))
-                names.update(img.get("RepoTags") or [])
-        images[rec.id] = names
-    return images
+    """Each node's image IDs and tags, from the images records its agent publishes (no node is
+    asked); every image write that landed before this call is in."""
+    await cluster.node_images.catch_up()
+    return {rec.id: cluster.node_images.names_of(rec.id) for rec in cluster.sorted_nodes()}
 
 
 async def node_infos(cluster: Cluster) -> list[NodeInfo]:
