@@ -17,6 +17,7 @@ import grpc
 
 from agent.events import EventBus
 from agent.fencing import Fence
+from agent.image_records import ImagesReporter
 from proto import rpc_errors as errors
 from proto.docker.errors import DockerError, InvalidParameter
 from runtime.containers import Runtime
@@ -35,6 +36,17 @@ class ServiceBase:
     events: EventBus
     info_extra: dict[str, Any]
     fence: Fence | None  # None: a server without registration (tests)
+    # The node's images record: an RPC that changed images returns once it is written.
+    image_records: ImagesReporter | None = None
+
+
+async def _images_written(service: ServiceBase, since: int) -> None:
+    if service.image_records is not None:
+        await service.image_records.written(since)
+
+
+def _generation(service: ServiceBase) -> int:
+    return service.image_records.generation if service.image_records is not None else 0
 
 
 def dumps(value: Any) -> bytes:
@@ -56,10 +68,13 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def stream(self: ServiceBase, request: Any, context: Any) -> AsyncIterator[Any]:
+            since = _generation(self)
             try:
                 async for item in fn(self, request, context):
                     yield item
+                await _images_written(self, since)
             except DockerError as err:
+                await _images_written(self, since)  # a part may have changed (rmi of several)
                 await errors.abort(context, err)
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
@@ -71,9 +86,13 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     async def unary(self: ServiceBase, request: Any, context: Any) -> Any:
+        since = _generation(self)
         try:
-            return await fn(self, request, context)
+            reply = await fn(self, request, context)
+            await _images_written(self, since)
+            return reply
         except DockerError as err:
+            await _images_written(self, since)  # a part may have changed (rmi of several)
             await errors.abort(context, err)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise

@@ -25,6 +25,7 @@ from manager.container_index import ContainerIndex
 from manager.logical import LogicalStore
 from manager.logical_view import LogicalView
 from manager.manager_events import ManagerEvents, node_event
+from manager.node_images import NodeImages
 from manager.scheduler_view import SchedulerView
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
@@ -117,6 +118,7 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         self.logical_revisions: dict[str, int] = {}
         self.moving: set[str] = set()
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
+        self.node_images = NodeImages(kv, keys)  # images/, watched
         # Swarm ids of the creates under way here: their `placing` intent is theirs to finish,
         # not the rescheduler's to resolve (manager/create_intent.py), which this wakes.
         self.creating: set[str] = set()
@@ -148,6 +150,8 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
         member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
         logical_entries, logical_rev = await self.kv.snapshot(self.keys.logical_prefix())
+        image_entries, image_rev = await self.kv.snapshot(self.keys.images_prefix())
+        self.node_images.load(image_entries, image_rev)
         for e in logical_entries:
             try:
                 self._apply_logical(WatchEvent("put", e.key, e.value, e.mod_revision))
@@ -179,6 +183,10 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
             asyncio.create_task(
                 self._watch(self.keys.logical_prefix(), logical_rev + 1, self._apply_logical),
                 name="watch-logical",
+            ),
+            asyncio.create_task(
+                self._watch(self.keys.images_prefix(), image_rev + 1, self.node_images.apply),
+                name="watch-images",
             ),
         ]
         self.ready.set()

@@ -31,7 +31,7 @@ from manager.create_intent import SETTLE_NS, resolve
 from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
 from manager.metrics import Metrics
-from manager.placing import choose_node, image_lists, survey
+from manager.placing import choose_node, survey
 from manager.reschedule_agent import create_or_find, start_quietly
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
@@ -156,7 +156,6 @@ class Rescheduler:
         # Choices one at a time (each sees the ones before it) with their etcd writes running
         # meanwhile, then the agent calls of every record being placed at once: the containers
         # of a failed node move in parallel.
-        images: dict[str, set[str]] | None = None  # asked once per pass, when first needed
         choices: list[tuple[LogicalContainer, int, int | None]] = []
         for rec, rev in list(records.values()):
             if rec.state == FAILED:
@@ -166,8 +165,7 @@ class Rescheduler:
                     continue
             elif rec.state != PENDING:
                 continue
-            images = images if images is not None else await image_lists(self.cluster)
-            choice = await self._choose(rec, images)
+            choice = await self._choose(rec)
             if choice is not False:
                 choices.append((rec, rev, choice))
         revisions = await bounded(self._record_choice(*choice) for choice in choices)
@@ -223,14 +221,12 @@ class Rescheduler:
             )
         return revision
 
-    async def _choose(
-        self, rec: LogicalContainer, images: dict[str, set[str]] | None = None
-    ) -> int | None | bool:
+    async def _choose(self, rec: LogicalContainer) -> int | None | bool:
         """The scheduler's choice for a failed or pending record, made on `rec`: placing on
         a node, reserved as an in-flight create (its token), or pending (None) when no node
         fits; False when nothing is to be written (pending and still fitting nowhere)."""
         body = with_generation(body_of(rec), rec.generation + 1)
-        seen = await survey(self.cluster, body, images)  # the agents' answers, before the lock
+        seen = await survey(self.cluster, body)  # before the lock
         async with self.cluster.schedule_lock:
             try:
                 target = choose_node(self.cluster, self.scheduler(), body, seen).id

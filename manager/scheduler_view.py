@@ -49,14 +49,13 @@ class SchedulerView:
         # Swarm's implicit image affinity is decided without looking at every node.
         self._image_nodes: dict[str, int] = {}
 
-    def infos(
-        self, images: Mapping[str, Set[str]], images_changed: Set[str] | None = None
-    ) -> list[NodeInfo]:
+    def infos(self) -> list[NodeInfo]:
         """Every live node in Swarm's order, with its containers (creates in flight included)
-        and `images` (node id -> image IDs and tags). `images_changed`: the nodes whose images
-        may differ from the last call (None: any node)."""
+        and its images (IDs and tags, from its images record)."""
         cluster = self._cluster
         changed = cluster.take_changed_nodes()
+        images = cluster.node_images.names
+        images_changed = cluster.node_images.take_changed()
         order = cluster.node_order()
         if order is not self._order:
             self._rebuild(order, images)
@@ -70,7 +69,7 @@ class SchedulerView:
                 _follow_record(info, rec)
                 self._records[node_id] = rec
             info.containers = self._containers(node_id)
-        for node_id in self._infos if images_changed is None else images_changed:
+        for node_id in images_changed:
             info = self._infos.get(node_id)
             if info is not None:
                 self._set_images(info, images.get(node_id, _NO_IMAGES))

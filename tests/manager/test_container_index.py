@@ -3,11 +3,14 @@ or a name lookup reads must follow every change without scanning all containers.
 
 from __future__ import annotations
 
+import json
+
 from manager.cluster import Cluster, Placement
 from manager.container_index import ContainerIndex
 from proto.keys import Keys
+from proto.kv import WatchEvent
 from proto.logical import SWARM_ID_LABEL
-from proto.records_pb2 import ContainerStatus, NodeRecord
+from proto.records_pb2 import ContainerStatus, NodeImages, NodeRecord
 
 SID = "a" * 64
 
@@ -70,14 +73,14 @@ def test_the_scheduler_view_rebuilds_only_the_nodes_that_changed() -> None:
     cluster = _cluster(50)
     for i in range(50):
         cluster.statuses[f"c{i}"] = _status(f"c{i}", f"id{i}", f"web{i}")
-    first = cluster.scheduler_view.infos({})
+    first = cluster.scheduler_view.infos()
     assert [n.name for n in first[:3]] == ["node-0", "node-1", "node-2"]
     versions = {n.id: n._version for n in first}
     lists = {n.id: n.containers for n in first}
 
     cluster.placements["new"] = Placement(node_id="id7", name="new", image="busybox")
     cluster.statuses["c3"] = _status("c3", "id3", "renamed")
-    second = cluster.scheduler_view.infos({})
+    second = cluster.scheduler_view.infos()
     assert all(a is b for a, b in zip(first, second, strict=True))  # the same NodeInfo objects
     touched = {n.id for n in second if n._version != versions[n.id]}
     assert touched == {"id3", "id7"}
@@ -88,16 +91,27 @@ def test_the_scheduler_view_rebuilds_only_the_nodes_that_changed() -> None:
 
 def test_the_scheduler_view_follows_nodes_and_their_images() -> None:
     cluster = _cluster(3)
-    infos = cluster.scheduler_view.infos({"id1": {"busybox:latest"}})
-    assert infos[1].images == {"busybox:latest"} and infos[0].images == set()
+    _images(cluster, "id1", ["busybox:latest"])
+    infos = cluster.scheduler_view.infos()
+    assert infos[1].images == {"sha256:1", "busybox:latest"} and infos[0].images == set()
+    assert cluster.scheduler_view.nodes_with_image("busybox") == 1
     version = infos[1]._version
-    assert cluster.scheduler_view.infos({"id1": {"busybox:latest"}})[1]._version == version
+    assert cluster.scheduler_view.infos()[1]._version == version  # nothing changed
 
     relabelled = NodeRecord()
     relabelled.CopyFrom(cluster.nodes["id1"])
     relabelled.labels["zone"] = "east"
     cluster.nodes["id1"] = relabelled
     del cluster.nodes["id2"]
-    infos = cluster.scheduler_view.infos({})
+    _images(cluster, "id1", [])
+    infos = cluster.scheduler_view.infos()
     assert [n.id for n in infos] == ["id0", "id1"]
-    assert infos[1].labels == {"zone": "east"} and infos[1].images == set()
+    assert infos[1].labels == {"zone": "east"} and infos[1].images == {"sha256:1"}
+    assert cluster.scheduler_view.nodes_with_image("busybox") == 0
+
+
+def _images(cluster: Cluster, node_id: str, tags: list[str]) -> None:
+    rows = [{"Id": "sha256:1", "RepoTags": tags}]
+    record = NodeImages(node_id=node_id, images_json=json.dumps(rows).encode())
+    key = cluster.keys.images(node_id)
+    cluster.node_images.apply(WatchEvent("put", key, record.SerializeToString(), 1))

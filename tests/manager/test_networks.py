@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from manager.app import make_app
+from manager.node_images import NodeImages
 from manager.scheduler_view import SchedulerView
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, NotFound
@@ -74,6 +75,7 @@ class FakeCluster:
             self.stubs[rec.id] = FakeStub(views, up=True)
         self.stubs["ID1"].views[0]["Containers"] = {WEB: ENDPOINT}  # node-1's bridge
         self.scheduler_view = SchedulerView(self)  # type: ignore[arg-type]
+        self.node_images = NodeImages(kv, self.keys)
 
     def sorted_nodes(self) -> list[NodeRecord]:
         return list(self.recs)
