@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HISTORY = 1000
 QUEUE_LIMIT = 4096
@@ -25,6 +28,9 @@ class EventBus:
     def __init__(self, history: int = HISTORY) -> None:
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        # Called with every event as it is published: parts of the agent that follow changes
+        # the events already announce (the node's images record, agent/image_records.py).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def __call__(self, type: str, action: str, id: str, attrs: dict[str, str]) -> None:
         self.publish(type, action, id, attrs)
@@ -34,6 +40,11 @@ class EventBus:
     ) -> dict[str, Any]:
         event = make_event(type, action, id, attrs or {})
         self._history.append(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener's bug must not lose the event
+                log.exception("event listener failed on %s %s", type, action)
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)

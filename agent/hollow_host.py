@@ -1,7 +1,8 @@
 """`flotilla hollow`: one process hosting many hollow nodes for scale runs (kubemark's idea).
 
 Each hollow node runs the agent's own parts — `Registration` (its etcd lease, node record and
-`members/` key), `StatusReporter` (its `status/<node>/<cid>` records), `EventBus` and the gRPC
+`members/` key), `StatusReporter` (its `status/<node>/<cid>` records), `ImagesReporter` (its
+`images/<node>` record: busybox), `EventBus` and the gRPC
 `AgentService` on its own port — over a `HollowRuntime` (runtime/hollow.py), whose containers
 live in memory only. To the manager a hollow node is a node like any other.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 from agent import nodeid
 from agent.events import EventBus
+from agent.image_records import ImagesReporter
 from agent.main import (
     _after_registration,
     _duration,
@@ -96,6 +98,7 @@ class HollowNode:
         self.metrics = metrics
         self.reporter: StatusReporter | None = None
         self.registration: Registration | None = None
+        self.image_records: ImagesReporter | None = None
         self.runtime = HollowRuntime(name, events=self._sink)
         self.record = NodeRecord()
         self.record.CopyFrom(host)
@@ -113,6 +116,16 @@ class HollowNode:
         config = self.config
         keys = Keys(config.prefix)
         labels = {**config.labels, HOLLOW_LABEL: "true"}
+        self.kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
+        self.lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
+        image_records = self.image_records = ImagesReporter(
+            self.kv,
+            keys,
+            self.node_id,
+            self.runtime.images,
+            lease=lambda: self.registration.lease_id if self.registration is not None else 0,
+        )
+        self.bus.listeners.append(image_records.on_event)
         self.server = await start_grpc_server(
             self.runtime,  # type: ignore[arg-type] - the same calls, simulated
             self.bus,
@@ -125,14 +138,13 @@ class HollowNode:
             },
             interceptors=[self.metrics.interceptor()],
             status_flush=self._flush_status,
+            image_records=image_records,
         )
         self.addr = f"{config.listen_host}:{bound_port(self.server)}"  # type: ignore[arg-type]
         self.record.id, self.record.name, self.record.addr = self.node_id, self.name, self.addr
         self.record.labels.clear()
         self.record.labels.update(labels)
         self.record.started_at_ns = time.time_ns()
-        self.kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
-        self.lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
         reporter = self.reporter = StatusReporter(
             self.kv, keys, self.node_id, self.runtime, self.metrics
         )
@@ -140,6 +152,7 @@ class HollowNode:
 
         async def on_registered() -> None:
             # As a real agent: stale copies a reschedule replaced go, then a full resync.
+            image_records.request_resync()
             await _after_registration(runtime, kv, keys, node_id)  # type: ignore[arg-type]
             reporter.request_resync()
 
@@ -156,6 +169,7 @@ class HollowNode:
         )
         reporter.on_change = self.registration.touch
         await reporter.start()
+        await image_records.start()
         await self.registration.start()
 
     async def _flush_status(self) -> None:
@@ -171,6 +185,8 @@ class HollowNode:
             await self.server.stop(grace=1)  # type: ignore[attr-defined]
         if self.reporter is not None:
             await self.reporter.stop()
+        if self.image_records is not None:
+            await self.image_records.stop()
         await self.runtime.close()
         for client in (self.kv, self.lease_kv):
             if client is not None:

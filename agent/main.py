@@ -23,6 +23,7 @@ from agent import identity, nodeid
 from agent.embedded_dns import EmbeddedDNS
 from agent.events import EventBus
 from agent.fencing import FENCE_FILE, Fence, FenceFile, PeerClient
+from agent.image_records import ImagesReporter
 from agent.metrics import AgentMetrics
 from agent.overlay_directory import EtcdDirectory
 from agent.overlay_peers import PeerSync
@@ -282,6 +283,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     bus = EventBus()
     metrics = AgentMetrics()
     reporter: StatusReporter | None = None
+    image_records: ImagesReporter | None = None
     registration: Registration | None = None
 
     def sink(type: str, action: str, id: str, attrs: dict[str, str]) -> None:
@@ -358,9 +360,18 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             describe_host, node_id, config.name, config.advertise, config.labels, started_ns
         )
         reporter = StatusReporter(kv, keys, node_id, runtime, metrics)
+        image_records = ImagesReporter(
+            kv,
+            keys,
+            node_id,
+            runtime.images,
+            lease=lambda: registration.lease_id if registration is not None else 0,
+        )
+        bus.listeners.append(image_records.on_event)
 
         async def on_registered() -> None:
             assert reporter is not None
+            image_records.request_resync()  # first: it needs nothing the checks below do
             await _after_registration(runtime, kv, keys, node_id)
             await _reassert_addresses(runtime, directory)
             reporter.request_resync()
@@ -378,10 +389,13 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             redial_with=[kv],
         )
         reporter.on_change = registration.touch
-        server = await _serve(runtime, bus, config, node_id, metrics, fence, reporter.flush)
+        server = await _serve(
+            runtime, bus, config, node_id, metrics, fence, image_records, reporter.flush
+        )
         if config.metrics_listen:
             metrics_runner = await metrics.serve(config.metrics_listen)
         await reporter.start()
+        await image_records.start()
         await registration.start()
         fence_task = asyncio.create_task(fence.run(), name="fence")
         log.info("agent %s (%s) serving on %s", config.name, node_id, config.listen)
@@ -401,6 +415,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             await server.stop(grace=2)
         if reporter is not None:
             await reporter.stop()
+        if image_records is not None:
+            await image_records.stop()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await peers_sync.stop()
@@ -476,6 +492,7 @@ async def _serve(
     node_id: str,
     metrics: AgentMetrics,
     fence: Fence,
+    image_records: ImagesReporter,
     status_flush: Callable[[], Awaitable[None]],
 ) -> Any:
     labels = [f"{k}={v}" for k, v in sorted(config.labels.items())]
@@ -488,5 +505,6 @@ async def _serve(
         interceptors=[metrics.interceptor()],  # operation counts and latency
         drills=DrillSettings(config.allow_drills, list(config.etcd_endpoints)),
         fence=fence,
+        image_records=image_records,
         status_flush=status_flush,
     )

@@ -10,6 +10,7 @@ import grpc
 from agent.authz import RoleInterceptor
 from agent.events import EventBus
 from agent.fencing import Fence
+from agent.image_records import ImagesReporter
 from agent.service import AgentService
 from agent.service_drills import DrillSettings
 from proto import agent_pb2_grpc
@@ -27,6 +28,7 @@ async def start_grpc_server(
     drills: DrillSettings | None = None,
     fence: Fence | None = None,
     status_flush: Callable[[], Awaitable[None]] | None = None,
+    image_records: ImagesReporter | None = None,
 ) -> grpc.aio.Server:
     """Serve the Agent service on `listen` (host:port; port 0 picks one, see `bound_port`).
 
@@ -36,6 +38,7 @@ async def start_grpc_server(
     `drills`: whether (and how) the Drill RPC may inject faults on this host (default: refused).
     `fence`: the node fence PeerEtcdStatus answers from (agent/fencing.py).
     `status_flush`: what lifecycle calls await before answering (StatusReporter.flush).
+    `image_records`: the node's images record; RPCs that change images wait for its write.
     """
     # With TLS, the certificate's role decides which calls it may make (agent/authz.py).
     guards = [] if tls is None else [RoleInterceptor()]
@@ -45,6 +48,7 @@ async def start_grpc_server(
         service.drill_settings = drills
     service.fence = fence
     service.status_flush = status_flush
+    service.image_records = image_records
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     if tls is None:
         port = server.add_insecure_port(listen)

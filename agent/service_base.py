@@ -17,6 +17,7 @@ import grpc
 
 from agent.events import EventBus
 from agent.fencing import Fence
+from agent.image_records import ImagesReporter
 from proto import rpc_errors as errors
 from proto.docker.errors import DockerError, InvalidParameter
 from runtime.containers import Runtime
@@ -38,12 +39,23 @@ class ServiceBase:
     # Waits until the status records carry the changes made so far (StatusReporter.flush);
     # None: a server without a reporter (tests).
     status_flush: Callable[[], Awaitable[None]] | None
+    # The node's images record: an RPC that changed images returns once it is written.
+    image_records: ImagesReporter | None = None
 
     async def reported(self) -> None:
         """End of a call that changed a container: its status record is written first, as
-        `docker ps` reads the records (docs/scale.md)."""
+        `docker ps` reads the records (docs/manager.md)."""
         if self.status_flush is not None:
             await self.status_flush()
+
+
+async def _images_written(service: ServiceBase, since: int) -> None:
+    if service.image_records is not None:
+        await service.image_records.written(since)
+
+
+def _generation(service: ServiceBase) -> int:
+    return service.image_records.generation if service.image_records is not None else 0
 
 
 def dumps(value: Any) -> bytes:
@@ -65,10 +77,13 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def stream(self: ServiceBase, request: Any, context: Any) -> AsyncIterator[Any]:
+            since = _generation(self)
             try:
                 async for item in fn(self, request, context):
                     yield item
+                await _images_written(self, since)
             except DockerError as err:
+                await _images_written(self, since)  # a part may have changed (rmi of several)
                 await errors.abort(context, err)
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
@@ -80,9 +95,13 @@ def rpc(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     async def unary(self: ServiceBase, request: Any, context: Any) -> Any:
+        since = _generation(self)
         try:
-            return await fn(self, request, context)
+            reply = await fn(self, request, context)
+            await _images_written(self, since)
+            return reply
         except DockerError as err:
+            await _images_written(self, since)  # a part may have changed (rmi of several)
             await errors.abort(context, err)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise

@@ -200,6 +200,8 @@ class BuildMixin(ServiceBase):
     ) -> None:
         try:
             image_id = await build.run(stages, meta)
+            if self.image_records is not None:
+                self.image_records.changed()  # an untagged result has no image event
             await build.tag_result(image_id, build.options.tags)
             for tag in build.options.tags:
                 self.events.publish("image", "tag", image_id, {"name": tag})

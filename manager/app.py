@@ -23,6 +23,7 @@ from manager.api.system import CLUSTER_KEY, SETTINGS_KEY
 from manager.api_roles import role_middleware
 from manager.cluster import Cluster
 from manager.errors import MAX_JSON_BODY, error_middleware
+from manager.node_images import image_write_middleware
 from manager.versioning import add_engine_headers, version_middleware
 
 
@@ -30,7 +31,12 @@ def make_app(cluster: Cluster, settings: dict[str, Any]) -> web.Application:
     # error_middleware is outermost so refusals, version errors and handler failures share
     # one shape.
     app = web.Application(
-        middlewares=[error_middleware, role_middleware, version_middleware],
+        middlewares=[
+            error_middleware,
+            role_middleware,
+            version_middleware,
+            image_write_middleware(lambda request: request.app[CLUSTER_KEY].node_images),
+        ],
         client_max_size=MAX_JSON_BODY,
     )
     app[CLUSTER_KEY] = cluster

@@ -21,9 +21,12 @@ from typing import Any, TypeVar
 import grpc
 
 from manager.cluster_records import ClusterRecords
+from manager.container_index import ContainerIndex
 from manager.logical import LogicalStore
 from manager.logical_view import LogicalView
 from manager.manager_events import ManagerEvents, node_event
+from manager.node_images import NodeImages
+from manager.scheduler_view import SchedulerView
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
 from proto.docker.errors import DockerError, NotFound
@@ -98,8 +101,9 @@ def _exposed_ports(exposed: object) -> list[tuple[str, int, str]]:
     return ports
 
 
-class Cluster(ClusterRecords, LogicalView):
+class Cluster(ClusterRecords, LogicalView, ContainerIndex):
     def __init__(self, kv: KV, keys: Keys, tls: TlsConfig | None = None) -> None:
+        ContainerIndex.__init__(self)  # statuses, placements, pending and their indexes
         self.kv = kv
         self.keys = keys
         self.tls = tls
@@ -108,13 +112,13 @@ class Cluster(ClusterRecords, LogicalView):
         self.members: dict[str, NodeRecord] = {}
         self.validated: set[str] = set()  # nodes that answered since they (re)registered
         self.node_listeners: list[NodeListener] = []
-        self.logical = LogicalStore(kv, keys)
+        self.logical = LogicalStore(kv, keys, known=self.logical_copy)
         self.events = ManagerEvents()
         self.logical_records: dict[str, LogicalContainer] = {}  # logical/, watched
+        self.logical_revisions: dict[str, int] = {}
+        self.moving: set[str] = set()
         self.node_names: dict[str, str] = {}  # every node seen, also after it left: errors name it
-        self.statuses: dict[str, ContainerStatus] = {}
-        self.placements: dict[str, Placement] = {}  # cid -> what this manager placed
-        self.pending: dict[int, Placement] = {}  # in-flight creates, counted by the scheduler
+        self.node_images = NodeImages(kv, keys)  # images/, watched
         # Swarm ids of the creates under way here: their `placing` intent is theirs to finish,
         # not the rescheduler's to resolve (manager/create_intent.py), which this wakes.
         self.creating: set[str] = set()
@@ -124,6 +128,8 @@ class Cluster(ClusterRecords, LogicalView):
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
         self._next_pending = 0
+        self._node_order: list[str] | None = None  # sorted_nodes()'s, until a node comes or goes
+        self.scheduler_view = SchedulerView(self)
         self.ready = asyncio.Event()
 
     # ----------------------------------------------------------------- etcd view
@@ -144,6 +150,8 @@ class Cluster(ClusterRecords, LogicalView):
         status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
         member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
         logical_entries, logical_rev = await self.kv.snapshot(self.keys.logical_prefix())
+        image_entries, image_rev = await self.kv.snapshot(self.keys.images_prefix())
+        self.node_images.load(image_entries, image_rev)
         for e in logical_entries:
             try:
                 self._apply_logical(WatchEvent("put", e.key, e.value, e.mod_revision))
@@ -176,6 +184,10 @@ class Cluster(ClusterRecords, LogicalView):
                 self._watch(self.keys.logical_prefix(), logical_rev + 1, self._apply_logical),
                 name="watch-logical",
             ),
+            asyncio.create_task(
+                self._watch(self.keys.images_prefix(), image_rev + 1, self.node_images.apply),
+                name="watch-images",
+            ),
         ]
         self.ready.set()
 
@@ -202,6 +214,7 @@ class Cluster(ClusterRecords, LogicalView):
         node_id = self.keys.node_id(event.key)
         if event.kind == "delete":
             gone = self.nodes.pop(node_id, None)
+            self._node_order = None
             self.validated.discard(node_id)
             self._drop_stub(node_id)
             if gone is not None and self.ready.is_set():
@@ -212,6 +225,9 @@ class Cluster(ClusterRecords, LogicalView):
         rec.ParseFromString(event.value)
         previous = self.nodes.get(node_id)
         self.nodes[node_id] = rec
+        if previous is None or previous.name != rec.name:
+            self._node_order = None
+        self.node_changed(node_id)
         self.node_names[node_id] = rec.name
         old = self._stubs.get(node_id)
         if old is not None and old[0] != rec.addr:
@@ -305,10 +321,22 @@ class Cluster(ClusterRecords, LogicalView):
             self.placements[cid] = fresh
         elif placed is not None:
             placed.name = st.name
+            self.changed(cid)
 
     # ----------------------------------------------------------------- nodes and agents
     def sorted_nodes(self) -> list[NodeRecord]:
-        return sorted(self.nodes.values(), key=lambda n: (natural_key(n.name), n.id))
+        """Live nodes as classic Swarm sorts engines."""
+        return [self.nodes[n] for n in self.node_order()]
+
+    def node_order(self) -> list[str]:
+        """IDs of the live nodes as classic Swarm sorts engines: the same list object until a
+        node comes, goes or is renamed (sorting 1,000 names per create would cost more than the
+        create's own decision)."""
+        order = self._node_order
+        if order is None or len(order) != len(self.nodes):
+            order = sorted(self.nodes, key=lambda n: (natural_key(self.nodes[n].name), n))
+            self._node_order = order
+        return order
 
     def node_name(self, node_id: str) -> str:
         """A node's name, also after it left (its ID when never seen)."""
@@ -379,13 +407,24 @@ class Cluster(ClusterRecords, LogicalView):
         placed = self.placements.get(cid)
         return placed.node_id if placed is not None else None
 
-    def known_names(self) -> dict[str, str]:
-        """Container name -> id over the cluster, as far as etcd and our own creates know
-        (a container being rescheduled keeps its name also when no copy stands for it)."""
-        names = {rec.name: rid for rid, rec in self.unplaced().items() if rec.name}
-        names.update({p.name: c for c, p in self.placements.items() if p.name and self.shown(c)})
-        names.update({st.name: c for c, st in self.statuses.items() if st.name and self.shown(c)})
-        return names
+    def name_holder(self, name: str) -> str | None:
+        """The container `name` names cluster-wide, as far as etcd and our own creates know: a
+        status record's name wins over our own create's, which wins over a container being
+        rescheduled (it keeps its name also when no copy stands for it)."""
+        by_placement = None
+        for cid in self.ids_named(name):
+            if not self.shown(cid):
+                continue
+            st = self.statuses.get(cid)
+            if st is not None and st.name == name:
+                return cid
+            by_placement = cid
+        if by_placement is not None:
+            return by_placement
+        for rid, rec in self.unplaced().items():
+            if rec.name == name:
+                return rid
+        return None
 
     def pending_names(self) -> set[str]:
         return {p.name for p in self.pending.values() if p.name}
@@ -408,6 +447,13 @@ class Cluster(ClusterRecords, LogicalView):
         self.placements.pop(cid, None)
         self.statuses.pop(cid, None)
 
+    def renamed(self, cid: str, name: str) -> None:
+        """The node renamed `cid`: the view follows before its status record says so."""
+        for held in (self.placements.get(cid), self.statuses.get(cid)):
+            if held is not None:
+                held.name = name
+        self.changed(cid)
+
     def _labels_of(self, cid: str) -> Mapping[str, str]:
         st = self.statuses.get(cid)
         if st is not None:
@@ -421,14 +467,14 @@ class Cluster(ClusterRecords, LogicalView):
     def by_swarm_id(self, ref: str) -> str | None:
         """The container whose `com.docker.swarm.id` is `ref` or starts with a 12-character
         `ref` (Swarm's full or truncated form); None when none or several carry it."""
-        if len(ref) not in (SHORT_ID_LEN, ID_LEN):
+        if len(ref) == ID_LEN:
+            candidates = self.ids_with_swarm_id(ref)
+        elif len(ref) == SHORT_ID_LEN:
+            candidates = self.ids_with_short_swarm_id(ref)
+        else:
             return None
-        found = set()
-        for cid in (*self.statuses, *self.placements):
-            sid = self._labels_of(cid).get(SWARM_ID_LABEL, "")
-            matches = sid == ref or (len(ref) == SHORT_ID_LEN and sid[:SHORT_ID_LEN] == ref)
-            if matches and self.shown(cid):  # a stale copy: the swarm id names the live one
-                found.add(cid)
+        # A stale copy is not counted: the swarm id names the live one.
+        found = {cid for cid in candidates if self.shown(cid)}
         return found.pop() if len(found) == 1 else None
 
     def _engine_ref(self, ref: str) -> str:
@@ -494,10 +540,12 @@ class Cluster(ClusterRecords, LogicalView):
             rec = self.node_by_name(node_name)
             if rec is None or not name:
                 raise NotFound(f"No such container: {ref}")
-            for cid, st in self.statuses.items():
-                if st.node_id == rec.id and st.name == name and self.shown(cid):
+            for cid in self.ids_named(name):
+                st = self.statuses.get(cid)
+                matches = st is not None and st.node_id == rec.id and st.name == name
+                if matches and self.shown(cid):
                     return rec.id, cid
-            return await self._ask(ref, name, [rec.id])
+            return await self._ask(ref, name, rec.id)
         if (text in self.statuses or text in self.placements) and self.shown(text):
             node_id = self.container_node(text)
             assert node_id is not None
@@ -507,9 +555,8 @@ class Cluster(ClusterRecords, LogicalView):
             node_id = self.container_node(swarm_held)
             if node_id is not None:
                 return node_id, swarm_held
-        by_name = self.known_names()
-        if text in by_name:
-            cid = by_name[text]
+        cid = self.name_holder(text)
+        if cid is not None:
             node_id = self.container_node(cid)
             if node_id is not None:
                 return node_id, cid
@@ -526,46 +573,37 @@ class Cluster(ClusterRecords, LogicalView):
         unplaced = self.unplaced_ref(text)
         if unplaced is not None:
             return unplaced
-        return await self._ask(ref, text, None)
-
-    async def _ask(self, ref: str, text: str, node_ids: list[str] | None) -> tuple[str, str]:
-        # etcd may lag behind an agent (a status write in flight): ask the agents themselves.
-        if not text:
-            raise NotFound(f"No such container: {ref}")
-        results = await self.fan_out(
-            lambda s: s.ContainerInspect(pb.ContainerRef(id=text)), node_ids
-        )
-        found: list[tuple[str, str]] = []
-        for rec, result in results:
-            if isinstance(result, BaseException):
-                if isinstance(result, DockerError) and "Multiple IDs" in result.message:
-                    raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
-                continue
-            body = json.loads(result.json)
-            labels = (body.get("Config") or {}).get("Labels") or {}
-            if not self.is_stale_copy(rec.id, str(body["Id"]), labels):
-                found.append((rec.id, str(body["Id"])))
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise NotFound(f"Multiple IDs found with provided prefix: {ref}")
+        # Not asked of every node: the view knows every container the manager created and,
+        # from the status records, every other one (classic Swarm's cache answers the same).
         raise NotFound(f"No such container: {ref}")
+
+    async def _ask(self, ref: str, text: str, node_id: str) -> tuple[str, str]:
+        """`node/name` the view does not know yet (its status write in flight): that node's
+        answer."""
+        try:
+            reply = await self.call(node_id, lambda s: s.ContainerInspect(pb.ContainerRef(id=text)))
+        except DockerError as e:
+            if "Multiple IDs" in e.message:
+                raise NotFound(f"Multiple IDs found with provided prefix: {ref}") from None
+            raise NotFound(f"No such container: {ref}") from None
+        body = json.loads(reply.json)
+        labels = (body.get("Config") or {}).get("Labels") or {}
+        if self.is_stale_copy(node_id, str(body["Id"]), labels):
+            raise NotFound(f"No such container: {ref}")
+        return node_id, str(body["Id"])
 
     def containers_on(
         self, node_id: str
     ) -> list[tuple[str, ContainerStatus | None, Placement | None]]:
-        """(id, status, placement) of every container known on the node, pending ones last."""
-        out: list[tuple[str, ContainerStatus | None, Placement | None]] = []
-        for cid, st in self.statuses.items():
-            if st.node_id == node_id:
-                out.append((cid, st, self.placements.get(cid)))
-        for cid, placed in self.placements.items():
-            if placed.node_id == node_id and cid not in self.statuses:
-                out.append((cid, None, placed))
-        for token, placed in self.pending.items():
-            if placed.node_id == node_id:
-                out.append((f"pending-{token}", None, placed))
-        return out
+        """(id, status, placement) of every container known on the node: reported ones first,
+        then our creates not reported yet, then creates in flight."""
+        reported: list[tuple[str, ContainerStatus | None, Placement | None]] = []
+        ours: list[tuple[str, ContainerStatus | None, Placement | None]] = []
+        for cid in self.ids_on(node_id):
+            st = self.statuses.get(cid)
+            (reported if st is not None else ours).append((cid, st, self.placements.get(cid)))
+        in_flight = [(f"pending-{t}", None, p) for t, p in self.pending_on(node_id)]
+        return reported + ours + in_flight
 
 
 def channel_closed() -> bool:

@@ -122,18 +122,21 @@ async def write_intent(cluster: Cluster, name: str, node_id: str, body: dict[str
     left by a crashed manager or a container removed behind our back is taken over."""
     swarm_id = str((body.get("Labels") or {}).get(SWARM_ID_LABEL) or "")
     try:
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
+            # First as if neither key existed (the usual case: a new name, a new swarm id):
+            # one transaction, no reads. A compare that fails says to read them and retry.
+            optimistic = attempt == 0
             compares: list[Condition] = []
             puts: list[Put] = []
             claim: Entry | None = None
             if name:
-                claim = await _claimable(cluster, name)
+                claim = None if optimistic else await _claimable(cluster, name)
                 key = cluster.keys.name(name)
                 compares.append(ModRevisionIs(key, claim.mod_revision if claim else 0))
                 puts.append(Put(key, b""))
             record = None
             if swarm_id:
-                found = await cluster.logical.get(swarm_id)
+                found = None if optimistic else await cluster.logical.get(swarm_id)
                 if found is not None and holds_identity(found[0], cluster.is_known):
                     log.warning(
                         "swarm id %s is taken: this create gets no logical record", swarm_id
@@ -151,7 +154,7 @@ async def write_intent(cluster: Cluster, name: str, node_id: str, body: dict[str
                 entry = await cluster.kv.get(cluster.keys.logical(swarm_id))
                 if entry is not None and entry.value == record.SerializeToString():
                     return Intent(name, node_id, body, record, entry.mod_revision)
-            if name:
+            if name and not optimistic:
                 now = await cluster.kv.get(cluster.keys.name(name))
                 if now is not None and _revision(now) != _revision(claim):
                     # Another create took the name first, as dockerd lets the first one win.

@@ -5,25 +5,19 @@ and by the rescheduler."""
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from manager.cluster import Cluster
 from manager.scheduler import (
-    ContainerInfo,
     NodeInfo,
     Scheduler,
     SchedulingError,
     build_request,
     with_image_affinity,
 )
-from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, NotFound
 from proto.records_pb2 import NodeRecord
-
-# A hung agent must not hold up every create: its images count as unknown after this long.
-IMAGE_LIST_TIMEOUT_S = 3.0
 
 
 def scheduler_for(settings: dict[str, Any]) -> Scheduler:
@@ -36,25 +30,21 @@ def scheduler_for(settings: dict[str, Any]) -> Scheduler:
 
 @dataclass
 class Survey:
-    """What placement needs from the agents, asked BEFORE the schedule lock is taken: no lock
-    is ever held across a call to an agent (a hung one would stall every create)."""
+    """What placement needs before the schedule lock is taken (no lock is ever held across an
+    etcd read or a call to an agent)."""
 
-    images: dict[str, set[str]]  # node id -> image IDs and tags
     pins: dict[str, str]  # dependency reference -> container ID
 
 
-async def survey(
-    cluster: Cluster, body: dict[str, Any], images: dict[str, set[str]] | None = None
-) -> Survey:
-    """The agents' answers for placing `body` (hints already in its labels); `images`: image
-    lists already asked for (several placements in a row share one round)."""
+async def survey(cluster: Cluster, body: dict[str, Any]) -> Survey:
+    """What placing `body` (hints already in its labels) needs: its dependencies resolved, and
+    the nodes' images caught up with any image change made through this manager."""
     try:
         refs = build_request(body).dependencies()
     except SchedulingError:
         refs = []  # a bad expression: choose_node raises Swarm's error for it
-    if images is None:
-        images = await image_lists(cluster)
-    return Survey(images=images, pins=await pin_dependencies(cluster, refs))
+    await cluster.node_images.catch_up_after_writes()
+    return Survey(pins=await pin_dependencies(cluster, refs))
 
 
 def choose_node(
@@ -64,8 +54,9 @@ def choose_node(
     (parse_placement); DockerError with Swarm's words when no node fits. No I/O: call it
     under the schedule lock and reserve the choice (Cluster.add_pending) before releasing it."""
     try:
-        infos = build_infos(cluster, seen.images)
-        chosen = scheduler.select(infos, with_image_affinity(body, infos), seen.pins)
+        infos = node_infos(cluster)
+        body = with_image_affinity(body, infos, cluster.scheduler_view.nodes_with_image)
+        chosen = scheduler.select(infos, body, seen.pins)
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
     return cluster.nodes[chosen.id]
@@ -81,62 +72,7 @@ async def pin_dependencies(cluster: Cluster, refs: list[str]) -> dict[str, str]:
     return pins
 
 
-async def image_lists(cluster: Cluster) -> dict[str, set[str]]:
-    """Each node's image IDs and tags; a node that does not answer in time has none."""
-    images: dict[str, set[str]] = {}
-    results = await cluster.fan_out(
-        lambda s: s.ImageList(pb.ImageListRequest()), timeout=IMAGE_LIST_TIMEOUT_S
-    )
-    for rec, result in results:
-        names: set[str] = set()
-        if not isinstance(result, BaseException):
-            for img in json.loads(result.json) or []:
-                names.add(str(img.get("Id", "")))
-                names.update(img.get("RepoTags") or [])
-        images[rec.id] = names
-    return images
-
-
-async def node_infos(cluster: Cluster) -> list[NodeInfo]:
-    """The scheduler's view: every node with its containers, pending creates included."""
-    return build_infos(cluster, await image_lists(cluster))
-
-
-def build_infos(cluster: Cluster, images: dict[str, set[str]]) -> list[NodeInfo]:
-    infos = []
-    for rec in cluster.sorted_nodes():
-        containers = []
-        for cid, st, placed in cluster.containers_on(rec.id):
-            containers.append(
-                ContainerInfo(
-                    id=cid,
-                    name=(st.name if st else placed.name if placed else ""),
-                    image=(st.image if st else placed.image if placed else ""),
-                    image_id=st.image_id if st else "",
-                    labels=dict(st.labels) if st else dict(placed.labels if placed else {}),
-                    running=(st.state in ("running", "paused", "restarting")) if st else True,
-                    cpu_shares=placed.cpu_shares if placed else 0,
-                    nano_cpus=placed.nano_cpus if placed else 0,
-                    memory=placed.memory if placed else 0,
-                    host_ports=list(placed.host_ports) if placed else [],
-                    network_mode=placed.network_mode if placed else "default",
-                )
-            )
-        infos.append(
-            NodeInfo(
-                id=rec.id,
-                name=rec.name,
-                addr=rec.addr,
-                labels=dict(rec.labels),
-                healthy=True,  # a node key exists only while its agent keeps the lease
-                ncpu=rec.ncpu,
-                memory=rec.memory_bytes,
-                kernel_version=rec.kernel_version,
-                operating_system=rec.operating_system,
-                os_type=rec.os_type or "linux",
-                storage_driver=rec.storage_driver,
-                images=images.get(rec.id, set()),
-                containers=containers,
-            )
-        )
-    return infos
+def node_infos(cluster: Cluster) -> list[NodeInfo]:
+    """The scheduler's view: every node with its containers (pending creates included) and
+    its images, from the records (manager/scheduler_view.py)."""
+    return cluster.scheduler_view.infos()

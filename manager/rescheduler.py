@@ -23,14 +23,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from manager.cluster import Cluster, channel_closed, placement_from_body
 from manager.create_intent import SETTLE_NS, resolve
 from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
 from manager.metrics import Metrics
-from manager.placing import choose_node, image_lists, survey
+from manager.placing import choose_node, survey
 from manager.reschedule_agent import create_or_find, start_quietly
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
@@ -47,12 +48,28 @@ from proto.logical import (
 from proto.records_pb2 import LogicalContainer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MARGIN_S = 0.25
 RETRY_S = 2.0  # pending records and failed attempts are retried this often
 # Test hook: seconds to pause right after a record is written `placing` (the window in which a
 # manager crash must neither lose nor double the container). Unset in production.
 PAUSE_ENV = "FLOTILLA_TEST_PAUSE_AFTER_PLACING_S"
+# etcd transactions (or agent calls) of one pass in flight at once: 100 failed nodes' 3,000
+# containers move in seconds, without 3,000 calls opened at the same moment.
+PASS_CONCURRENCY = 64
+NOTHING_WRITTEN = -1  # a phase's answer for a record it left as it was
+
+
+async def bounded(calls: Iterable[Awaitable[T]], limit: int = PASS_CONCURRENCY) -> list[T]:
+    """Run `calls` with at most `limit` at once; their results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 class Rescheduler:
@@ -116,100 +133,138 @@ class Rescheduler:
     # ----------------------------------------------------------------- one pass
     async def step(self) -> float | None:
         """Advance every record as far as it can go now; seconds until the next due time
-        (None: nothing unsettled, wait for a node to come or go)."""
-        records = await self.cluster.logical.all()
+        (None: nothing unsettled, wait for a node to come or go).
+
+        The records are read once per pass and each phase goes on from what the one before
+        wrote (a record whose swap lost is left to the next pass, which comes at once): at
+        30,000 containers a read of `logical/` is the pass's biggest cost."""
+        records = {rec.swarm_id: (rec, rev) for rec, rev in await self.cluster.logical.all()}
         now = time.time_ns()
-        await self._mark_failed(records, now)
-        records = await self.cluster.logical.all()
+        lost = False
+        failing = [
+            (rec, rev)
+            for rec, rev in records.values()
+            if rec.state == PLACED and rec.reschedule and rec.node_id not in self.cluster.nodes
+        ]
+        for (rec, _), revision in zip(
+            failing,
+            await bounded(self._mark_failed(rec, rev, now) for rec, rev in failing),
+            strict=True,
+        ):
+            lost = self._update(records, rec, revision) or lost
         next_due = RETRY_S
-        # Choices one at a time (each sees the ones before it), then the agent calls of every
-        # record being placed at once: ten containers of a failed node move in parallel.
-        chosen = False
-        images: dict[str, set[str]] | None = None  # asked once per pass, when first needed
-        for rec, rev in records:
+        # Choices one at a time (each sees the ones before it) with their etcd writes running
+        # meanwhile, then the agent calls of every record being placed at once: the containers
+        # of a failed node move in parallel.
+        choices: list[tuple[LogicalContainer, int, int | None]] = []
+        for rec, rev in list(records.values()):
             if rec.state == FAILED:
                 due = rec.node_failed_at_ns + self.margin_ns
                 if time.time_ns() < due:
                     next_due = min(next_due, (due - time.time_ns()) / 1e9)
                     continue
-                images = images if images is not None else await image_lists(self.cluster)
-                chosen = await self._place(rec, rev, images) or chosen
-            elif rec.state == PENDING:
-                images = images if images is not None else await image_lists(self.cluster)
-                chosen = await self._place(rec, rev, images) or chosen
-        if chosen and self.pause_s:
-            await asyncio.sleep(self.pause_s)
-        records = await self.cluster.logical.all()
-        await asyncio.gather(*(self._finish(r, v) for r, v in records if r.state == PLACING))
-        records = await self.cluster.logical.all()
-        if self.metrics is not None:
-            self.metrics.pending.set(sum(1 for r, _ in records if r.state == PENDING))
-        return next_due if any(r.state in UNSETTLED for r, _ in records) else None
-
-    async def _mark_failed(self, records: list[tuple[LogicalContainer, int]], now: int) -> None:
-        """placed -> failed for every reschedulable record whose node has no live key."""
-        for rec, rev in records:
-            if rec.state != PLACED or not rec.reschedule or rec.node_id in self.cluster.nodes:
+            elif rec.state != PENDING:
                 continue
-            seen = self.failed_nodes.get(rec.node_id, now)
-            rec.state = FAILED
-            rec.previous_node_id = rec.node_id
-            rec.previous_container_id = rec.container_id
-            # The record names no copy any more, only the one it moves from: a node that comes
-            # back before the move claims that copy back (agent side, by its own swap on this
-            # record); after it, the copy there is stale and removed.
-            rec.node_id = ""
-            rec.container_id = ""
-            rec.node_failed_at_ns = seen
-            # `start` is the intent kept by start/stop/kill, not the last status: an agent that
-            # stops fences its containers (they exit) before its lease goes.
-            if await self.cluster.logical.swap(rec, rev):
-                log.info(
-                    "node %s failed: %s (%s) will be rescheduled",
-                    rec.previous_node_id,
-                    rec.name,
-                    rec.swarm_id[:12],
-                )
+            choice = await self._choose(rec)
+            if choice is not False:
+                choices.append((rec, rev, choice))
+        revisions = await bounded(self._record_choice(*choice) for choice in choices)
+        for (rec, _, _), revision in zip(choices, revisions, strict=True):
+            lost = self._update(records, rec, revision) or lost
+        if self.pause_s and any(token is not None for _, _, token in choices):
+            await asyncio.sleep(self.pause_s)
+        placing = [(r, v) for r, v in records.values() if r.state == PLACING]
+        for (rec, _), revision in zip(
+            placing, await bounded(self._finish(r, v) for r, v in placing), strict=True
+        ):
+            lost = self._update(records, rec, revision) or lost
+        if self.metrics is not None:
+            self.metrics.pending.set(sum(1 for r, _ in records.values() if r.state == PENDING))
+        if lost:
+            return 0.0
+        return next_due if any(r.state in UNSETTLED for r, _ in records.values()) else None
 
-    async def _place(
-        self, rec: LogicalContainer, rev: int, images: dict[str, set[str]] | None = None
+    @staticmethod
+    def _update(
+        records: dict[str, tuple[LogicalContainer, int]], rec: LogicalContainer, revision: int
     ) -> bool:
-        """failed|pending -> placing on the node the scheduler picks (True), or -> pending."""
-        body = body_of(rec)
-        generation = rec.generation + 1
-        body = with_generation(body, generation)
-        seen = await survey(self.cluster, body, images)  # the agents' answers, before the lock
+        """Keep what a phase wrote (`revision` > 0), or forget a record whose swap lost
+        (revision 0: it changed under us). -1: nothing written. True when a swap lost."""
+        if revision > 0:
+            records[rec.swarm_id] = (rec, revision)
+        elif revision == 0:
+            records.pop(rec.swarm_id, None)
+            return True
+        return False
+
+    async def _mark_failed(self, rec: LogicalContainer, rev: int, now: int) -> int:
+        """placed -> failed, its node having no live key. The revision written (0: lost)."""
+        seen = self.failed_nodes.get(rec.node_id, now)
+        rec.state = FAILED
+        rec.previous_node_id = rec.node_id
+        rec.previous_container_id = rec.container_id
+        # The record names no copy any more, only the one it moves from: a node that comes
+        # back before the move claims that copy back (agent side, by its own swap on this
+        # record); after it, the copy there is stale and removed.
+        rec.node_id = ""
+        rec.container_id = ""
+        rec.node_failed_at_ns = seen
+        # `start` is the intent kept by start/stop/kill, not the last status: an agent that
+        # stops fences its containers (they exit) before its lease goes.
+        revision = await self.cluster.logical.swap(rec, rev)
+        if revision:
+            log.info(
+                "node %s failed: %s (%s) will be rescheduled",
+                rec.previous_node_id,
+                rec.name,
+                rec.swarm_id[:12],
+            )
+        return revision
+
+    async def _choose(self, rec: LogicalContainer) -> int | None | bool:
+        """The scheduler's choice for a failed or pending record, made on `rec`: placing on
+        a node, reserved as an in-flight create (its token), or pending (None) when no node
+        fits; False when nothing is to be written (pending and still fitting nowhere)."""
+        body = with_generation(body_of(rec), rec.generation + 1)
+        seen = await survey(self.cluster, body)  # before the lock
         async with self.cluster.schedule_lock:
             try:
                 target = choose_node(self.cluster, self.scheduler(), body, seen).id
             except DockerError as e:
-                if rec.state != PENDING:
-                    rec.state = PENDING
-                    if await self.cluster.logical.swap(rec, rev):
-                        log.info("%s fits nowhere now (%s): pending", rec.name, e.message)
-                return False
+                if rec.state == PENDING:
+                    return False
+                rec.state = PENDING
+                log.info("%s fits nowhere now (%s): pending", rec.name, e.message)
+                return None
             rec.state = PLACING
             rec.node_id = target
             rec.container_id = ""
-            rec.generation = generation
+            rec.generation += 1
             rec.create_json = _dumps(body)
-            token = self.cluster.add_pending(placement_from_body(target, rec.name, body))
-        if not await self.cluster.logical.swap(rec, rev):
+            return self.cluster.add_pending(placement_from_body(target, rec.name, body))
+
+    async def _record_choice(self, rec: LogicalContainer, rev: int, token: int | None) -> int:
+        """Write the choice; the revision written (0: changed under us, re-read next time)."""
+        revision = await self.cluster.logical.swap(rec, rev)
+        if token is None:
+            return revision
+        if not revision:
             self.cluster.pending.pop(token, None)
-            return False  # changed under us (removed, or another pass): re-read next time
+            return 0  # removed, or another pass: re-read next time
         # Counted by the scheduler as an in-flight create until the container exists.
         self.reserved[rec.swarm_id] = token
-        log.info("rescheduling %s to %s (generation %d)", rec.name, target, generation)
-        return True
+        log.info("rescheduling %s to %s (generation %d)", rec.name, rec.node_id, rec.generation)
+        return revision
 
-    async def _finish(self, rec: LogicalContainer, rev: int) -> None:
-        """placing -> placed: the container on the target (created unless it exists)."""
+    async def _finish(self, rec: LogicalContainer, rev: int) -> int:
+        """placing -> placed: the container on the target (created unless it exists). The
+        revision written; 0: the record changed under us; NOTHING_WRITTEN."""
         if rec.state != PLACING:
-            return
+            return NOTHING_WRITTEN
         if is_create_intent(rec):
             # A `docker create` this manager is not finishing: adopted or dropped, never made.
             await resolve(self.cluster, rec, rev, self.intent_settle_ns)
-            return
+            return NOTHING_WRITTEN
         if rec.node_id not in self.cluster.nodes:
             # The target died too, maybe with a copy already made there: choose again after
             # the margin counted from this failure, as for any failed node.
@@ -224,14 +279,15 @@ class Rescheduler:
             rec.previous_container_id = ""
             rec.node_id = ""
             rec.node_failed_at_ns = self.failed_nodes.get(rec.previous_node_id, time.time_ns())
-            if await self.cluster.logical.swap(rec, rev):
+            revision = await self.cluster.logical.swap(rec, rev)
+            if revision:
                 log.info(
                     "%s: its target %s failed too: will be rescheduled",
                     rec.name,
                     rec.previous_node_id,
                 )
                 self.wake.set()
-            return
+            return revision
         body = body_of(rec)
         try:
             cid = await create_or_find(self.cluster, rec, body)
@@ -239,7 +295,7 @@ class Rescheduler:
                 await start_quietly(self.cluster, rec.node_id, cid)
         except DockerError as e:
             log.warning("cannot place %s on %s: %s (retrying)", rec.name, rec.node_id, e.message)
-            return
+            return NOTHING_WRITTEN
         finally:
             self.cluster.pending.pop(self.reserved.pop(rec.swarm_id, -1), None)
         placement = placement_from_body(rec.node_id, rec.name, body)
@@ -258,14 +314,16 @@ class Rescheduler:
         rec.previous_node_id = ""
         rec.previous_container_id = ""
         rec.node_failed_at_ns = 0
-        if not await self.cluster.logical.swap(rec, rev):
-            return
+        revision = await self.cluster.logical.swap(rec, rev)
+        if not revision:
+            return 0
         log.info("rescheduled %s from %s to %s as %s", rec.name, from_node, rec.node_id, cid[:12])
         self.cluster.events.publish(reschedule_event(self.cluster, rec, cid, from_node, old_cid))
         if self.metrics is not None:
             self.metrics.reschedules.inc()
             if failed_at:
                 self.metrics.time_to_reschedule.observe(max(time.time_ns() - failed_at, 0) / 1e9)
+        return revision
 
 
 def _dumps(body: dict) -> bytes:

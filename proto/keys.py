@@ -7,6 +7,8 @@
 <prefix>/containers/<id>              ContainerDesired (manager)
 <prefix>/names/<name>                 cluster-wide name claim, value = container id
 <prefix>/status/<node-id>/<id>        ContainerStatus (agent)
+<prefix>/images/<node-id>             NodeImages: the node's `docker images` rows (agent, under
+                                      its lease)
 <prefix>/networks/<id>                NetworkRecord (manager)
 <prefix>/network-names/<name>         network name claim, value = network id
 <prefix>/network-names/<node-id>/<name>  a node-local network's name claim (unique on its node)
@@ -59,6 +61,9 @@ class Keys:
     def status(self, node_id: str, cid: str) -> str:
         return self._join("status", node_id, cid)
 
+    def images(self, node_id: str) -> str:
+        return self._join("images", node_id)
+
     def network(self, net_id: str) -> str:
         return self._join("networks", net_id)
 
@@ -107,6 +112,9 @@ class Keys:
             return self._dir("status")
         self._join(node_id)  # validates
         return self._dir("status", node_id)
+
+    def images_prefix(self) -> str:
+        return self._dir("images")
 
     def networks_prefix(self) -> str:
         return self._dir("networks")
@@ -160,6 +168,10 @@ class Keys:
 
     def name_of(self, key: str | bytes) -> str:
         return self._one(key, self.names_prefix())
+
+    def images_node_id(self, key: str | bytes) -> str:
+        """The node ID of an `images/<node-id>` key."""
+        return self._one(key, self.images_prefix())
 
     def network_id(self, key: str | bytes) -> str:
         return self._one(key, self.networks_prefix())

@@ -21,6 +21,7 @@ import grpc.aio
 from etcd3aio import Etcd3Client, prefix_range_end
 from etcd3aio._protobuf import Compare, WatchCreateRequest, WatchRequest, WatchStub
 from etcd3aio.connections import ConnectionManager
+from etcd3aio.kv import SortOrder, SortTarget
 
 from proto.keys import DEFAULT_PREFIX
 
@@ -302,6 +303,22 @@ class KV:
             self._kv.get(prefix, range_end=prefix_range_end(prefix), timeout=self.timeout)
         )
         return [_entry(kv) for kv in resp.kvs], resp.header.revision
+
+    async def latest_revision(self, prefix: str) -> int:
+        """The newest mod revision under `prefix` (0: nothing there): one key, no values, so a
+        watcher can tell cheaply whether it has seen every write made so far."""
+        resp = await self._call(
+            self._kv.get(
+                prefix,
+                range_end=prefix_range_end(prefix),
+                limit=1,
+                sort_order=SortOrder.DESCEND,
+                sort_target=SortTarget.MOD,
+                keys_only=True,
+                timeout=self.timeout,
+            )
+        )
+        return int(resp.kvs[0].mod_revision) if resp.kvs else 0
 
     # ------------------------------------------------------------- writes
     async def put(

@@ -209,3 +209,13 @@ class EndpointRecord(_message.Message):
     swarm_id: str
     created_at_ns: int
     def __init__(self, network_id: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., node_id: _Optional[str] = ..., vtep: _Optional[str] = ..., swarm_id: _Optional[str] = ..., created_at_ns: _Optional[int] = ...) -> None: ...
+
+class NodeImages(_message.Message):
+    __slots__ = ("node_id", "images_json", "updated_at_ns")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_JSON_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    images_json: bytes
+    updated_at_ns: int
+    def __init__(self, node_id: _Optional[str] = ..., images_json: _Optional[bytes] = ..., updated_at_ns: _Optional[int] = ...) -> None: ...

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from proto.docker.errors import InvalidParameter, NotFound
-from proto.patterns import glob_match
+from proto.docker.errors import NotFound
+from proto.image_list import NONE_DIGEST, NONE_TAG, check_filters, labels_match, ref_matches
 from runtime.imageconfig import normalize_config
 from runtime.images import ImageStore
 from runtime.timefmt import ZERO_TIME, parse_rfc3339
@@ -106,11 +106,8 @@ def list_images(
 ) -> list[dict[str, Any]]:
     """GET /images/json, newest first; filters: reference, dangling, label, before, since."""
     filters = filters or {}
-    for key in filters:
-        if key not in ("reference", "dangling", "label", "before", "since"):
-            raise InvalidParameter(f"Invalid filter '{key}'")
+    dangling = check_filters(filters)
     with store.lock:
-        dangling = _dangling_filter(filters.get("dangling"))
         show_all = all
         before = [_created(store, r) for r in filters.get("before", [])]
         since = [_created(store, r) for r in filters.get("since", [])]
@@ -123,7 +120,7 @@ def list_images(
                 continue
             if since and item["Created"] <= max(since):
                 continue
-            if not _labels_match(item["Labels"], filters.get("label", [])):
+            if not labels_match(item["Labels"], filters.get("label", [])):
                 continue
             if not _placed(store, item, image_id, images, show_all, dangling, filters):
                 continue
@@ -134,17 +131,6 @@ def list_images(
 
 def _created(store: ImageStore, ref: str) -> int:
     return _unix(store.image_config(store.resolve(ref)).get("created", ""))
-
-
-def _dangling_filter(values: list[str] | None) -> bool | None:
-    if not values:
-        return None
-    value = values[0]
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise InvalidParameter(f"Invalid filter 'dangling={value}'")
 
 
 def _list_item(
@@ -178,7 +164,7 @@ def _placed(
 ) -> bool:
     patterns = filters.get("reference", [])
     if patterns and item["RepoTags"]:
-        item["RepoTags"] = [t for t in item["RepoTags"] if _ref_matches(t, patterns)] or None
+        item["RepoTags"] = [t for t in item["RepoTags"] if ref_matches(t, patterns)] or None
         if item["RepoTags"] is None:
             return False
     if item["RepoTags"] is None:
@@ -188,25 +174,11 @@ def _placed(
             return False  # an intermediate image: only with all=1
         if dangling is False:
             return False
-        item["RepoTags"] = ["<none>:<none>"]
-        item["RepoDigests"] = item["RepoDigests"] or ["<none>@<none>"]
+        item["RepoTags"] = [NONE_TAG]
+        item["RepoDigests"] = item["RepoDigests"] or [NONE_DIGEST]
         return True
     return dangling is not True
 
 
 def _unix(created: str) -> int:
     return parse_rfc3339(created) // 1_000_000_000 if created else 0
-
-
-def _labels_match(labels: dict[str, str] | None, wanted: list[str]) -> bool:
-    labels = labels or {}
-    for item in wanted:
-        key, sep, value = item.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True
-
-
-def _ref_matches(tag: str, patterns: list[str]) -> bool:
-    name = tag.rpartition(":")[0]
-    return any(glob_match(tag, p) or glob_match(name, p) for p in patterns)

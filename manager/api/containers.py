@@ -47,7 +47,7 @@ def _check_name(cluster: Cluster, name: str) -> None:
         raise InvalidParameter(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
-    existing = cluster.known_names().get(name)
+    existing = cluster.name_holder(name)
     if existing is not None:
         raise Conflict(conflict_message(name, existing))
     if name in cluster.pending_names():
@@ -237,7 +237,7 @@ async def rename(request: web.Request) -> web.Response:
     node_id, cid = await cluster.resolve(request.match_info["ref"])
     new = request.query.get("name", "").lstrip("/")
     async with cluster.schedule_lock:
-        existing = cluster.known_names().get(new)
+        existing = cluster.name_holder(new)
         if new and existing is not None and existing != cid:
             raise Conflict("Error when allocating new name: " + conflict_message(new, existing))
         old = cluster.name_of(cid)
@@ -246,12 +246,7 @@ async def rename(request: web.Request) -> web.Response:
         )
         await cluster.record_renamed(cid, old, new)
         await cluster.logical.set_name(cluster.swarm_id_of(cid), cid, new)
-        placed = cluster.placements.get(cid)
-        if placed is not None:
-            placed.name = new
-        st = cluster.statuses.get(cid)
-        if st is not None:
-            st.name = new
+        cluster.renamed(cid, new)
     return web.Response(status=204)
 
 

@@ -134,7 +134,7 @@ async def pull_nodes(request: web.Request) -> list[str]:
     config = {"Env": [f"constraint:{c}" for c in constraints]}
     scheduler = scheduler_for(request.app[SETTINGS_KEY])
     try:
-        return [n.id for n in scheduler.eligible(await node_infos(cluster), config)]
+        return [n.id for n in scheduler.eligible(node_infos(cluster), config)]
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
 

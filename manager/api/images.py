@@ -1,6 +1,8 @@
 """Image endpoints across the cluster, as classic Swarm presents them.
 
-`docker images` is the union of every node's list grouped by image ID; inspect, history and
+`docker images` is the union of every node's list grouped by image ID, from the images records
+the nodes publish (manager/node_images.py; `all=1` and the image named by `before`/`since` still
+ask the nodes); inspect, history and
 save answer from one node holding the image(s); tag and rmi act on every node holding it;
 load and import stream the request body to every node at once; pulls from a registry run on
 every node (manager/api/image_pull.py).
@@ -20,10 +22,12 @@ from manager.api.filters import request_filters
 from manager.api.system import CLUSTER_KEY
 from manager.cluster import Cluster
 from manager.errors import bool_param
+from manager.node_images import merge_rows
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
 from proto.agent_pb2_grpc import AgentStub
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
+from proto.image_list import filter_listed
 
 T = TypeVar("T")
 CHUNK = 64 * 1024
@@ -71,26 +75,12 @@ async def list_images(request: web.Request) -> web.Response:
     ]
     if not node_ids:
         return web.json_response([])
-    req = pb.ImageListRequest(
-        all=bool_param(request, "all"), filters=json.dumps(filters).encode() if filters else b""
-    )
-    results = await cluster.fan_out(lambda s: s.ImageList(req), node_ids)
-    merged: dict[str, dict[str, Any]] = {}
-    for _, result in results:
-        if isinstance(result, InvalidParameter):
-            raise result
-        if isinstance(result, BaseException):
-            continue  # an unreachable node hides its images, as in classic Swarm
-        for row in json.loads(result.json) or []:
-            seen = merged.get(row["Id"])
-            if seen is None:
-                merged[row["Id"]] = row
-                continue
-            for key in ("RepoTags", "RepoDigests"):
-                values = list(seen.get(key) or [])
-                values += [v for v in row.get(key) or [] if v not in values]
-                seen[key] = values
-    rows = list(merged.values())
+    if bool_param(request, "all"):
+        rows = await _listed_by_nodes(cluster, node_ids, filters)
+    else:
+        await cluster.node_images.catch_up()
+        view = cluster.node_images
+        rows = merge_rows(filter_listed(view.rows_of(n), filters) for n in node_ids)
     for key, refs in bounds.items():
         created = [await _created(cluster, ref) for ref in refs]
         if key == "before":
@@ -99,6 +89,21 @@ async def list_images(request: web.Request) -> web.Response:
             rows = [r for r in rows if r["Created"] > max(created)]
     rows.sort(key=lambda r: r["Created"], reverse=True)
     return web.json_response(rows)
+
+
+async def _listed_by_nodes(
+    cluster: Cluster, node_ids: list[str], filters: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """`docker images -a`: intermediate images are in no record, so the nodes are asked."""
+    req = pb.ImageListRequest(all=True, filters=json.dumps(filters).encode() if filters else b"")
+    results = await cluster.fan_out(lambda s: s.ImageList(req), node_ids)
+    lists: list[list[dict[str, Any]]] = []
+    for _, result in results:
+        if isinstance(result, InvalidParameter):
+            raise result
+        if not isinstance(result, BaseException):  # an unreachable node hides its images
+            lists.append(json.loads(result.json) or [])
+    return merge_rows(lists)
 
 
 async def _created(cluster: Cluster, ref: str) -> int:

@@ -51,7 +51,7 @@ from manager.api_types import NETWORK_CONNECT, NETWORK_CREATE, NETWORK_DISCONNEC
 from manager.cluster import Cluster
 from manager.errors import read_json
 from manager.network_store import NetworkStore
-from manager.placing import build_infos, scheduler_for
+from manager.placing import node_infos, scheduler_for
 from manager.scheduler import SchedulingError
 from manager.versioning import add_versioned_routes
 from proto import agent_pb2 as pb
@@ -190,7 +190,7 @@ def _node_for(request: web.Request, node: str) -> str:
     scheduler = scheduler_for(request.app[SETTINGS_KEY])
     try:
         # No image lists: a network's placement does not depend on them.
-        return scheduler.select(build_infos(request.app[CLUSTER_KEY], {}), config).id
+        return scheduler.select(node_infos(request.app[CLUSTER_KEY]), config).id
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -13,7 +12,6 @@ from aiohttp import web
 
 from manager.cluster import Cluster, natural_key
 from manager.versioning import API_VERSION, MIN_API_VERSION, server_version, versioned
-from proto import agent_pb2 as pb
 from proto.records_pb2 import NodeRecord
 
 CLUSTER_KEY: web.AppKey[Cluster] = web.AppKey("cluster", Cluster)
@@ -158,10 +156,9 @@ async def info(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     settings = request.app[SETTINGS_KEY]
     nodes = cluster.sorted_nodes()
-    images = 0
-    for _, result in await cluster.fan_out(lambda s: s.Info(pb.InfoRequest())):
-        if not isinstance(result, BaseException):
-            images += int(json.loads(result.json).get("Images") or 0)
+    # Each node's Images is the length of its `docker images`: its images record says it.
+    await cluster.node_images.catch_up()
+    images = cluster.node_images.count(n.id for n in nodes)
     uname = os.uname()
     body: dict[str, Any] = {
         "ID": settings.get("id", ""),

@@ -61,7 +61,7 @@ async def _placement(request: web.Request, node: str, labels: object) -> list[st
     cluster = request.app[CLUSTER_KEY]
     scheduler = scheduler_for(request.app[SETTINGS_KEY])
     try:
-        return [n.id for n in scheduler.eligible(await node_infos(cluster), config)]
+        return [n.id for n in scheduler.eligible(node_infos(cluster), config)]
     except SchedulingError as e:
         raise DockerError(e.message, e.status) from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .expressions import Expr, ExpressionError, parse_exprs
@@ -98,20 +98,32 @@ def _image_ref(node: NodeInfo, image: str) -> str | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def with_image_affinity(body: dict, nodes: list[NodeInfo]) -> dict:
+def with_image_affinity(
+    body: dict, nodes: list[NodeInfo], nodes_with: Callable[[str], int] | None = None
+) -> dict:
     """The body to schedule: with Swarm's implicit `affinity:image==<image>` when the image is
     on some nodes only and no hard `node==` constraint names the node.
 
     Swarm adds it on a retry after the chosen engine answered "image not found"; the nodes'
     image lists are at hand here, so it is added before the first choice (the same outcome
-    without a failed create). The affinity is for scheduling only: it is not stored."""
+    without a failed create). The affinity is for scheduling only: it is not stored.
+    `nodes_with(name)`: how many of `nodes` have the image by that name, when the caller keeps
+    that count (then an image named by name, not by ID, costs no walk over the nodes)."""
     image = str(body.get("Image") or "")
     if not image or has_node_constraint(body):
         return body
-    found = [_image_ref(n, image) for n in nodes]
-    refs = {ref for ref in found if ref is not None}
-    if len(refs) != 1 or None not in found:
-        return body  # nowhere (the node's own error), everywhere, or ambiguous
+    bare = image.removeprefix("sha256:")
+    if nodes_with is not None and any(c not in "0123456789abcdef" for c in bare):
+        # Not an ID prefix: a node has it by this very name or not at all.
+        count = nodes_with(image)
+        if count == 0 or count == len(nodes):
+            return body
+        refs = {image}
+    else:
+        found = [_image_ref(n, image) for n in nodes]
+        refs = {ref for ref in found if ref is not None}
+        if len(refs) != 1 or None not in found:
+            return body  # nowhere (the node's own error), everywhere, or ambiguous
     env = body.get("Env") if isinstance(body.get("Env"), list) else []
     return {**body, "Env": [*env, f"affinity:image=={refs.pop()}"]}
 

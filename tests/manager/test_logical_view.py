@@ -236,7 +236,7 @@ async def test_names_resolve_to_the_live_copy(api: Any) -> None:
     assert await cluster.resolve("web") == (NODE_B, LIVE)
     assert await cluster.resolve(WEB_SID) == (NODE_B, LIVE)
     assert await cluster.resolve(WEB_SID[:12]) == (NODE_B, LIVE)
-    assert cluster.known_names()["web"] == LIVE
+    assert cluster.name_holder("web") == LIVE
     for ref in (STALE, STALE[:12], "node-1/web"):  # the agent still has it: not shown
         with pytest.raises(NotFound):
             await cluster.resolve(ref)
@@ -258,4 +258,4 @@ async def test_unplaced_resolves_as_a_container_on_its_down_node(api: Any) -> No
     resp = await client.get("/v1.41/containers/pinned/json")
     assert resp.status == 500
     assert (await resp.json())["message"] == "Container pinned running on unhealthy node node-3"
-    assert cluster.known_names()["pinned"] == PINNED  # a new container cannot take the name
+    assert cluster.name_holder("pinned") == PINNED  # a new container cannot take the name

@@ -13,6 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from manager.app import make_app
+from manager.node_images import NodeImages
+from manager.scheduler_view import SchedulerView
 from proto import agent_pb2 as pb
 from proto.docker.errors import DockerError, NotFound
 from proto.keys import Keys
@@ -72,6 +74,8 @@ class FakeCluster:
             views = BuiltinNetworks(os.path.join(root, rec.name), bridge).views([], False)
             self.stubs[rec.id] = FakeStub(views, up=True)
         self.stubs["ID1"].views[0]["Containers"] = {WEB: ENDPOINT}  # node-1's bridge
+        self.scheduler_view = SchedulerView(self)  # type: ignore[arg-type]
+        self.node_images = NodeImages(kv, self.keys)
 
     def sorted_nodes(self) -> list[NodeRecord]:
         return list(self.recs)
@@ -84,6 +88,19 @@ class FakeCluster:
 
     def containers_on(self, node_id: str) -> list[Any]:
         return []  # the scheduler's view of a node (network create's `node/` placement)
+
+    def take_changed_nodes(self) -> set[str]:
+        return set()
+
+    def node_order(self) -> list[str]:
+        order = [r.id for r in self.recs]
+        if order != getattr(self, "_order", None):
+            self._order = order
+        return self._order
+
+    @property
+    def nodes(self) -> dict[str, NodeRecord]:
+        return {r.id: r for r in self.recs}
 
     async def fan_out(
         self, fn: Callable[[FakeStub], Awaitable[Any]], node_ids: list[str] | None = None
