@@ -44,3 +44,24 @@ def test_scale_bench_tiny() -> None:
     assert out["create_p50_ratio_1000_vs_10"] is None  # --skip-small
     # The bench takes the dev cluster down after itself.
     assert not dc.is_up() and not dev_hollow.hollow_pids()
+
+
+def test_running_elsewhere_skips_lost_nodes_and_stopped_copies() -> None:
+    from bench.scale_failover import _running_elsewhere
+
+    def row(node: str, sid: str, state: str = "running") -> dict:
+        return {
+            "Names": [f"/{node}/c-{sid}"],
+            "Labels": {"com.docker.swarm.id": sid},
+            "State": state,
+        }
+
+    rows = [
+        row("hollow-5", "a"),  # still listed on the lost node: not a copy that counts
+        row("hollow-1", "a"),
+        row("hollow-2", "b"),
+        row("hollow-3", "b"),  # two running copies on surviving nodes: a duplicate
+        row("node-0", "c", "exited"),
+    ]
+    got = _running_elsewhere(rows, victims={"hollow-5"})
+    assert got == {"a": ["hollow-1"], "b": ["hollow-2", "hollow-3"]}
