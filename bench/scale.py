@@ -79,6 +79,7 @@ class Figures:
     idle: probes.IdleWrites | None = None
     etcd: probes.EtcdSize | None = None
     restart_s: float | None = None
+    duplicates_after_fill: int | None = None  # logical containers running twice
     failover: MassFailover | None = None
 
     def create_p(self, q: float) -> float | None:
@@ -139,6 +140,19 @@ async def queries(n: int, fig: Figures) -> None:
             fig.info_ms.append((time.perf_counter() - t) * 1000)
 
 
+async def duplicates_running() -> int:
+    """Logical containers (com.docker.swarm.id) listed running on two nodes or more: a node
+    that lost its lease for a moment (a busy host) while its containers kept running."""
+    async with probes.client() as s:
+        rows = await probes.containers(s)
+    nodes: dict[str, set[str]] = {}
+    for row in rows:
+        sid = (row.get("Labels") or {}).get(probes.SWARM_ID)
+        if sid:
+            nodes.setdefault(sid, set()).add(probes.node_of(row))
+    return sum(1 for n in nodes.values() if len(n) > 1)
+
+
 async def restart_ready(timeout: float) -> float:
     """SIGKILL the manager, start it again as `dev up` did; until ps lists every container."""
     async with probes.client() as s:
@@ -178,6 +192,7 @@ def measure(args: argparse.Namespace, hollow: int, failover: bool) -> Figures:
         log(f"idle etcd writes over {IDLE_WINDOW_S:.0f}s")
         fig.idle = probes.idle_writes(IDLE_WINDOW_S)
         fig.etcd = probes.etcd_size()
+        fig.duplicates_after_fill = asyncio.run(duplicates_running())
         log(f"docker run -d x{args.runs}")
         asyncio.run(run_d(args.runs, fig))
         log(f"docker ps, docker info x{args.queries}")
@@ -223,6 +238,7 @@ def result(big: Figures, small: Figures | None) -> dict[str, object]:
         "nodes": big.nodes,
         "containers": big.containers,
         "fill_errors": len(big.fill_errors),
+        "duplicates_after_fill": big.duplicates_after_fill,
         "etcd_db_mib": _r(big.etcd.db_mib if big.etcd else None),
         "etcd_db_in_use_mib": _r(big.etcd.in_use_mib if big.etcd else None),
         "etcd_idle_keys": dict(big.idle.keys) if big.idle else {},
@@ -293,7 +309,8 @@ def table(big: Figures, small: Figures | None, res: dict[str, object]) -> list[s
             f"{res['mass_failover_p50_s']} s, p99 {res['mass_failover_p99_s']} s; "
             f"duplicates {len(fo.duplicates)}, lost {fo.lost} ({fo.polls} listings)"
         )
-    lines += [f"fill error: {e}" for e in big.fill_errors[:5]]
+    lines.append(f"logical containers running twice after the fill: {big.duplicates_after_fill}")
+    lines += [f"fill error: {e.strip()}" for e in big.fill_errors[:5]]
     return lines
 
 

@@ -39,6 +39,7 @@ def test_scale_bench_tiny() -> None:
     # Every container of the killed host was reschedulable, and each runs again elsewhere once.
     assert out["mass_failover_reschedulable"] > 0
     assert out["mass_failover_replaced"] == out["mass_failover_reschedulable"]
+    assert out["duplicates_after_fill"] == 0
     assert out["mass_failover_duplicates"] == 0 and out["mass_failover_lost"] == 0
     assert out["mass_failover_p99_s"] is not None and out["restart_ready_s"] is not None
     assert out["create_p50_ratio_1000_vs_10"] is None  # --skip-small
