@@ -4,7 +4,8 @@ flotilla join [flags]            run an agent on this host
 flotilla manage [discovery-url]  run the manager (Docker Engine API for the whole cluster)
 flotilla hollow --count N [flags]  host N simulated nodes in one process (scale runs)
 flotilla list [discovery-url]    registered nodes, one per line: name  address  status
-flotilla dev up|down|status|kill|stop|freeze|partition|crash|heal|start …   the dev cluster
+flotilla dev up|down|status|kill-hollow|kill|stop|freeze|partition|crash|heal|start …
+                                 the dev cluster
 flotilla drill KIND NODE         inject a fault, measure the failover, print a report, heal
 flotilla certs ca|node|manager|client|etcd …   a cluster CA and the certificates signed by it
 """
@@ -92,7 +93,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="also N hollow nodes (simulated, in one process: docs/scale.md)",
+        help="also N hollow nodes (simulated: docs/scale.md)",
+    )
+    dev_up.add_argument(
+        "--hollow-per-host",
+        type=int,
+        default=0,
+        metavar="M",
+        help="hollow nodes per `flotilla hollow` process (default: all in one)",
     )
     dev_up.add_argument(
         "--label",
@@ -125,6 +133,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for action, (_, text) in DRILLS.items():
         p = dsub.add_parser(action, help=text)
         p.add_argument("node", metavar="NODE", help="node-N")
+    kill_hollow = dsub.add_parser(
+        "kill-hollow", help="SIGKILL hollow host K (its nodes are lost, as a dead machine's)"
+    )
+    kill_hollow.add_argument("host", type=int, metavar="K", help="the host's number (dev status)")
     add_drill_parser(sub)
     add_certs_parser(sub)
     return parser
@@ -332,6 +344,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 manager_args=manager_args,
                 hollow=args.hollow,
+                hollow_per_host=args.hollow_per_host,
             )
             real = sorted((n for n in nodes if not is_hollow_name(n)), key=dc.node_index)
             hollow = [n for n in nodes if is_hollow_name(n)]
@@ -354,6 +367,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             for line in st.lines():
                 print(line)
             return 0 if st.etcd else 1
+        elif action == "kill-hollow":
+            names = dc.kill_hollow(args.host)
+            print(f"hollow host {args.host} killed: {names[0]} … {names[-1]} lost")
         elif action == "start":
             rec = dc.start(args.node)
             print(f"{args.node}  {getattr(rec, 'addr', '')}  {getattr(rec, 'id', '')}")

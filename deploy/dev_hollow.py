@@ -1,13 +1,19 @@
-"""The dev cluster's hollow nodes (`flotilla dev up --hollow N`): one `flotilla hollow` process
-in the root netns hosting hollow-0 … hollow-(N-1) (agent/hollow_host.py), each on its own port
-of 127.0.0.1, registered in the dev etcd beside the real nodes. Its certificate (`hollow`, IP
-SAN 127.0.0.1, node role) is shared by all of them; its log is ROOT/hollow.log; state.json
-keeps {"hollow": {"count", "pid", "cmd"}}.
+"""The dev cluster's hollow nodes (`flotilla dev up --hollow N [--hollow-per-host M]`): one or
+more `flotilla hollow` processes ("hollow hosts") in the root netns, host K serving
+hollow-(K*M) … hollow-(K*M+M-1) (agent/hollow_host.py `--first`), each node on its own port of
+127.0.0.1, registered in the dev etcd beside the real nodes. Their certificate (`hollow`, IP
+SAN 127.0.0.1, node role) is shared by all of them; host K logs to ROOT/hollow-host-K.log;
+state.json keeps {"hollow": {"count", "per_host", "hosts": [{"index", "first", "count", "pid",
+"cmd"}]}}.
+
+Several hosts let both cores serve the nodes, and let a scale run lose many nodes at once as a
+machine dies: `kill_host(K)` SIGKILLs host K (its nodes' leases expire, nothing comes back).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -22,9 +28,18 @@ from deploy.dev_layout import (
     log_tail,
     save_state,
 )
-from deploy.dev_processes import _spawn, alive, cmdline, kill_all, pids, registered
+from deploy.dev_processes import (
+    _spawn,
+    alive,
+    cmdline,
+    kill_all,
+    pids,
+    registered,
+    send_signal,
+    wait_gone,
+)
 
-HOLLOW = "hollow"  # the process's certificate and log name
+HOLLOW = "hollow"  # the hosts' certificate name
 NAME_PREFIX = "hollow-"
 MAX_HOLLOW = 5000
 # Keep-alives of hollow nodes: slower than the real dev nodes' 250 ms (a thousand nodes in one
@@ -42,7 +57,18 @@ def is_hollow_name(name: str) -> bool:
     return name.startswith(NAME_PREFIX) and name[len(NAME_PREFIX) :].isdigit()
 
 
-def hollow_command(count: int) -> list[str]:
+def host_log(index: int) -> str:
+    """The log name of hollow host `index` (ROOT/<name>.log)."""
+    return f"hollow-host-{index}"
+
+
+def host_slices(count: int, per_host: int) -> list[tuple[int, int]]:
+    """(first, count) of each host: `per_host` nodes each, the last one the rest."""
+    per_host = per_host or count
+    return [(first, min(per_host, count - first)) for first in range(0, count, per_host)]
+
+
+def hollow_command(count: int, first: int = 0) -> list[str]:
     tls = dev_tls(HOLLOW)
     return [
         sys.executable,
@@ -55,6 +81,8 @@ def hollow_command(count: int) -> list[str]:
         PREFIX,
         "--count",
         str(count),
+        "--first",
+        str(first),
         "--name-prefix",
         NAME_PREFIX,
         "--listen-host",
@@ -88,24 +116,36 @@ def _is_hollow_host(pid: int) -> bool:
 
 
 def hollow_pids(state: dict | None = None) -> set[int]:
-    """The dev cluster's hollow host: from the state file and by scanning /proc."""
+    """The dev cluster's hollow hosts: from the state file and by scanning /proc."""
     state = load_state() if state is None else state
     found = {p for p in pids() if _is_hollow_host(p) and alive(p)}
-    pid = state.get("hollow", {}).get("pid")
-    if isinstance(pid, int) and alive(pid) and _is_hollow_host(pid):
-        found.add(pid)
+    for host in state.get("hollow", {}).get("hosts", []):
+        pid = host.get("pid")
+        if isinstance(pid, int) and alive(pid) and _is_hollow_host(pid):
+            found.add(pid)
     return found
 
 
-def start_hollow(count: int, timeout: float) -> dict[str, object]:
-    """Spawn the hollow host with `count` nodes; wait until all are registered; their records."""
+def _host_pid(host: dict) -> int | None:
+    pid = host.get("pid")
+    return pid if isinstance(pid, int) and alive(pid) and _is_hollow_host(pid) else None
+
+
+def start_hollow(count: int, timeout: float, per_host: int = 0) -> dict[str, object]:
+    """Spawn the hollow hosts (`per_host` nodes each; 0: one host for all); wait until every
+    node is registered; their records."""
     if not 1 <= count <= MAX_HOLLOW:
         raise DevError(f"--hollow must be between 1 and {MAX_HOLLOW}")
+    if per_host < 0:
+        raise DevError("--hollow-per-host must be positive")
     _ensure_cert()
-    cmd = hollow_command(count)
-    pid = _spawn(cmd, HOLLOW).pid
+    hosts = []
+    for index, (first, n) in enumerate(host_slices(count, per_host)):
+        cmd = hollow_command(n, first)
+        pid = _spawn(cmd, host_log(index)).pid
+        hosts.append({"index": index, "first": first, "count": n, "pid": pid, "cmd": cmd})
     state = load_state()
-    state["hollow"] = {"count": count, "pid": pid, "cmd": cmd}
+    state["hollow"] = {"count": count, "per_host": per_host or count, "hosts": hosts}
     save_state(state)
     want = {hollow_name(i) for i in range(count)}
     deadline = time.monotonic() + timeout
@@ -113,12 +153,20 @@ def start_hollow(count: int, timeout: float) -> dict[str, object]:
         nodes = {n: r for n, r in registered(timeout=10.0).items() if n in want}
         if len(nodes) == len(want):
             return nodes
-        if not alive(pid):
-            raise DevError(f"the hollow host exited\n--- hollow.log\n{log_tail(HOLLOW)}")
+        for host in hosts:
+            if not alive(host["pid"]):
+                log = host_log(host["index"])
+                raise DevError(
+                    f"hollow host {host['index']} exited\n--- {log}.log\n{log_tail(log)}"
+                )
         if time.monotonic() > deadline:
+            tails = "".join(
+                f"--- {host_log(h['index'])}.log\n{log_tail(host_log(h['index']), 5)}"
+                for h in hosts
+            )
             raise DevError(
                 f"{len(want) - len(nodes)} of {count} hollow nodes not registered after "
-                f"{timeout:.0f}s\n--- hollow.log\n{log_tail(HOLLOW)}"
+                f"{timeout:.0f}s\n{tails}"
             )
         time.sleep(0.5)
 
@@ -127,26 +175,54 @@ def stop_hollow(state: dict | None = None) -> None:
     kill_all(hollow_pids(state), grace=STOP_GRACE_S)
 
 
+def kill_host(index: int) -> list[str]:
+    """SIGKILL hollow host `index`, as its machine dying: its nodes revoke nothing, their leases
+    run out. Returns the names of the nodes it hosted."""
+    state = load_state()
+    hosts = state.get("hollow", {}).get("hosts", [])
+    host = next((h for h in hosts if h.get("index") == index), None)
+    if host is None:
+        raise DevError(f"no hollow host {index} (the cluster has {len(hosts)})")
+    pid = _host_pid(host)
+    if pid is None:
+        raise DevError(f"hollow host {index} is not running")
+    send_signal(pid, signal.SIGKILL)
+    if not wait_gone(pid):
+        raise DevError(f"hollow host {index} (pid {pid}) still running after SIGKILL")
+    return [hollow_name(i) for i in range(host["first"], host["first"] + host["count"])]
+
+
 @dataclass
 class HollowStatus:
+    index: int
+    first: int
     count: int  # as started
     pid: int | None
     registered: int
 
     def line(self) -> str:
         process = f"running (pid {self.pid})" if self.pid else "stopped"
-        return f"hollow  {self.count} nodes  process={process}  registered {self.registered}"
+        names = f"{hollow_name(self.first)} … {hollow_name(self.first + self.count - 1)}"
+        return (
+            f"hollow-host-{self.index}  {self.count} nodes ({names})  process={process}  "
+            f"registered {self.registered}"
+        )
 
 
-def hollow_status(nodes: dict[str, object], state: dict | None = None) -> HollowStatus | None:
-    """None when this cluster has no hollow nodes (and no hollow host is left running)."""
+def hollow_status(nodes: dict[str, object], state: dict | None = None) -> list[HollowStatus]:
+    """One per hollow host of this cluster ([] when it has none)."""
     state = load_state() if state is None else state
-    running = sorted(hollow_pids(state))
-    count = int(state.get("hollow", {}).get("count", 0))
-    if not count and not running:
-        return None
-    return HollowStatus(
-        count=count,
-        pid=running[0] if running else None,
-        registered=sum(1 for name in nodes if is_hollow_name(name)),
-    )
+    out = []
+    for host in state.get("hollow", {}).get("hosts", []):
+        first, count = int(host["first"]), int(host["count"])
+        names = {hollow_name(i) for i in range(first, first + count)}
+        out.append(
+            HollowStatus(
+                index=int(host["index"]),
+                first=first,
+                count=count,
+                pid=_host_pid(host),
+                registered=len(names & nodes.keys()),
+            )
+        )
+    return out

@@ -295,7 +295,7 @@ def start_manager(manager_args: Sequence[str] = (), timeout: float = 30.0) -> in
     ensure_ca()
     proc = _spawn(manager_command(manager_args), "manager")
     state = load_state()
-    state["manager"] = {"pid": proc.pid, "addr": MANAGER_ADDR}
+    state["manager"] = {"pid": proc.pid, "addr": MANAGER_ADDR, "args": list(manager_args)}
     save_state(state)
     deadline = time.monotonic() + timeout
     while not manager_healthy():
@@ -325,7 +325,26 @@ def stop_manager() -> None:
     kill_all(manager_pids())
 
 
+def kill_manager() -> None:
+    """SIGKILL the manager, as a crash: nothing of it is shut down cleanly."""
+    victims = manager_pids()
+    for pid in victims:
+        send_signal(pid, signal.SIGKILL)
+    for pid in victims:
+        wait_gone(pid)
+
+
+def restart_manager(timeout: float = 30.0) -> int:
+    """Start the manager again with the flags `dev up` gave it (state.json)."""
+    return start_manager(load_state().get("manager", {}).get("args", []), timeout=timeout)
+
+
 # --------------------------------------------------------------------------- etcd
+
+# Every status change is a put, so 30,000 containers leave a long revision history: etcd keeps
+# only the last 5 minutes of it (a manager or agent watching from an older revision lists again
+# anyway). Compaction frees pages for reuse; the file shrinks only with a defrag.
+ETCD_COMPACTION = ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"]
 
 
 def is_dev_etcd(pid: int) -> bool:
@@ -353,6 +372,7 @@ def start_etcd(timeout: float = 20.0) -> None:
         [f"http://127.0.0.1:{ETCD_PORT}", f"http://{HOST_IP}:{ETCD_PORT}"],
         "http://127.0.0.1:2380",
         log_path("etcd"),
+        extra_args=ETCD_COMPACTION,
     )
     state = load_state()
     state["etcd"] = {"pid": proc.pid}

@@ -8,7 +8,8 @@ and the names callers use, which live in the dev_* modules beside it:
     deploy/dev_cleanup.py    container leftovers: shims, mounts, cgroups
     deploy/dev_drills.py     kill, stop, freeze, partition, etcd_outage, crash, heal, start
                              (one node at a time)
-    deploy/dev_hollow.py     hollow nodes (`--hollow N`): one `flotilla hollow` process
+    deploy/dev_hollow.py     hollow nodes (`--hollow N`): `flotilla hollow` processes, one per
+                             `--hollow-per-host` nodes; `kill_hollow(K)` kills host K hard
 
 Layout (root netns of whoever runs `up`):
 
@@ -34,7 +35,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deploy import etcd
 from deploy.dev_certs import dev_tls
@@ -53,6 +54,7 @@ from deploy.dev_hollow import (
     start_hollow,
     stop_hollow,
 )
+from deploy.dev_hollow import kill_host as kill_hollow
 from deploy.dev_layout import (
     BRIDGE,
     MANAGER_ADDR,
@@ -130,6 +132,7 @@ __all__ = [
     "import_busybox",
     "is_up",
     "kill",
+    "kill_hollow",
     "manager_command",
     "manager_healthy",
     "node_index",
@@ -254,13 +257,13 @@ class ClusterStatus:
     etcd: bool
     nodes: list[NodeStatus]
     manager: bool = False
-    hollow: HollowStatus | None = None
+    hollow: list[HollowStatus] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"etcd  {etcd_endpoint()}  {'up' if self.etcd else 'down'}"]
         out.append(f"manager  {MANAGER_ADDR}  {'up' if self.manager else 'down'}")
         out += [n.line() for n in self.nodes]
-        return out + ([self.hollow.line()] if self.hollow is not None else [])
+        return out + [h.line() for h in self.hollow]
 
 
 def up(
@@ -269,11 +272,12 @@ def up(
     timeout: float = 30.0,
     manager_args: Sequence[str] = (),
     hollow: int = 0,
+    hollow_per_host: int = 0,
 ) -> dict[str, object]:
-    """Bring up etcd, `nodes` hosts with their agents, `hollow` hollow nodes (one process,
-    deploy/dev_hollow.py) and the manager; return the node records by name. `manager_args`:
-    more `flotilla manage` flags (`--strategy binpack`, `--filter …`), as Swarm's integration
-    tests start theirs."""
+    """Bring up etcd, `nodes` hosts with their agents, `hollow` hollow nodes (in processes of
+    `hollow_per_host` nodes each, 0: one process; deploy/dev_hollow.py) and the manager; return
+    the node records by name. `manager_args`: more `flotilla manage` flags (`--strategy
+    binpack`, `--filter …`), as Swarm's integration tests start theirs."""
     if nodes < (0 if hollow else 1) or nodes > 200:
         raise DevError("--nodes must be between 1 and 200 (0 with --hollow)")
     labels = labels or {}
@@ -301,7 +305,7 @@ def up(
             import_busybox(str(getattr(r, "addr", "")) for r in records.values())
         if hollow:
             # Hollow nodes have their busybox from the start (runtime/hollow_images.py).
-            records |= start_hollow(hollow, timeout + hollow * 0.05)
+            records |= start_hollow(hollow, timeout + hollow * 0.05, hollow_per_host)
         start_manager(manager_args, timeout=timeout)
         return records
     except BaseException:
