@@ -115,6 +115,9 @@ async def fill(count: int, reschedule_every: int, fig: Figures) -> None:
     fig.containers = len(times)
     fig.creates_per_s = len(times) / took
     fig.fill_p50_ms = statistics.median(times) if times else 0.0
+    log(f"  {fig.creates_per_s:.1f} creates/s, {len(fig.fill_errors)} errors")
+    for error in fig.fill_errors[:5]:
+        log(f"    {error}")
 
 
 async def run_d(runs: int, fig: Figures) -> None:
@@ -187,7 +190,6 @@ def measure(args: argparse.Namespace, hollow: int, failover: bool) -> Figures:
         total = fig.nodes * args.per_node
         log(f"fill: {total} containers, {CLIENTS} clients")
         asyncio.run(fill(total, args.reschedule_every, fig))
-        log(f"  {fig.creates_per_s:.1f} creates/s, {len(fig.fill_errors)} errors")
         time.sleep(SETTLE_S)
         log(f"idle etcd writes over {IDLE_WINDOW_S:.0f}s")
         fig.idle = probes.idle_writes(IDLE_WINDOW_S)

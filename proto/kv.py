@@ -35,7 +35,13 @@ RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # gRPC's default 4 MiB cap on a received message: reads are paged (RANGE_PAGE_KEYS), and
+    # one page of records each up to etcd's 1.5 MiB request limit still fits in this.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+# Keys per range read: 30,000 status records with their ps rows are ~40 MB, ten times gRPC's
+# default message cap; a prefix is read page by page at one revision instead.
+RANGE_PAGE_KEYS = 500
 
 
 class KVError(Exception):
@@ -298,11 +304,26 @@ class KV:
         return entries
 
     async def snapshot(self, prefix: str) -> tuple[list[Entry], int]:
-        """Everything under `prefix` and the store revision it was read at (to watch from +1)."""
-        resp = await self._call(
-            self._kv.get(prefix, range_end=prefix_range_end(prefix), timeout=self.timeout)
-        )
-        return [_entry(kv) for kv in resp.kvs], resp.header.revision
+        """Everything under `prefix` and the store revision it was read at (to watch from +1),
+        read in pages of RANGE_PAGE_KEYS keys, every page at the first one's revision."""
+        end = prefix_range_end(prefix)
+        entries: list[Entry] = []
+        start, revision = prefix, 0
+        while True:
+            resp = await self._call(
+                self._kv.get(
+                    start,
+                    range_end=end,
+                    revision=revision,
+                    limit=RANGE_PAGE_KEYS,
+                    timeout=self.timeout,
+                )
+            )
+            revision = revision or resp.header.revision
+            entries += [_entry(kv) for kv in resp.kvs]
+            if not resp.more or not resp.kvs:
+                return entries, revision
+            start = resp.kvs[-1].key + b"\0"
 
     async def latest_revision(self, prefix: str) -> int:
         """The newest mod revision under `prefix` (0: nothing there): one key, no values, so a

@@ -90,7 +90,7 @@ def _reserved(cluster: Cluster, rec: NodeRecord) -> tuple[float, int]:
 
 def _containers(cluster: Cluster, rec: NodeRecord, state: str) -> str:
     if state != "Healthy":  # Swarm prints the bare count for an engine it cannot ask
-        return str(sum(1 for st in cluster.statuses.values() if st.node_id == rec.id))
+        return str(sum(1 for cid in cluster.ids_on(rec.id) if cid in cluster.statuses))
     return (
         f"{rec.containers} ({rec.containers_running} Running, "
         f"{rec.containers_paused} Paused, {rec.containers_stopped} Stopped)"

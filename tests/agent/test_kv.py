@@ -191,3 +191,19 @@ async def test_watch_relists_after_compaction(kv: KV) -> None:
         assert (ev.kind, ev.key) == ("put", "/c/later")
     finally:
         await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_prefix_larger_than_a_grpc_message_is_read_whole_at_one_revision(
+    kv: KV,
+) -> None:
+    # 1,200 values of 8 KiB: ~10 MB, over gRPC's default 4 MiB for one received message
+    # (a manager with 30,000 status records could not start before paging).
+    value = b"x" * 8192
+    for batch in range(0, 1200, 100):
+        await asyncio.gather(*(kv.put(f"/big/{i:05d}", value) for i in range(batch, batch + 100)))
+    last = await kv.put("/big/01199", value)
+    entries, revision = await kv.snapshot("/big/")  # three pages of RANGE_PAGE_KEYS
+    assert [e.key for e in entries] == [f"/big/{i:05d}" for i in range(1200)]
+    assert all(e.value == value for e in entries)
+    assert revision == last  # the store's revision when read: a watch resumes from + 1
+    assert await kv.get_prefix("/big/00001") == [entries[1]]
