@@ -59,9 +59,12 @@ async def _remove_stale_namesakes(cluster: Cluster, rec: LogicalContainer) -> bo
     return removed
 
 
-async def create_or_find(cluster: Cluster, rec: LogicalContainer, body: dict[str, Any]) -> str:
-    """The container ID of `rec` on its target node, created there unless it exists."""
-    found = await find(cluster, rec)
+async def create_or_find(
+    cluster: Cluster, rec: LogicalContainer, body: dict[str, Any], look_first: bool = True
+) -> str:
+    """The container ID of `rec` on its target node, created there unless it exists.
+    `look_first` False: no create of this generation was ever asked for, so none is looked for."""
+    found = await find(cluster, rec) if look_first else None
     if found is not None:
         return found
     request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=rec.name)

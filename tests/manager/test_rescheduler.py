@@ -45,6 +45,7 @@ class FakeAgent:
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
     creates: list[dict[str, Any]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    lists: int = 0  # ContainerList calls
 
     async def ImageList(self, req: pb.ImageListRequest) -> pb.JsonReply:  # noqa: N802
         return pb.JsonReply(json=json.dumps([{"Id": "sha256:bb", "RepoTags": ["busybox:latest"]}]))
@@ -53,6 +54,7 @@ class FakeAgent:
         return pb.PingReply(version="test")
 
     async def ContainerList(self, req: pb.ContainerListRequest) -> pb.ContainerListReply:  # noqa: N802
+        self.lists += 1
         rows = [json.dumps(c).encode() for c in self.containers.values()]
         return pb.ContainerListReply(rows=rows)
 
@@ -177,6 +179,8 @@ async def test_failed_node_reschedules_once(world: tuple[KV, FakeCluster, Resche
     assert rec.generation == 2 and rec.name == "web"
     n2 = cluster.agents["n2"]
     assert len(n2.creates) == 1
+    # Chosen by this manager and never asked for before: no listing of n2 to look for a copy.
+    assert n2.lists == 0
     labels = n2.creates[0]["Labels"]
     assert labels[SWARM_ID_LABEL] == sid and labels[GENERATION_LABEL] == "2"
     assert n2.started == [rec.container_id]
