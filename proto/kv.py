@@ -190,6 +190,14 @@ async def _unary_client(
     # local subchannel pool: a new client gets new connections, not a shared stuck one.
     client._manager.grpc_options.extend(RECONNECT_OPTIONS)
     client._manager.grpc_options.append(("grpc.use_local_subchannel_pool", 1))
+    # No keep-alive pings on a connection without a call in flight: etcd (PermitWithoutStream
+    # false) answers them with GOAWAY `too_many_pings`, and an idle client (a node's status
+    # writer between events) then redials, TLS handshake and all; at 1,000 nodes that churn
+    # alone kept two cores busy. A call on a dead connection still fails by its deadline.
+    client._manager.grpc_options[:] = [
+        (k, 0 if k == "grpc.keepalive_permit_without_calls" else v)
+        for k, v in client._manager.grpc_options
+    ]
     await client.connect()
     return client
 
