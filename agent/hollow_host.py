@@ -41,6 +41,7 @@ from agent.main import (
 from agent.metrics import AgentMetrics
 from agent.registration import Registration, describe_host
 from agent.server import bound_port, start_grpc_server
+from agent.shared_lease import SharedLease
 from agent.status import StatusReporter
 from proto.etcd_flags import add_etcd_security_arguments, etcd_security_from_args
 from proto.keys import DEFAULT_PREFIX, Keys
@@ -70,6 +71,8 @@ class HollowConfig:
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     ttl_s: float = DEFAULT_TTL_S
+    # One lease for all the process's nodes (agent/shared_lease.py) instead of one each.
+    shared_lease: bool = False
     tls: TlsConfig | None = None
     etcd_security: EtcdSecurity | None = None
 
@@ -89,9 +92,15 @@ class HollowNode:
     """One hollow node: runtime, event bus, gRPC service, status records and registration."""
 
     def __init__(
-        self, name: str, config: HollowConfig, host: NodeRecord, metrics: AgentMetrics
+        self,
+        name: str,
+        config: HollowConfig,
+        host: NodeRecord,
+        metrics: AgentMetrics,
+        lease: SharedLease | None,
     ) -> None:
         self.name = name
+        self.lease = lease
         self.config = config
         self.node_id = nodeid.generate()
         self.bus = EventBus(history=64)  # a real node keeps 1000; `since` needs only a few
@@ -117,7 +126,10 @@ class HollowNode:
         keys = Keys(config.prefix)
         labels = {**config.labels, HOLLOW_LABEL: "true"}
         self.kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
-        self.lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
+        # A lease of its own renewed on a client of its own (redialled with the other after a
+        # failure, as a real agent's), unless the host's shared lease stands for it.
+        if self.lease is None:
+            self.lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
         image_records = self.image_records = ImagesReporter(
             self.kv,
             keys,
@@ -157,7 +169,7 @@ class HollowNode:
             reporter.request_resync()
 
         self.registration = Registration(
-            self.lease_kv,
+            self.lease_kv or self.kv,
             keys,
             self.record,
             ttl_s=math.ceil(config.ttl_s),
@@ -165,7 +177,8 @@ class HollowNode:
             metrics=self.metrics,
             counts=lambda: container_counts(runtime),  # type: ignore[arg-type]
             on_registered=on_registered,
-            redial_with=[self.kv],
+            redial_with=[self.kv] if self.lease_kv is not None else [],
+            shared=self.lease,
         )
         reporter.on_change = self.registration.touch
         await reporter.start()
@@ -199,7 +212,12 @@ async def start_nodes(config: HollowConfig) -> list[HollowNode]:
     background. On failure the ones started are stopped again."""
     host = await asyncio.to_thread(describe_host, "", "", "", {}, 0)
     metrics = AgentMetrics()
-    nodes = [HollowNode(name, config, host, metrics) for name in config.names()]
+    lease = None
+    if config.shared_lease:
+        lease_kv = await KV.connect(config.etcd_endpoints, security=config.etcd_security)
+        lease = SharedLease(lease_kv, math.ceil(config.ttl_s), config.heartbeat_s)
+        await lease.start()
+    nodes = [HollowNode(name, config, host, metrics, lease) for name in config.names()]
     gate = asyncio.Semaphore(START_CONCURRENCY)
 
     async def start(node: HollowNode) -> None:
@@ -219,6 +237,10 @@ async def stop_nodes(nodes: list[HollowNode], deregister: bool = True) -> None:
     for node, result in zip(nodes, results, strict=True):
         if isinstance(result, BaseException):
             log.warning("hollow node %s did not stop cleanly: %s", node.name, result)
+    lease = nodes[0].lease if nodes else None
+    if lease is not None:
+        await lease.stop(revoke=deregister)
+        await lease.kv.close()
 
 
 async def run_hollow(config: HollowConfig, stop: asyncio.Event | None = None) -> None:
@@ -269,6 +291,11 @@ def add_hollow_arguments(parser: argparse.ArgumentParser) -> None:
         "--heartbeat", type=_duration, default=DEFAULT_HEARTBEAT_S, help="lease keep-alive period"
     )
     parser.add_argument("--ttl", type=_duration, default=DEFAULT_TTL_S, help="node lease TTL")
+    parser.add_argument(
+        "--shared-lease",
+        action="store_true",
+        help="one lease for all the nodes of this process (they live and die together)",
+    )
     parser.add_argument("--tlscacert", default="")
     parser.add_argument("--tlscert", default="", help="the nodes' certificate (for --listen-host)")
     parser.add_argument("--tlskey", default="")
@@ -288,6 +315,7 @@ def config_from_args(args: argparse.Namespace) -> HollowConfig:
         labels=dict(args.label),
         heartbeat_s=args.heartbeat,
         ttl_s=args.ttl,
+        shared_lease=args.shared_lease,
         tls=tls,
         etcd_security=etcd_security_from_args(args),
     )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -24,6 +25,9 @@ from agent.tasks import cancel
 from proto.keys import Keys
 from proto.kv import KV, KVError
 from proto.records_pb2 import NodeRecord
+
+if TYPE_CHECKING:
+    from agent.shared_lease import SharedLease
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ class Registration:
         on_registered: Callable[[], Awaitable[None]] | None = None,
         fence: Fence | None = None,
         redial_with: Sequence[KV] = (),
+        shared: SharedLease | None = None,
     ) -> None:
         if heartbeat_s >= ttl_s:
             raise ValueError(f"heartbeat ({heartbeat_s}s) must be shorter than the TTL ({ttl_s}s)")
@@ -116,6 +121,8 @@ class Registration:
         # Other clients of the agent (status writes, address claims) redialled with ours: their
         # connection sat through the same outage and may be in the same back-off.
         self.redial_with = tuple(redial_with)
+        # A lease kept by the node's host for several nodes (hollow nodes only; no fence).
+        self.shared = shared
         # A keep-alive must fail fast: the fence deadline leaves TTL - guard after it was sent.
         self.call_timeout_s = max(2 * heartbeat_s, 0.5)
         # After a failure, dial again every half heartbeat at most: the first keep-alive after a
@@ -128,6 +135,7 @@ class Registration:
         self._hook: asyncio.Task[None] | None = None
         self._peers: asyncio.Task[None] | None = None
         self._redial = False  # the last etcd call failed: use a new connection
+        self._lease_changed = asyncio.Event()  # the shared lease's, while registered under it
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="registration")
@@ -142,6 +150,10 @@ class Registration:
         await cancel(self._task, self._hook, self._peers)
         self._task = self._hook = self._peers = None
         self.registered.clear()
+        if deregister and self.shared is not None:
+            with contextlib.suppress(KVError):  # the lease is the host's: only our key goes
+                await self.kv.delete(self.key)
+            self.lease_id = 0
         if deregister and self.lease_id:
             try:
                 await self.kv.lease_revoke(self.lease_id)
@@ -205,6 +217,14 @@ class Registration:
             for client in (self.kv, *self.redial_with):
                 await client.reconnect()
             self._redial = False
+        if self.shared is not None:
+            self.lease_id = await self.shared.current()
+            self._lease_changed = self.shared.changed
+            self._dirty.clear()
+            await self._put()
+            await self.kv.put(self.member_key, self.record.SerializeToString())
+            self.metrics.registrations.inc()
+            return
         # After a short blip the lease may still be alive: keep it rather than orphan it.
         sent_ns = fencing.now_ns()
         if self.lease_id:
@@ -242,6 +262,22 @@ class Registration:
             timeout=self.call_timeout_s,
         )
 
+    async def _follow_shared(self, shared: SharedLease) -> None:
+        """Under the host's lease: rewrite the record when it changed, until the lease does."""
+        lost = asyncio.ensure_future(self._lease_changed.wait())
+        try:
+            while shared.lease_id == self.lease_id:
+                dirty = asyncio.ensure_future(self._dirty.wait())
+                try:
+                    await asyncio.wait({dirty, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    dirty.cancel()
+                if self._dirty.is_set() and shared.lease_id == self.lease_id:
+                    self._dirty.clear()
+                    await self._put()
+        finally:
+            lost.cancel()
+
     async def _refresh_peers(self) -> None:
         """Cache the other live nodes: the ones the fence asks when etcd is unreachable."""
         if self.fence is None:
@@ -266,6 +302,9 @@ class Registration:
 
     async def _keep_alive(self) -> None:
         """Returns when the lease is lost; raises KVError when etcd is unreachable."""
+        if self.shared is not None:
+            await self._follow_shared(self.shared)
+            return
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.heartbeat_s
         next_peers = loop.time() + PEERS_REFRESH_S

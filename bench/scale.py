@@ -184,6 +184,7 @@ def measure(args: argparse.Namespace, hollow: int, failover: bool) -> Figures:
         nodes=args.real,
         hollow=hollow,
         hollow_per_host=args.per_host,
+        hollow_shared_lease=args.shared_lease,
         timeout=60 + hollow * 0.1,
     )
     try:
@@ -334,6 +335,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="restart, failover: seconds")
     ap.add_argument("--skip-small", action="store_true", help="no 10-node run (no ratio)")
     ap.add_argument("--skip-failover", action="store_true", help="no mass failover")
+    ap.add_argument(
+        "--shared-lease",
+        action="store_true",
+        help="one lease per hollow process instead of one per hollow node (docs/scale.md)",
+    )
     args = ap.parse_args()
     if args.nodes + args.real < 1 or args.per_node < 1 or args.reschedule_every < 1:
         ap.error("needs at least one node, one container per node, --reschedule-every ≥ 1")

@@ -103,6 +103,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="hollow nodes per `flotilla hollow` process (default: all in one)",
     )
     dev_up.add_argument(
+        "--hollow-shared-lease",
+        action="store_true",
+        help="each hollow process keeps one lease for its nodes (`flotilla hollow --shared-lease`)",
+    )
+    dev_up.add_argument(
         "--label",
         action="append",
         default=[],
@@ -345,6 +350,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 manager_args=manager_args,
                 hollow=args.hollow,
                 hollow_per_host=args.hollow_per_host,
+                hollow_shared_lease=args.hollow_shared_lease,
             )
             real = sorted((n for n in nodes if not is_hollow_name(n)), key=dc.node_index)
             hollow = [n for n in nodes if is_hollow_name(n)]

@@ -131,7 +131,9 @@ def _host_pid(host: dict) -> int | None:
     return pid if isinstance(pid, int) and alive(pid) and _is_hollow_host(pid) else None
 
 
-def start_hollow(count: int, timeout: float, per_host: int = 0) -> dict[str, object]:
+def start_hollow(
+    count: int, timeout: float, per_host: int = 0, shared_lease: bool = False
+) -> dict[str, object]:
     """Spawn the hollow hosts (`per_host` nodes each; 0: one host for all); wait until every
     node is registered; their records."""
     if not 1 <= count <= MAX_HOLLOW:
@@ -148,7 +150,7 @@ def start_hollow(count: int, timeout: float, per_host: int = 0) -> dict[str, obj
     # manager with mutual TLS at once (1,000 nodes, 2,000 etcd connections) starve two cores
     # until leases lapse and nothing registers.
     for index, (first, n) in enumerate(host_slices(count, per_host)):
-        cmd = hollow_command(n, first)
+        cmd = hollow_command(n, first) + (["--shared-lease"] if shared_lease else [])
         pid = _spawn(cmd, host_log(index)).pid
         hosts.append({"index": index, "first": first, "count": n, "pid": pid, "cmd": cmd})
         save_state(state)

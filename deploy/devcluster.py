@@ -273,6 +273,7 @@ def up(
     manager_args: Sequence[str] = (),
     hollow: int = 0,
     hollow_per_host: int = 0,
+    hollow_shared_lease: bool = False,
 ) -> dict[str, object]:
     """Bring up etcd, `nodes` hosts with their agents, `hollow` hollow nodes (in processes of
     `hollow_per_host` nodes each, 0: one process; deploy/dev_hollow.py) and the manager; return
@@ -305,7 +306,9 @@ def up(
             import_busybox(str(getattr(r, "addr", "")) for r in records.values())
         if hollow:
             # Hollow nodes have their busybox from the start (runtime/hollow_images.py).
-            records |= start_hollow(hollow, timeout + hollow * 0.05, hollow_per_host)
+            records |= start_hollow(
+                hollow, timeout + hollow * 0.05, hollow_per_host, hollow_shared_lease
+            )
         start_manager(manager_args, timeout=timeout)
         return records
     except BaseException:
