@@ -96,12 +96,15 @@ class ContainerIndex:
         self._by_short_swarm: dict[str, dict[str, None]] = {}
         self._pending_indexed: dict[int, str] = {}
         self._pending_by_node: dict[str, dict[int, None]] = {}
-        # Nodes whose containers or record changed since `take_changed_nodes` was last called.
+        # Nodes whose containers or record changed since `take_changed_nodes` was last called,
+        # and the containers that changed since `take_changed_ids`.
         self._changed_nodes: set[str] = set()
+        self._changed_ids: set[str] = set()
 
     # ----------------------------------------------------------------- upkeep
     def changed(self, cid: str) -> None:
         """Re-index `cid` after its status or placement was set, changed in place or dropped."""
+        self._changed_ids.add(cid)
         st = self.statuses.get(cid)
         placed = self.placements.get(cid)
         new = None
@@ -151,6 +154,11 @@ class ContainerIndex:
     def node_changed(self, node_id: str) -> None:
         """The node's own record changed (the scheduler's view re-reads it)."""
         self._changed_nodes.add(node_id)
+
+    def take_changed_ids(self) -> set[str]:
+        """The containers whose status or placement changed since the last call."""
+        changed, self._changed_ids = self._changed_ids, set()
+        return changed
 
     def take_changed_nodes(self) -> set[str]:
         """The nodes whose containers changed since the last call (the scheduler's view)."""

@@ -45,6 +45,9 @@ class SchedulerView:
         self._records: dict[str, NodeRecord] = {}  # the record each NodeInfo was last set from
         self._order: list[str] | None = None  # the cluster's node order the list was built in
         self._list: list[NodeInfo] = []
+        # Each container's ContainerInfo until its status or placement changes: a node's list
+        # is rebuilt on every change to it, mostly from these.
+        self._containers_seen: dict[str, ContainerInfo] = {}
         # Image name -> how many nodes have it (names as `affinity:image==` matches them), so
         # Swarm's implicit image affinity is decided without looking at every node.
         self._image_nodes: dict[str, int] = {}
@@ -54,6 +57,8 @@ class SchedulerView:
         and its images (IDs and tags, from its images record)."""
         cluster = self._cluster
         changed = cluster.take_changed_nodes()
+        for cid in cluster.take_changed_ids():
+            self._containers_seen.pop(cid, None)
         images = cluster.node_images.names
         images_changed = cluster.node_images.take_changed()
         order = cluster.node_order()
@@ -136,7 +141,16 @@ class SchedulerView:
         )
 
     def _containers(self, node_id: str) -> list[ContainerInfo]:
-        return [container_info(*entry) for entry in self._cluster.containers_on(node_id)]
+        seen = self._containers_seen
+        out = []
+        for cid, st, placed in self._cluster.containers_on(node_id):
+            info = seen.get(cid)
+            if info is None:
+                info = container_info(cid, st, placed)
+                if st is not None or placed is not None and not cid.startswith("pending-"):
+                    seen[cid] = info  # creates in flight are few and short-lived: not kept
+            out.append(info)
+        return out
 
 
 def _follow_record(info: NodeInfo, rec: NodeRecord) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +16,7 @@ VERSION_KEY = web.RequestKey("api_version", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@functools.cache  # read from the installed metadata once: it was ~9 % of a create's CPU
 def flotilla_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -92,6 +92,9 @@ class FakeCluster:
     def take_changed_nodes(self) -> set[str]:
         return set()
 
+    def take_changed_ids(self) -> set[str]:
+        return set()
+
     def node_order(self) -> list[str]:
         order = [r.id for r in self.recs]
         if order != getattr(self, "_order", None):
