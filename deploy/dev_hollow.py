@@ -186,21 +186,31 @@ def stop_hollow(state: dict | None = None) -> None:
     kill_all(hollow_pids(state), grace=STOP_GRACE_S)
 
 
-def kill_host(index: int) -> list[str]:
-    """SIGKILL hollow host `index`, as its machine dying: its nodes revoke nothing, their leases
-    run out. Returns the names of the nodes it hosted."""
-    state = load_state()
-    hosts = state.get("hollow", {}).get("hosts", [])
+def _host(index: int) -> dict:
+    hosts = load_state().get("hollow", {}).get("hosts", [])
     host = next((h for h in hosts if h.get("index") == index), None)
     if host is None:
         raise DevError(f"no hollow host {index} (the cluster has {len(hosts)})")
+    return host
+
+
+def host_nodes(index: int) -> list[str]:
+    """The names of the nodes hollow host `index` hosts."""
+    host = _host(index)
+    return [hollow_name(i) for i in range(host["first"], host["first"] + host["count"])]
+
+
+def kill_host(index: int) -> list[str]:
+    """SIGKILL hollow host `index`, as its machine dying: its nodes revoke nothing, their leases
+    run out. Returns the names of the nodes it hosted."""
+    host = _host(index)
     pid = _host_pid(host)
     if pid is None:
         raise DevError(f"hollow host {index} is not running")
     send_signal(pid, signal.SIGKILL)
     if not wait_gone(pid):
         raise DevError(f"hollow host {index} (pid {pid}) still running after SIGKILL")
-    return [hollow_name(i) for i in range(host["first"], host["first"] + host["count"])]
+    return host_nodes(index)
 
 
 @dataclass

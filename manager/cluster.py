@@ -134,23 +134,29 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
 
     # ----------------------------------------------------------------- etcd view
     async def start(self) -> None:
-        # Desired records first (the reservations of containers whose status is not written
-        # yet), then status records, which carry the node's current HostConfig.
-        for e in await self.kv.get_prefix(self.keys.containers_prefix()):
-            desired = ContainerDesired()
-            desired.ParseFromString(e.value)
-            try:
-                body = json.loads(desired.spec_json or b"{}")
-            except ValueError:
-                body = {}
-            self.placements[desired.id] = placement_from_body(
-                desired.node_id, desired.name, body if isinstance(body, dict) else {}
+        # The prefixes are read at once (each at its own revision, watched from there on).
+        keys = self.keys
+        (
+            (desired_entries, _),
+            (node_entries, node_rev),
+            (status_entries, status_rev),
+            (member_entries, member_rev),
+            (logical_entries, logical_rev),
+            (image_entries, image_rev),
+        ) = await asyncio.gather(
+            *(
+                self.kv.snapshot(prefix)
+                for prefix in (
+                    keys.containers_prefix(),
+                    keys.nodes_prefix(),
+                    keys.status_prefix(),
+                    keys.members_prefix(),
+                    keys.logical_prefix(),
+                    keys.images_prefix(),
+                )
             )
-        node_entries, node_rev = await self.kv.snapshot(self.keys.nodes_prefix())
-        status_entries, status_rev = await self.kv.snapshot(self.keys.status_prefix())
-        member_entries, member_rev = await self.kv.snapshot(self.keys.members_prefix())
-        logical_entries, logical_rev = await self.kv.snapshot(self.keys.logical_prefix())
-        image_entries, image_rev = await self.kv.snapshot(self.keys.images_prefix())
+        )
+        desired = {keys.container_id(e.key): e.value for e in desired_entries}
         self.node_images.load(image_entries, image_rev)
         for e in logical_entries:
             try:
@@ -162,7 +168,13 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         for e in node_entries:
             self._apply_node(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in status_entries:
+            cid = keys.status_ids(e.key)[1]
+            raw = desired.pop(cid, None)
+            if raw is not None and _needs_desired(e.value):
+                self._load_desired(raw)
             self._apply_status(WatchEvent("put", e.key, e.value, e.mod_revision))
+        for raw in desired.values():
+            self._load_desired(raw)
         for cid in [c for c in self.placements if c not in self.statuses]:
             # Desired record of a container that no longer exists anywhere.
             name = self.placements.pop(cid).name
@@ -190,6 +202,18 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
             ),
         ]
         self.ready.set()
+
+    def _load_desired(self, raw: bytes) -> None:
+        """Our placement of a container from its desired record (the create body)."""
+        desired = ContainerDesired()
+        desired.ParseFromString(raw)
+        try:
+            body = json.loads(desired.spec_json or b"{}")
+        except ValueError:
+            body = {}
+        self.placements[desired.id] = placement_from_body(
+            desired.node_id, desired.name, body if isinstance(body, dict) else {}
+        )
 
     async def close(self) -> None:
         for fut in self._background:
@@ -604,6 +628,16 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
             (reported if st is not None else ours).append((cid, st, self.placements.get(cid)))
         in_flight = [(f"pending-{t}", None, p) for t, p in self.pending_on(node_id)]
         return reported + ours + in_flight
+
+
+def _needs_desired(status: bytes) -> bool:
+    """Whether a container's placement needs its create body besides its status record: the
+    status carries the node's HostConfig (reservations, bindings), which is all the view needs
+    but for a host-network container's exposed ports (in the body's Config). Parsing 30,000
+    create bodies at start-up only to drop them was most of a restart."""
+    st = ContainerStatus()
+    st.ParseFromString(status)
+    return not st.host_config_json or b'"host"' in st.host_config_json
 
 
 def channel_closed() -> bool:
