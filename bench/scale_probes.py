@@ -35,12 +35,18 @@ def client() -> aiohttp.ClientSession:
     )
 
 
-async def call(s: aiohttp.ClientSession, method: str, path: str, body: object = None) -> object:
+async def raw(s: aiohttp.ClientSession, method: str, path: str, body: object = None) -> bytes:
+    """The whole answer's bytes; ApiError for an error status."""
     async with s.request(method, API + path, json=body) as resp:
         data = await resp.read()
         if resp.status >= 300:
             raise ApiError(f"{method} {path}: {resp.status} {data[:300].decode(errors='replace')}")
-        return json.loads(data) if data else None
+        return data
+
+
+async def call(s: aiohttp.ClientSession, method: str, path: str, body: object = None) -> object:
+    data = await raw(s, method, path, body)
+    return json.loads(data) if data else None
 
 
 async def run_detached(s: aiohttp.ClientSession, name: str, reschedule: bool) -> str:
