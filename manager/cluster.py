@@ -43,6 +43,7 @@ T = TypeVar("T")
 ID_LEN = 64
 SHORT_ID_LEN = 12
 FANOUT_TIMEOUT_S = 10.0
+VALIDATE_CONCURRENCY = 16
 # Deadline of one unary manager->agent call: a hung agent must never hold a request (or the
 # rescheduler) for longer. Streams (attach, logs -f, events, image transfer) pass None and rely
 # on gRPC keepalive (proto/rpc.py) instead.
@@ -129,6 +130,9 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         self._background: set[asyncio.Future[None]] = set()
         self._next_pending = 0
         self._node_order: list[str] | None = None  # sorted_nodes()'s, until a node comes or goes
+        # A restarted manager meets 1,000 nodes at once: their first calls (a TLS handshake
+        # each) go a few at a time, beside the requests it answers from etcd meanwhile.
+        self._validating = asyncio.Semaphore(VALIDATE_CONCURRENCY)
         self.scheduler_view = SchedulerView(self)
         self.ready = asyncio.Event()
 
@@ -275,7 +279,8 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex):
         with /info before it counts it Healthy)."""
         while node_id in self.nodes:
             try:
-                await self.call(node_id, lambda s: s.Ping(pb.PingRequest()), timeout=2.0)
+                async with self._validating:
+                    await self.call(node_id, lambda s: s.Ping(pb.PingRequest()), timeout=2.0)
             except DockerError:
                 await asyncio.sleep(0.5)
                 continue

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from manager.cluster import Cluster, channel_closed, placement_from_body
+from manager.cluster_records import desired_record
 from manager.create_intent import SETTLE_NS, resolve
 from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
@@ -35,7 +36,7 @@ from manager.placing import choose_node, survey
 from manager.reschedule_agent import create_or_find, start_quietly
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
-from proto.kv import KVError
+from proto.kv import KVError, ModRevisionIs, Put
 from proto.logical import (
     FAILED,
     GENERATION_LABEL,
@@ -307,12 +308,10 @@ class Rescheduler:
             self.cluster.pending.pop(self.reserved.pop(rec.swarm_id, -1), None)
         placement = placement_from_body(rec.node_id, rec.name, body)
         self.cluster.created(placement, cid)
-        # The name and the desired record move first, then the old status record goes: a crash
-        # in between repeats these idempotent steps from the `placing` record.
-        await self.cluster.record_created(cid, rec.name, rec.node_id, body)
+        keys = self.cluster.keys
+        old_status = ""
         if rec.previous_node_id and rec.previous_container_id:
-            old_status = self.cluster.keys.status(rec.previous_node_id, rec.previous_container_id)
-            await self.cluster.kv.delete(old_status)
+            old_status = keys.status(rec.previous_node_id, rec.previous_container_id)
         from_node = rec.previous_node_id
         old_cid = rec.previous_container_id
         failed_at = rec.node_failed_at_ns
@@ -321,8 +320,29 @@ class Rescheduler:
         rec.previous_node_id = ""
         rec.previous_container_id = ""
         rec.node_failed_at_ns = 0
-        revision = await self.cluster.logical.swap(rec, rev)
+        rec.updated_at_ns = time.time_ns()
+        # One transaction, while the record is still this plan: the name and the desired
+        # record move to the copy, the old copy's status goes, the record says `placed`.
+        puts = [
+            Put(
+                keys.container(cid),
+                desired_record(cid, rec.name, rec.node_id, body).SerializeToString(),
+            )
+        ]
+        if rec.name:
+            puts.append(Put(keys.name(rec.name), cid.encode()))
+        puts.append(Put(keys.logical(rec.swarm_id), rec.SerializeToString()))
+        revision = await self.cluster.kv.txn(
+            [ModRevisionIs(keys.logical(rec.swarm_id), rev)],
+            puts,
+            [old_status] if old_status else [],
+        )
         if not revision:
+            # The record changed under us (removed, or another pass): the copy made is a
+            # container all the same, recorded as any other; the record is re-read next time.
+            await self.cluster.record_created(cid, rec.name, rec.node_id, body)
+            if old_status:
+                await self.cluster.kv.delete(old_status)
             return 0
         log.info("rescheduled %s from %s to %s as %s", rec.name, from_node, rec.node_id, cid[:12])
         self.cluster.events.publish(reschedule_event(self.cluster, rec, cid, from_node, old_cid))
