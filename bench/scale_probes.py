@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bench.hollow import rss_mib  # noqa: F401 - the bench's one RSS reader
 from deploy import dev_processes
 from deploy import devcluster as dc
 
@@ -70,14 +71,6 @@ async def containers(s: aiohttp.ClientSession, all: bool = False, label: str = "
 def node_of(row: dict) -> str:
     """The node a `ps` row is on: Names are /node/name."""
     return str((row.get("Names") or ["/?/?"])[0]).lstrip("/").partition("/")[0]
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def manager_pid() -> int:

@@ -5,29 +5,18 @@ registers again under the new one, and a node leaving takes only its own key."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from agent import nodeid
 from agent.registration import Registration, describe_host
 from agent.shared_lease import SharedLease
-from deploy.etcd import EtcdServer
 from proto.keys import Keys
 from proto.kv import KV
 
 pytestmark = pytest.mark.timeout(60)
 
 KEYS = Keys("/shared")
-
-
-@pytest.fixture
-async def kv(etcd: EtcdServer) -> AsyncIterator[KV]:
-    client = await KV.connect([etcd.endpoint], timeout=2.0)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _until(check: object, timeout: float = 20.0) -> None:
