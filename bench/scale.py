@@ -68,7 +68,6 @@ def log(msg: str) -> None:
 @dataclass
 class Figures:
     nodes: int  # real + hollow
-    shared_lease: bool = False  # one lease per hollow process (the run's lease settings)
     containers: int = 0
     fill_errors: list[str] = field(default_factory=list)
     creates_per_s: float = 0.0
@@ -185,7 +184,7 @@ async def restart_ready(timeout: float) -> float:
 
 
 def measure(args: argparse.Namespace, hollow: int, failover: bool) -> Figures:
-    fig = Figures(nodes=hollow + args.real, shared_lease=args.shared_lease)
+    fig = Figures(nodes=hollow + args.real)
     log(f"dev cluster: {args.real} real + {hollow} hollow nodes ({args.per_host} per host)")
     dc.up(
         nodes=args.real,
@@ -253,9 +252,8 @@ def result(big: Figures, small: Figures | None) -> dict[str, object]:
         "etcd_db_mib": _r(big.etcd.db_mib if big.etcd else None),
         "etcd_db_in_use_mib": _r(big.etcd.in_use_mib if big.etcd else None),
         "etcd_idle_keys": dict(big.idle.keys) if big.idle else {},
-        "hollow_ttl": dev_hollow.lease_settings(big.shared_lease)[1],
-        "hollow_heartbeat": dev_hollow.lease_settings(big.shared_lease)[0],
-        "hollow_shared_lease": big.shared_lease,
+        "hollow_ttl": dev_hollow.TTL,
+        "hollow_heartbeat": dev_hollow.HEARTBEAT,
         "real_ttl": dev_layout.TTL,
     }
     if fo is not None:
@@ -313,12 +311,11 @@ def table(big: Figures, small: Figures | None, res: dict[str, object]) -> list[s
         lines.append(f"keys put at rest ({IDLE_WINDOW_S:.0f} s): {dict(big.idle.keys) or 'none'}")
     fo = big.failover
     if fo is not None:
-        heartbeat, ttl = dev_hollow.lease_settings(big.shared_lease)
         lines.append(
             f"mass failover: hollow host {fo.host} ({fo.nodes} nodes) SIGKILLed, "
             f"{fo.reschedulable} reschedulable containers, {len(fo.replaced)} replaced; "
             f"leases expired after {res['mass_failover_leases_expired_s']} s "
-            f"(TTL {ttl}, heartbeat {heartbeat}); p50 "
+            f"(TTL {dev_hollow.TTL}, heartbeat {dev_hollow.HEARTBEAT}); p50 "
             f"{res['mass_failover_p50_s']} s, p99 {res['mass_failover_p99_s']} s; "
             f"duplicates {len(fo.duplicates)}, lost {fo.lost} ({fo.polls} listings)"
         )

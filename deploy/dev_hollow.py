@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from deploy import dev_layout
 from deploy.dev_certs import dev_tls, ensure_ca
 from deploy.dev_layout import (
     CERTS,
@@ -47,14 +46,6 @@ MAX_HOLLOW = 5000
 # process), still well inside a failover drill's patience.
 HEARTBEAT = "1s"
 TTL = "5s"
-
-
-def lease_settings(shared_lease: bool) -> tuple[str, str]:
-    """(heartbeat, TTL) of the hollow nodes: one lease per process costs what one real agent's
-    does, so it is kept as the real dev nodes keep theirs (and a lost node is seen as soon)."""
-    return (dev_layout.HEARTBEAT, dev_layout.TTL) if shared_lease else (HEARTBEAT, TTL)
-
-
 STOP_GRACE_S = 30.0  # SIGTERM: every node revokes its lease first
 
 
@@ -77,8 +68,7 @@ def host_slices(count: int, per_host: int) -> list[tuple[int, int]]:
     return [(first, min(per_host, count - first)) for first in range(0, count, per_host)]
 
 
-def hollow_command(count: int, first: int = 0, shared_lease: bool = False) -> list[str]:
-    heartbeat, ttl = lease_settings(shared_lease)
+def hollow_command(count: int, first: int = 0) -> list[str]:
     tls = dev_tls(HOLLOW)
     return [
         sys.executable,
@@ -98,16 +88,15 @@ def hollow_command(count: int, first: int = 0, shared_lease: bool = False) -> li
         "--listen-host",
         "127.0.0.1",
         "--heartbeat",
-        heartbeat,
+        HEARTBEAT,
         "--ttl",
-        ttl,
+        TTL,
         "--tlscacert",
         tls.ca,
         "--tlscert",
         tls.cert,
         "--tlskey",
         tls.key,
-        *(["--shared-lease"] if shared_lease else []),
     ]
 
 
@@ -161,7 +150,7 @@ def start_hollow(
     # manager with mutual TLS at once (1,000 nodes, 2,000 etcd connections) starve two cores
     # until leases lapse and nothing registers.
     for index, (first, n) in enumerate(host_slices(count, per_host)):
-        cmd = hollow_command(n, first, shared_lease)
+        cmd = hollow_command(n, first) + (["--shared-lease"] if shared_lease else [])
         pid = _spawn(cmd, host_log(index)).pid
         hosts.append({"index": index, "first": first, "count": n, "pid": pid, "cmd": cmd})
         save_state(state)
