@@ -68,6 +68,7 @@ def log(msg: str) -> None:
 @dataclass
 class Figures:
     nodes: int  # real + hollow
+    shared_lease: bool = False  # one lease per hollow process (--shared-lease)
     containers: int = 0
     fill_errors: list[str] = field(default_factory=list)
     creates_per_s: float = 0.0
@@ -184,7 +185,7 @@ async def restart_ready(timeout: float) -> float:
 
 
 def measure(args: argparse.Namespace, hollow: int, failover: bool) -> Figures:
-    fig = Figures(nodes=hollow + args.real)
+    fig = Figures(nodes=hollow + args.real, shared_lease=args.shared_lease)
     log(f"dev cluster: {args.real} real + {hollow} hollow nodes ({args.per_host} per host)")
     dc.up(
         nodes=args.real,
@@ -254,6 +255,7 @@ def result(big: Figures, small: Figures | None) -> dict[str, object]:
         "etcd_idle_keys": dict(big.idle.keys) if big.idle else {},
         "hollow_ttl": dev_hollow.TTL,
         "hollow_heartbeat": dev_hollow.HEARTBEAT,
+        "hollow_shared_lease": big.shared_lease,
         "real_ttl": dev_layout.TTL,
     }
     if fo is not None:
