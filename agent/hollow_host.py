@@ -14,7 +14,9 @@ the node fence (there are no shims to kill), overlay networks and embedded DNS, 
 Every node has its own gRPC server (grpc.aio, ~20 KiB each) and two etcd clients (status
 writes and the lease's own, which it redials after a failure, as a real agent): sharing them
 would save ~0.2 MiB a node but would also share their failures and back-offs, which is
-precisely what a scale run must see per node.
+precisely what a scale run must see per node. With `--shared-lease` the process keeps one
+lease for all its nodes (agent/shared_lease.py: they live and die together) and each node one
+etcd client: its records are still its own, under that lease.
 """
 
 from __future__ import annotations

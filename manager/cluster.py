@@ -171,10 +171,14 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             self._apply_node(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in status_entries:
             cid = keys.status_ids(e.key)[1]
+            st = ContainerStatus.FromString(e.value)
             raw = desired.pop(cid, None)
-            if raw is not None and _needs_desired(e.value):
+            # The status carries the node's HostConfig (reservations, bindings), all the view
+            # needs but for a host-network container's exposed ports (in the create body's
+            # Config): parsing 30,000 create bodies only to drop them was most of a restart.
+            if raw is not None and (not st.host_config_json or b'"host"' in st.host_config_json):
                 self._load_desired(raw)
-            self._apply_status(WatchEvent("put", e.key, e.value, e.mod_revision))
+            self._set_status(cid, st)
         for raw in desired.values():
             self._load_desired(raw)
         for cid in [c for c in self.placements if c not in self.statuses]:
@@ -327,8 +331,9 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
                 # logical one only while it still names this container, not a replacement).
                 self._spawn(self.record_removed(cid, name, swarm_id))
             return
-        st = ContainerStatus()
-        st.ParseFromString(event.value)
+        self._set_status(cid, ContainerStatus.FromString(event.value))
+
+    def _set_status(self, cid: str, st: ContainerStatus) -> None:
         self.statuses[cid] = st
         placed = self.placements.get(cid)
         if st.host_config_json:
@@ -484,16 +489,6 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             (reported if st is not None else ours).append((cid, st, self.placements.get(cid)))
         in_flight = [(f"pending-{t}", None, p) for t, p in self.pending_on(node_id)]
         return reported + ours + in_flight
-
-
-def _needs_desired(status: bytes) -> bool:
-    """Whether a container's placement needs its create body besides its status record: the
-    status carries the node's HostConfig (reservations, bindings), which is all the view needs
-    but for a host-network container's exposed ports (in the body's Config). Parsing 30,000
-    create bodies at start-up only to drop them was most of a restart."""
-    st = ContainerStatus()
-    st.ParseFromString(status)
-    return not st.host_config_json or b'"host"' in st.host_config_json
 
 
 def channel_closed() -> bool:

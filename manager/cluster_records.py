@@ -11,7 +11,7 @@ from typing import Any
 
 from manager.logical import LogicalStore
 from proto.keys import Keys
-from proto.kv import KV, KVError
+from proto.kv import KV, KVError, Put
 from proto.records_pb2 import ContainerDesired
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,16 @@ def desired_record(cid: str, name: str, node_id: str, body: dict[str, Any]) -> C
     )
 
 
+def created_puts(keys: Keys, cid: str, name: str, node_id: str, body: dict[str, Any]) -> list[Put]:
+    """What records container `cid` as created: its name claim (when named) and its desired
+    record. Written alone, or in a transaction with the logical record that names it."""
+    desired = desired_record(cid, name, node_id, body).SerializeToString()
+    puts = [Put(keys.container(cid), desired)]
+    if name:
+        puts.append(Put(keys.name(name), cid.encode()))
+    return puts
+
+
 class ClusterRecords:
     """Mixed into Cluster, which provides the etcd client and the key layout. A create's own
     records are written by manager/create_intent.py."""
@@ -59,11 +69,8 @@ class ClusterRecords:
                 await self.kv.compare_and_delete(key, entry.mod_revision)
 
     async def record_created(self, cid: str, name: str, node_id: str, body: dict[str, Any]) -> None:
-        desired = desired_record(cid, name, node_id, body)
         try:
-            if name:
-                await self.kv.put(self.keys.name(name), cid.encode())
-            await self.kv.put(self.keys.container(cid), desired.SerializeToString())
+            await self.kv.txn([], created_puts(self.keys, cid, name, node_id, body))
         except KVError as e:
             log.warning("cannot record container %s in etcd: %s", cid, e)
 

@@ -183,6 +183,3 @@ class ContainerIndex:
     def ids_with_short_swarm_id(self, short: str) -> tuple[str, ...]:
         """Containers whose Swarm ID starts with `short` (Swarm's 12-character form)."""
         return tuple(self._by_short_swarm.get(short, ())) if len(short) == SHORT_ID_LEN else ()
-
-    def count_on(self, node_id: str) -> int:
-        return len(self._by_node.get(node_id, ()))

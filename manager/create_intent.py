@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from manager.cluster import CALL_TIMEOUT_S, Cluster
-from manager.cluster_records import conflict_message, desired_record
+from manager.cluster_records import conflict_message, created_puts
 from manager.logical import CAS_ATTEMPTS, body_of, holds_identity, is_reschedulable
 from manager.reschedule_agent import find
 from proto import agent_pb2 as pb
@@ -198,11 +198,9 @@ async def commit(cluster: Cluster, intent: Intent, cid: str) -> bool:
     """Record container `cid`, made on the node under `intent`, in one transaction. False when
     the claim or the record is no longer the intent's (then nothing is written)."""
     compares: list[Condition] = []
-    puts: list[Put] = []
+    puts = created_puts(cluster.keys, cid, intent.name, intent.node_id, intent.body)
     if intent.name:
-        key = cluster.keys.name(intent.name)
-        compares.append(ModRevisionIs(key, intent.revision))
-        puts.append(Put(key, cid.encode()))
+        compares.append(ModRevisionIs(cluster.keys.name(intent.name), intent.revision))
     if intent.record is not None:
         placed = LogicalContainer()
         placed.CopyFrom(intent.record)
@@ -212,8 +210,6 @@ async def commit(cluster: Cluster, intent: Intent, cid: str) -> bool:
         key = cluster.keys.logical(placed.swarm_id)
         compares.append(ModRevisionIs(key, intent.revision))
         puts.append(Put(key, placed.SerializeToString()))
-    desired = desired_record(cid, intent.name, intent.node_id, intent.body)
-    puts.append(Put(cluster.keys.container(cid), desired.SerializeToString()))
     if await cluster.kv.txn(compares, puts):
         return True
     # A retried transaction whose first attempt was applied fails its compares.

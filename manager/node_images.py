@@ -125,10 +125,6 @@ class NodeImages:
         if not self._writes_in_flight:
             self._caught_up_to = max(self._caught_up_to, started)
 
-    def names_of(self, node_id: str) -> set[str]:
-        """Image IDs and repo:tags on the node (what `affinity:image` matches), a copy."""
-        return set(self.names.get(node_id, ()))
-
     def count(self, node_ids: Iterable[str]) -> int:
         """`docker info`'s Images: each node's `docker images` rows, added up."""
         return sum(len(self.rows.get(n, ())) for n in node_ids)

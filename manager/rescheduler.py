@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from manager.cluster import Cluster, channel_closed, placement_from_body
-from manager.cluster_records import desired_record
+from manager.cluster_records import created_puts
 from manager.create_intent import SETTLE_NS, resolve
 from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
@@ -157,9 +157,9 @@ class Rescheduler:
         ):
             lost = self._update(records, rec, revision) or lost
         next_due = RETRY_S
-        # Choices one at a time (each sees the ones before it) with their etcd writes running
-        # meanwhile, then the agent calls of every record being placed at once: the containers
-        # of a failed node move in parallel.
+        # Choices one at a time (each sees the ones before it), then their etcd writes, then
+        # the agent calls of every record being placed, PASS_CONCURRENCY at a time: the
+        # containers of a failed node move in parallel.
         choices: list[tuple[LogicalContainer, int, int | None]] = []
         for rec, rev in list(records.values()):
             if rec.state == FAILED:
@@ -323,14 +323,7 @@ class Rescheduler:
         rec.updated_at_ns = time.time_ns()
         # One transaction, while the record is still this plan: the name and the desired
         # record move to the copy, the old copy's status goes, the record says `placed`.
-        puts = [
-            Put(
-                keys.container(cid),
-                desired_record(cid, rec.name, rec.node_id, body).SerializeToString(),
-            )
-        ]
-        if rec.name:
-            puts.append(Put(keys.name(rec.name), cid.encode()))
+        puts = created_puts(keys, cid, rec.name, rec.node_id, body)
         puts.append(Put(keys.logical(rec.swarm_id), rec.SerializeToString()))
         revision = await self.cluster.kv.txn(
             [ModRevisionIs(keys.logical(rec.swarm_id), rev)],

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from manager.cluster import Cluster, Placement
 from manager.container_index import ContainerIndex
+from proto.docker.errors import NotFound
 from proto.keys import Keys
 from proto.kv import WatchEvent
 from proto.logical import SWARM_ID_LABEL
@@ -115,3 +118,21 @@ def _images(cluster: Cluster, node_id: str, tags: list[str]) -> None:
     record = NodeImages(node_id=node_id, images_json=json.dumps(rows).encode())
     key = cluster.keys.images(node_id)
     cluster.node_images.apply(WatchEvent("put", key, record.SerializeToString(), 1))
+
+
+async def test_references_resolve_from_the_view_without_asking_any_node() -> None:
+    cluster = _cluster(3)
+    cluster.stub = _no_agent  # type: ignore[method-assign]
+    cid = "c" * 64
+    cluster.statuses[cid] = _status(cid, "id2", "web", SID)
+    assert await cluster.resolve("web") == ("id2", cid)
+    assert await cluster.resolve(SID[:12]) == ("id2", cid)
+    assert await cluster.resolve("node-2/web") == ("id2", cid)
+    assert await cluster.resolve(cid[:5]) == ("id2", cid)
+    with pytest.raises(NotFound) as err:
+        await cluster.resolve("nosuch")  # not known to the view: no node is asked
+    assert err.value.message == "No such container: nosuch"
+
+
+def _no_agent(node_id: str) -> None:
+    raise AssertionError(f"node {node_id} was asked")

@@ -61,14 +61,14 @@ def test_puts_and_deletes_follow_the_records() -> None:
     first = put("n1", [BUSYBOX], 3)
     images.load([Entry(first.key, first.value, 3, 3, 1)], 7)
     assert images.revision == 7
-    assert images.names_of("n1") == {BUSYBOX["Id"], "busybox:latest"}
+    assert images.names.get("n1", set()) == {BUSYBOX["Id"], "busybox:latest"}
     images.apply(put("n2", [APP, BUSYBOX], 8))
     assert images.count(["n1", "n2"]) == 3
     assert images.count(["n2"]) == 2
     images.apply(put("n1", [], 9))  # rmi busybox on n1
-    assert images.names_of("n1") == set() and images.count(["n1"]) == 0
+    assert images.names.get("n1", set()) == set() and images.count(["n1"]) == 0
     images.apply(WatchEvent("delete", KEYS.images("n2"), b"", 10))  # its lease ran out
-    assert images.rows_of("n2") == [] and images.names_of("n2") == set()
+    assert images.rows_of("n2") == [] and images.names.get("n2", set()) == set()
     assert images.revision == 10
 
 
@@ -123,7 +123,7 @@ async def test_catch_up_waits_for_the_watch() -> None:
     assert not waiting.done()
     images.apply(put("n1", [BUSYBOX], 5))
     await waiting
-    assert images.names_of("n1")
+    assert images.names.get("n1", set())
 
 
 async def test_catch_up_answers_anyway_when_etcd_is_away() -> None:
