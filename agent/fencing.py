@@ -282,10 +282,20 @@ class PeerClient:
             )
         except Exception as e:  # any failure is "did not answer"
             log.info("peer %s (%s) did not answer: %s", peer_id, addr, e)
+            # Its channel goes: a channel left to a dead or unreachable peer redials it every
+            # second in the background (proto/rpc.py's back-off), and a node that lost etcd in
+            # a 1,000-node cluster would go on dialling hundreds of them long after.
+            await self._drop(peer_id)
             return None
         if reply.node_id != peer_id:
             return None  # someone else lives at that address now
         return PeerAnswer(reply.node_id, reply.etcd_reachable, reply.last_keepalive_age_ms)
+
+    async def _drop(self, peer_id: str) -> None:
+        cached = self._stubs.pop(peer_id, None)
+        if cached is not None:
+            with contextlib.suppress(Exception):
+                await cached[1].channel.close()  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         for _, stub in self._stubs.values():

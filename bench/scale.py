@@ -253,8 +253,8 @@ def result(big: Figures, small: Figures | None) -> dict[str, object]:
         "etcd_db_mib": _r(big.etcd.db_mib if big.etcd else None),
         "etcd_db_in_use_mib": _r(big.etcd.in_use_mib if big.etcd else None),
         "etcd_idle_keys": dict(big.idle.keys) if big.idle else {},
-        "hollow_ttl": dev_hollow.TTL,
-        "hollow_heartbeat": dev_hollow.HEARTBEAT,
+        "hollow_ttl": dev_hollow.lease_settings(big.shared_lease)[1],
+        "hollow_heartbeat": dev_hollow.lease_settings(big.shared_lease)[0],
         "hollow_shared_lease": big.shared_lease,
         "real_ttl": dev_layout.TTL,
     }
@@ -317,7 +317,7 @@ def table(big: Figures, small: Figures | None, res: dict[str, object]) -> list[s
             f"mass failover: hollow host {fo.host} ({fo.nodes} nodes) SIGKILLed, "
             f"{fo.reschedulable} reschedulable containers, {len(fo.replaced)} replaced; "
             f"leases expired after {res['mass_failover_leases_expired_s']} s "
-            f"(TTL {dev_hollow.TTL}, heartbeat {dev_hollow.HEARTBEAT}); p50 "
+            f"(TTL {res['hollow_ttl']}, heartbeat {res['hollow_heartbeat']}); p50 "
             f"{res['mass_failover_p50_s']} s, p99 {res['mass_failover_p99_s']} s; "
             f"duplicates {len(fo.duplicates)}, lost {fo.lost} ({fo.polls} listings)"
         )

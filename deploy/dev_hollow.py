@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from deploy import dev_layout
 from deploy.dev_certs import dev_tls, ensure_ca
 from deploy.dev_layout import (
     CERTS,
@@ -42,10 +43,19 @@ from deploy.dev_processes import (
 HOLLOW = "hollow"  # the hosts' certificate name
 NAME_PREFIX = "hollow-"
 MAX_HOLLOW = 5000
-# Keep-alives of hollow nodes: slower than the real dev nodes' 250 ms (a thousand nodes in one
-# process), still well inside a failover drill's patience.
+# Keep-alives of hollow nodes with a lease each: slower than the real dev nodes' 250 ms (a
+# thousand nodes in one process), still well inside a failover drill's patience. A host
+# sharing one lease among its nodes renews it as the real dev nodes do theirs (one keep-alive
+# per host, not per node): its nodes are then lost as fast as a real node.
 HEARTBEAT = "1s"
 TTL = "5s"
+
+
+def lease_settings(shared_lease: bool) -> tuple[str, str]:
+    """(heartbeat, TTL) of the hollow hosts' leases."""
+    return (dev_layout.HEARTBEAT, dev_layout.TTL) if shared_lease else (HEARTBEAT, TTL)
+
+
 STOP_GRACE_S = 30.0  # SIGTERM: every node revokes its lease first
 
 
@@ -68,8 +78,9 @@ def host_slices(count: int, per_host: int) -> list[tuple[int, int]]:
     return [(first, min(per_host, count - first)) for first in range(0, count, per_host)]
 
 
-def hollow_command(count: int, first: int = 0) -> list[str]:
+def hollow_command(count: int, first: int = 0, shared_lease: bool = False) -> list[str]:
     tls = dev_tls(HOLLOW)
+    heartbeat, ttl = lease_settings(shared_lease)
     return [
         sys.executable,
         "-m",
@@ -88,15 +99,16 @@ def hollow_command(count: int, first: int = 0) -> list[str]:
         "--listen-host",
         "127.0.0.1",
         "--heartbeat",
-        HEARTBEAT,
+        heartbeat,
         "--ttl",
-        TTL,
+        ttl,
         "--tlscacert",
         tls.ca,
         "--tlscert",
         tls.cert,
         "--tlskey",
         tls.key,
+        *(["--shared-lease"] if shared_lease else []),
     ]
 
 
@@ -150,7 +162,7 @@ def start_hollow(
     # manager with mutual TLS at once (1,000 nodes, 2,000 etcd connections) starve two cores
     # until leases lapse and nothing registers.
     for index, (first, n) in enumerate(host_slices(count, per_host)):
-        cmd = hollow_command(n, first) + (["--shared-lease"] if shared_lease else [])
+        cmd = hollow_command(n, first, shared_lease)
         pid = _spawn(cmd, host_log(index)).pid
         hosts.append({"index": index, "first": first, "count": n, "pid": pid, "cmd": cmd})
         save_state(state)

@@ -5,10 +5,11 @@ revision (docs/failover.md, "Manager side")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from proto.keys import Keys
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 POLICY_LABEL = "com.docker.swarm.reschedule-policies"
 ON_NODE_FAILURE = "on-node-failure"
 CAS_ATTEMPTS = 20
+# swap_all's transactions: etcd takes 128 operations and 1.5 MiB per request by default.
+SWAP_BATCH = 64
+SWAP_BATCH_BYTES = 512 * 1024
 
 
 def is_reschedulable(labels: dict[str, str]) -> bool:
@@ -110,6 +114,36 @@ class LogicalStore:
         key = self.keys.logical(rec.swarm_id)
         put = Put(key, rec.SerializeToString())
         return await self.kv.txn([ModRevisionIs(key, mod_revision)], [put])
+
+    async def swap_all(self, items: Sequence[tuple[LogicalContainer, int]]) -> list[int]:
+        """`swap` of every (record, mod revision), a batch of records per transaction (a
+        mass failover marks a thousand records at once): the revision each was written at,
+        0 where its key had changed. A batch whose compares do not all hold is done again
+        one record at a time, so only the records that changed lose."""
+        now = time.time_ns()
+        batches: list[list[tuple[LogicalContainer, int, Put]]] = [[]]
+        size = 0
+        for rec, rev in items:
+            rec.updated_at_ns = now
+            put = Put(self.keys.logical(rec.swarm_id), rec.SerializeToString())
+            if batches[-1] and (
+                len(batches[-1]) >= SWAP_BATCH or size + len(put.value) > SWAP_BATCH_BYTES
+            ):
+                batches.append([])
+                size = 0
+            batches[-1].append((rec, rev, put))
+            size += len(put.value)
+
+        async def one(batch: list[tuple[LogicalContainer, int, Put]]) -> list[int]:
+            compares = [ModRevisionIs(put.key, rev) for _, rev, put in batch]
+            revision = await self.kv.txn(compares, [put for _, _, put in batch])
+            if revision:
+                return [revision] * len(batch)
+            alone = (self.kv.txn([ModRevisionIs(put.key, rev)], [put]) for _, rev, put in batch)
+            return list(await asyncio.gather(*alone))
+
+        done = await asyncio.gather(*(one(b) for b in batches if b))
+        return [revision for batch in done for revision in batch]
 
     async def update(
         self, swarm_id: str, change: Callable[[LogicalContainer], bool]

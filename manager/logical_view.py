@@ -6,6 +6,8 @@ still listed and resolved, from the record itself."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,8 @@ class LogicalView:
     # Swarm ids of the records being rescheduled (unsettled, with a node they move from),
     # kept on every change: a create's name check must not scan 30,000 records.
     moving: set[str]
+    logical_seen: int  # the highest revision applied (events come in revision order)
+    logical_advanced: asyncio.Event  # set on every event applied
 
     def _labels_of(self, cid: str) -> Mapping[str, str]:
         raise NotImplementedError
@@ -46,6 +50,8 @@ class LogicalView:
 
     def _apply_logical(self, event: WatchEvent) -> None:
         swarm_id = self.keys.swarm_id(event.key)
+        self.logical_seen = max(self.logical_seen, event.mod_revision)
+        self.logical_advanced.set()
         self.moving.discard(swarm_id)
         if event.kind == "delete":
             self.logical_records.pop(swarm_id, None)
@@ -67,6 +73,21 @@ class LogicalView:
         copy = LogicalContainer()
         copy.CopyFrom(rec)
         return copy, rev
+
+    async def logical_caught_up(self, revision: int, timeout: float) -> bool:
+        """Wait until the watched records include every write up to `revision` (one of ours:
+        a write to logical/ comes back as an event of that revision or a later one); False
+        when the watch is still behind after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.logical_seen < revision:
+            self.logical_advanced.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.logical_advanced.wait(), remaining)
+        return True
 
     def is_stale_copy(self, node_id: str, cid: str, labels: Mapping[str, str]) -> bool:
         """A copy its logical record says was replaced, by the agents' own rule (the manager

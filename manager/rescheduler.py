@@ -10,9 +10,10 @@ States of `logical/<swarm-id>` (docs/failover.md, "Manager side"):
 A `docker create` left `placing` by a crashed manager (its intent: generation 1, no node it moves
 from) is never created here: adopted if its node made it, else dropped (manager/create_intent.py).
 
-One task makes every transition. Choices are made one record at a time under the schedule
-lock (and reserved as in-flight creates); the agent calls (list, create, start) of all records
-being placed then run concurrently outside it, each with its deadline.
+One task makes every transition. The failed marks of a pass are written in a few
+transactions; then every record goes its own way concurrently (bounded): its choice is made
+under the schedule lock (one at a time, reserved as an in-flight create), written, and the
+agent calls (list, create, start) run outside the lock, each with its deadline.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ PAUSE_ENV = "FLOTILLA_TEST_PAUSE_AFTER_PLACING_S"
 # containers move in seconds, without 3,000 calls opened at the same moment.
 PASS_CONCURRENCY = 64
 NOTHING_WRITTEN = -1  # a phase's answer for a record it left as it was
+# How long a pass waits for the watched logical/ records to show the last pass's writes before
+# it reads them all from etcd instead.
+WATCH_LAG_S = 2.0
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = PASS_CONCURRENCY) -> list[T]:
@@ -94,6 +98,11 @@ class Rescheduler:
         # no copy of it can exist, so its target is not listed first (one call less per move).
         self.unattempted: set[tuple[str, int]] = set()
         self.intent_settle_ns = SETTLE_NS  # before an intent its node never acted on is dropped
+        # The last revision a pass wrote, which the watched records must show before the next
+        # pass works from them; `reread`: a swap lost (someone else wrote), or an intent was
+        # resolved (its writes are not counted here): the next pass reads etcd instead.
+        self.written = 0
+        self.reread = True
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -139,10 +148,9 @@ class Rescheduler:
         """Advance every record as far as it can go now; seconds until the next due time
         (None: nothing unsettled, wait for a node to come or go).
 
-        The records are read once per pass and each phase goes on from what the one before
-        wrote (a record whose swap lost is left to the next pass, which comes at once): at
-        30,000 containers a read of `logical/` is the pass's biggest cost."""
-        records = {rec.swarm_id: (rec, rev) for rec, rev in await self.cluster.logical.all()}
+        Each phase goes on from what the one before wrote (a record whose swap lost is left
+        to the next pass, which comes at once)."""
+        records = await self._records()
         now = time.time_ns()
         lost = False
         failing = [
@@ -150,47 +158,66 @@ class Rescheduler:
             for rec, rev in records.values()
             if rec.state == PLACED and rec.reschedule and rec.node_id not in self.cluster.nodes
         ]
+        for rec, _ in failing:
+            self._mark_failed(rec, now)
         for (rec, _), revision in zip(
-            failing,
-            await bounded(self._mark_failed(rec, rev, now) for rec, rev in failing),
-            strict=True,
+            failing, await self.cluster.logical.swap_all(failing), strict=True
         ):
+            if revision:
+                log.info(
+                    "node %s failed: %s (%s) will be rescheduled",
+                    rec.previous_node_id,
+                    rec.name,
+                    rec.swarm_id[:12],
+                )
             lost = self._update(records, rec, revision) or lost
         next_due = RETRY_S
-        # Choices one at a time (each sees the ones before it), then their etcd writes, then
-        # the agent calls of every record being placed, PASS_CONCURRENCY at a time: the
-        # containers of a failed node move in parallel.
-        choices: list[tuple[LogicalContainer, int, int | None]] = []
+        # Each record goes its whole way (choice, its write, the agent calls) beside the
+        # others, PASS_CONCURRENCY at a time: the containers of a failed node move in
+        # parallel, and the first are created while the last are still being chosen (one
+        # at a time under the lock, each seeing the ones before it).
+        work: list[tuple[LogicalContainer, Awaitable[int]]] = []
         for rec, rev in list(records.values()):
-            if rec.state == FAILED:
+            if rec.state == PLACING:
+                work.append((rec, self._finish(rec, rev)))
+            elif rec.state == PENDING:
+                work.append((rec, self._place(rec, rev)))
+            elif rec.state == FAILED:
                 due = rec.node_failed_at_ns + self.margin_ns
                 if time.time_ns() < due:
                     next_due = min(next_due, (due - time.time_ns()) / 1e9)
-                    continue
-            elif rec.state != PENDING:
-                continue
-            choice = await self._choose(rec)
-            if choice is not False:
-                choices.append((rec, rev, choice))
-        revisions = await bounded(self._record_choice(*choice) for choice in choices)
-        for (rec, _, _), revision in zip(choices, revisions, strict=True):
-            lost = self._update(records, rec, revision) or lost
-        if self.pause_s and any(token is not None for _, _, token in choices):
-            await asyncio.sleep(self.pause_s)
-        placing = [(r, v) for r, v in records.values() if r.state == PLACING]
-        for (rec, _), revision in zip(
-            placing, await bounded(self._finish(r, v) for r, v in placing), strict=True
-        ):
+                else:
+                    work.append((rec, self._place(rec, rev)))
+        for (rec, _), revision in zip(work, await bounded(call for _, call in work), strict=True):
             lost = self._update(records, rec, revision) or lost
         if self.metrics is not None:
             self.metrics.pending.set(sum(1 for r, _ in records.values() if r.state == PENDING))
+        self.written = max([self.written, *(rev for _, rev in records.values())])
         if lost:
             return 0.0
         return next_due if any(r.state in UNSETTLED for r, _ in records.values()) else None
 
-    @staticmethod
+    async def _records(self) -> dict[str, tuple[LogicalContainer, int]]:
+        """The records a pass works on, as copies (the phases change them): the unsettled
+        ones, and the placed ones whose node is gone. From the watched records once they
+        show the last pass's writes; otherwise (a swap lost, the watch is behind, or the
+        first pass) all of `logical/` read from etcd, which at 30,000 containers costs more
+        than the rest of a pass."""
+        cluster = self.cluster
+        if self.reread or not await cluster.logical_caught_up(self.written, WATCH_LAG_S):
+            self.reread = False
+            return {rec.swarm_id: (rec, rev) for rec, rev in await cluster.logical.all()}
+        out = {}
+        for sid, rec in cluster.logical_records.items():
+            if rec.state == PLACED and (not rec.reschedule or rec.node_id in cluster.nodes):
+                continue
+            copy = cluster.logical_copy(sid)
+            if copy is not None:
+                out[sid] = copy
+        return out
+
     def _update(
-        records: dict[str, tuple[LogicalContainer, int]], rec: LogicalContainer, revision: int
+        self, records: dict[str, tuple[LogicalContainer, int]], rec: LogicalContainer, revision: int
     ) -> bool:
         """Keep what a phase wrote (`revision` > 0), or forget a record whose swap lost
         (revision 0: it changed under us). -1: nothing written. True when a swap lost."""
@@ -198,12 +225,12 @@ class Rescheduler:
             records[rec.swarm_id] = (rec, revision)
         elif revision == 0:
             records.pop(rec.swarm_id, None)
+            self.reread = True
             return True
         return False
 
-    async def _mark_failed(self, rec: LogicalContainer, rev: int, now: int) -> int:
-        """placed -> failed, its node having no live key. The revision written (0: lost)."""
-        seen = self.failed_nodes.get(rec.node_id, now)
+    def _mark_failed(self, rec: LogicalContainer, now: int) -> None:
+        """placed -> failed (in `rec`; the caller writes it), its node having no live key."""
         rec.state = FAILED
         rec.previous_node_id = rec.node_id
         rec.previous_container_id = rec.container_id
@@ -212,18 +239,23 @@ class Rescheduler:
         # record); after it, the copy there is stale and removed.
         rec.node_id = ""
         rec.container_id = ""
-        rec.node_failed_at_ns = seen
+        rec.node_failed_at_ns = self.failed_nodes.get(rec.previous_node_id, now)
         # `start` is the intent kept by start/stop/kill, not the last status: an agent that
         # stops fences its containers (they exit) before its lease goes.
-        revision = await self.cluster.logical.swap(rec, rev)
-        if revision:
-            log.info(
-                "node %s failed: %s (%s) will be rescheduled",
-                rec.previous_node_id,
-                rec.name,
-                rec.swarm_id[:12],
-            )
-        return revision
+
+    async def _place(self, rec: LogicalContainer, rev: int) -> int:
+        """A failed (margin passed) or pending record's way: chosen, the choice written, and
+        placed when a node fits. The last revision written; 0: a swap lost; NOTHING_WRITTEN."""
+        choice = await self._choose(rec)
+        if choice is False:
+            return NOTHING_WRITTEN
+        revision = await self._record_choice(rec, rev, choice)
+        if not revision or rec.state != PLACING:
+            return revision
+        if self.pause_s:
+            await asyncio.sleep(self.pause_s)
+        finished = await self._finish(rec, revision)
+        return revision if finished == NOTHING_WRITTEN else finished
 
     async def _choose(self, rec: LogicalContainer) -> int | None | bool:
         """The scheduler's choice for a failed or pending record, made on `rec`: placing on
@@ -268,7 +300,9 @@ class Rescheduler:
             return NOTHING_WRITTEN
         if is_create_intent(rec):
             # A `docker create` this manager is not finishing: adopted or dropped, never made.
-            await resolve(self.cluster, rec, rev, self.intent_settle_ns)
+            if rec.swarm_id not in self.cluster.creating:
+                await resolve(self.cluster, rec, rev, self.intent_settle_ns)
+                self.reread = True  # it may have written
             return NOTHING_WRITTEN
         if rec.node_id not in self.cluster.nodes:
             # The target died too, maybe with a copy already made there: choose again after
@@ -322,13 +356,14 @@ class Rescheduler:
         rec.node_failed_at_ns = 0
         rec.updated_at_ns = time.time_ns()
         # One transaction, while the record is still this plan: the name and the desired
-        # record move to the copy, the old copy's status goes, the record says `placed`.
+        # record move to the copy, the old copy's status and desired record go, the record
+        # says `placed` (so the status deletion asks nothing more: Cluster._apply_status).
         puts = created_puts(keys, cid, rec.name, rec.node_id, body)
         puts.append(Put(keys.logical(rec.swarm_id), rec.SerializeToString()))
         revision = await self.cluster.kv.txn(
             [ModRevisionIs(keys.logical(rec.swarm_id), rev)],
             puts,
-            [old_status] if old_status else [],
+            [old_status, keys.container(old_cid)] if old_status else [],
         )
         if not revision:
             # The record changed under us (removed, or another pass): the copy made is a

@@ -399,6 +399,9 @@ async def test_peer_etcd_status_over_mutual_tls(rt: Runtime, tmp_path: Any) -> N
         answer = await peers.ask("B", f"127.0.0.1:{bound_port(server)}")
         assert answer is not None and answer.node_id == "B" and not answer.etcd_reachable
         assert await strangers.ask("B", f"127.0.0.1:{bound_port(server)}") is None
+        # An answered peer's channel is kept for the next round; one that did not answer is
+        # closed, so nothing redials it in the background.
+        assert "B" in peers._stubs and "B" not in strangers._stubs
     finally:
         await peers.close()
         await strangers.close()

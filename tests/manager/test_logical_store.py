@@ -60,3 +60,39 @@ def _copy(found: tuple[LogicalContainer, int]) -> tuple[LogicalContainer, int]:
     rec = LogicalContainer()
     rec.CopyFrom(found[0])
     return rec, found[1]
+
+
+async def test_swap_all_batches_and_only_changed_records_lose(etcd: Any) -> None:  # noqa: ANN401
+    """A mass failover's marks: many records a transaction; a batch with one changed record is
+    done again one by one, so only that one loses; a large record starts a batch of its own."""
+    from manager import logical
+
+    kv = await KV.connect([etcd.endpoint])
+    try:
+        keys = Keys("/swap-all")
+        store = LogicalStore(kv, keys)
+        recs = [LogicalContainer(swarm_id=f"{i:064x}", state=PLACED) for i in range(150)]
+        recs[7].create_json = b"x" * (logical.SWAP_BATCH_BYTES - 10)  # alone in its batch
+        revisions = [await store.swap(r, 0) for r in recs]
+        assert all(revisions)
+        before = await _revision(kv)
+        # Someone else changes record 100 meanwhile.
+        assert await store.swap(_copy((recs[100], revisions[100]))[0], revisions[100])
+        for r in recs:
+            r.state = "failed"
+        written = await store.swap_all(list(zip(recs, revisions, strict=True)))
+        assert written[100] == 0 and all(written[i] for i in range(150) if i != 100)
+        # 150 records: batches of at most SWAP_BATCH, the large one alone, the changed
+        # record's batch again one by one: far fewer transactions than records.
+        assert await _revision(kv) - before - 1 < 150 // 2
+        for i in (0, 7, 149):
+            found = await store.get(recs[i].swarm_id)
+            assert found is not None and found[0].state == "failed"
+        found = await store.get(recs[100].swarm_id)
+        assert found is not None and found[0].state == PLACED
+    finally:
+        await kv.close()
+
+
+async def _revision(kv: KV) -> int:
+    return (await kv.snapshot("/swap-all/nothing-here/"))[1]
