@@ -26,20 +26,26 @@ class ContainersMixin(ServiceBase):
         # A manager that crashed after this create and before recording it repeats it.
         existing = identity.same_generation(self.rt, body)
         if existing is not None:
-            return pb.ContainerCreateReply(id=existing, warnings=[])
-        rec = await self.rt.create(body, request.name or None)
+            cid = existing
+        else:
+            cid = (await self.rt.create(body, request.name or None)).id
+        if request.start and self.rt.get(cid).status != "running":
+            await self._start(cid, hold_output=False)
         await self.reported()
-        return pb.ContainerCreateReply(id=rec.id, warnings=[])
+        return pb.ContainerCreateReply(id=cid, warnings=[], started=request.start)
 
     @rpc
     async def ContainerStart(self, request: pb.ContainerStartRequest, context: Any) -> pb.Empty:
-        if self.fence is not None and identity.is_replacement(self.rt.get(request.id)):
+        await self._start(request.id, request.hold_output)
+        await self.reported()
+        return pb.Empty()
+
+    async def _start(self, cid: str, hold_output: bool) -> None:
+        if self.fence is not None and identity.is_replacement(self.rt.get(cid)):
             # Its old copy may be on a node that extended its deadline because this one said
             # it could not reach etcd: not before that extension has run out.
             await asyncio.sleep(self.fence.replacement_hold_s())
-        await self.rt.start(request.id, hold_output=request.hold_output)
-        await self.reported()
-        return pb.Empty()
+        await self.rt.start(cid, hold_output=hold_output)
 
     @rpc
     async def ContainerStop(self, request: pb.ContainerStopRequest, context: Any) -> pb.Empty:

@@ -319,7 +319,8 @@ def table(big: Figures, small: Figures | None, res: dict[str, object]) -> list[s
             f"leases expired after {res['mass_failover_leases_expired_s']} s "
             f"(TTL {res['hollow_ttl']}, heartbeat {res['hollow_heartbeat']}); p50 "
             f"{res['mass_failover_p50_s']} s, p99 {res['mass_failover_p99_s']} s; "
-            f"duplicates {len(fo.duplicates)}, lost {fo.lost} ({fo.polls} listings)"
+            f"duplicates {len(fo.duplicates)}, lost {fo.lost} "
+            f"({fo.status_events} status changes watched)"
         )
     lines.append(f"logical containers running twice after the fill: {big.duplicates_after_fill}")
     lines += [f"fill error: {e.strip()}" for e in big.fill_errors[:5]]

@@ -1,15 +1,20 @@
 """Mass failover for bench/scale.py: one hollow host (all its nodes) killed hard at once, as a
-machine dying, and every reschedulable container it ran followed through the Engine API.
+machine dying, and every reschedulable container it ran followed through etcd and the Engine API.
 
   detection   = kill → the last of the host's node records gone from etcd (leases expired);
   replacement = kill → the logical record of that container (`logical/<swarm id>` in etcd,
                 watched) placed on a node that survived: the manager writes it once the copy
                 there is created and started (its `updated_at_ns`, the manager's clock);
                 confirmed running by `docker ps` at the end;
-  duplicate   = a logical container listed running twice on surviving nodes at one listing
-                (`docker ps` every LIST_S during the move, and at the end);
+  duplicate   = a logical container running twice on surviving nodes at one moment: the
+                nodes' own status records (`status/<node>/<cid>`, watched: every change, not a
+                sample) during the move, and `docker ps` at the end;
   lost        = a reschedulable container of the victim never replaced, or one on a surviving
                 node no longer running at the end.
+
+The status records are watched rather than `docker ps` polled during the move: a listing of
+30,000 rows costs the manager (and this client) most of a second of the CPU the move is
+measured on, and a poll every few seconds would miss a second copy that ran in between.
 """
 
 from __future__ import annotations
@@ -21,12 +26,11 @@ from dataclasses import dataclass, field
 from bench import scale_probes as probes
 from deploy import dev_hollow
 from deploy import devcluster as dc
+from proto.records_pb2 import ContainerStatus
 
-SETTLE_S = 3.0  # listings kept after the last replacement: a late second copy would show
-# Between two duplicate checks: a listing of 30,000 rows costs the manager most of a second of
-# CPU, which the rescheduling it measures needs (the times come from etcd, not from these).
-LIST_S = 3.0
+SETTLE_S = 3.0  # watched after the last replacement: a late second copy would show
 WATCH_OPEN_S = 0.5
+POLL_S = 0.2  # how often the loop looks whether every container was replaced (no I/O)
 
 
 @dataclass
@@ -38,7 +42,7 @@ class MassFailover:
     leases_expired_s: float | None = None
     duplicates: set[str] = field(default_factory=set)
     lost: int = 0
-    polls: int = 0
+    status_events: int = 0  # status records seen change during the move
 
 
 def _running_elsewhere(rows: list[dict], victims: set[str]) -> dict[str, list[str]]:
@@ -65,9 +69,6 @@ async def _leases_gone(victims: set[str], t0: float, timeout: float) -> float | 
             return time.monotonic() - t0
         await asyncio.sleep(0.2)
     return None
-
-
-POLL_S = 0.5  # between two listings: a replacement's time is known within this + one listing
 
 
 async def _node_ids(names: set[str]) -> set[str]:
@@ -104,6 +105,55 @@ async def _placed_times(
         await kv.close()
 
 
+class RunningCopies:
+    """The running copies of each logical container on the nodes not excluded (the victims),
+    from status records as they change; `duplicates`: those ever running twice at once."""
+
+    def __init__(self, excluded_nodes: set[str]) -> None:
+        self.excluded = excluded_nodes
+        self.running: dict[str, set[str]] = {}  # swarm id -> status keys of its running copies
+        self.owner: dict[str, str] = {}  # status key -> swarm id
+        self.duplicates: set[str] = set()
+
+    def apply(self, node_id: str, key: str, st: ContainerStatus | None) -> None:
+        """`st`: the record put at `key` (None: deleted)."""
+        sid = self.owner.pop(key, None)
+        if sid is not None:
+            self.running[sid].discard(key)
+        if st is None or node_id in self.excluded:
+            return
+        sid = st.labels.get(probes.SWARM_ID)
+        if sid and st.state == "running":
+            self.owner[key] = sid
+            copies = self.running.setdefault(sid, set())
+            copies.add(key)
+            if len(copies) > 1:
+                self.duplicates.add(sid)
+
+
+async def _watch_copies(copies: RunningCopies, res: MassFailover) -> None:
+    """Until cancelled: `copies` fed from the status records, from now on."""
+    from proto.keys import Keys
+    from proto.kv import KV
+
+    kv = await KV.connect([dc.etcd_endpoint()])
+    keys = Keys(dc.PREFIX)
+
+    def apply(key: str, value: bytes | None) -> None:
+        st = None if value is None else ContainerStatus.FromString(value)
+        copies.apply(keys.status_ids(key)[0], key, st)
+
+    try:
+        entries, revision = await kv.snapshot(keys.status_prefix())
+        for e in entries:
+            apply(e.key, e.value)
+        async for event in kv.watch_prefix(keys.status_prefix(), revision + 1):
+            res.status_events += 1
+            apply(event.key, event.value if event.kind == "put" else None)
+    finally:
+        await kv.close()
+
+
 async def mass_failover(host: int, timeout: float) -> MassFailover:
     async with probes.client() as s:
         before = await probes.containers(s, label=probes.RESCHEDULE_LABEL)
@@ -118,36 +168,30 @@ async def mass_failover(host: int, timeout: float) -> MassFailover:
         ids = await _node_ids(victim_names)
         # The records' times are the manager's wall clock (the same machine's): from the kill.
         kill_ns = [0]
-        placed = asyncio.create_task(_placed_times(targets, ids, kill_ns, res.replaced))
-        await asyncio.sleep(WATCH_OPEN_S)  # the watch is open before the kill
+        copies = RunningCopies(ids)
+        watches = [
+            asyncio.create_task(_placed_times(targets, ids, kill_ns, res.replaced)),
+            asyncio.create_task(_watch_copies(copies, res)),
+        ]
+        await asyncio.sleep(WATCH_OPEN_S)  # the watches are open before the kill
         kill_ns[0] = time.time_ns()
         t0 = time.monotonic()
         victims = set(dc.kill_hollow(host))
         leases = asyncio.create_task(_leases_gone(victims, t0, timeout))
-        done_at: float | None = None
-        rows: list[dict] = []
         try:
-            while time.monotonic() - t0 < timeout:
-                if len(res.replaced) == len(targets):
-                    done_at = done_at or time.monotonic()
-                try:
-                    rows = await probes.containers(s, label=probes.RESCHEDULE_LABEL)
-                except (probes.ApiError, OSError) as e:
-                    print(f"  ps during failover: {e}", flush=True)
-                    await asyncio.sleep(0.2)
-                    continue
-                res.polls += 1
-                for sid, nodes in _running_elsewhere(rows, victims).items():
-                    if len(nodes) > 1:
-                        res.duplicates.add(sid)
-                if done_at is not None and time.monotonic() - done_at >= SETTLE_S:
-                    break
-                await asyncio.sleep(LIST_S)
+            while time.monotonic() - t0 < timeout and len(res.replaced) < len(targets):
+                await asyncio.sleep(POLL_S)
+            await asyncio.sleep(SETTLE_S)
         finally:
-            placed.cancel()
-            await asyncio.gather(placed, return_exceptions=True)
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
         res.leases_expired_s = await leases
-        running = set(_running_elsewhere(rows, victims))
+        res.duplicates |= copies.duplicates
+        rows = await probes.containers(s, label=probes.RESCHEDULE_LABEL)
+        listed = _running_elsewhere(rows, victims)
+        res.duplicates |= {sid for sid, nodes in listed.items() if len(nodes) > 1}
+        running = set(listed)
         for sid in [sid for sid in res.replaced if sid not in running]:
             del res.replaced[sid]  # placed, but not running at the end: not replaced
         res.lost = len(targets - set(res.replaced)) + len(elsewhere_before - running)

@@ -149,7 +149,7 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             (image_entries, image_rev),
         ) = await asyncio.gather(
             *(
-                self.kv.snapshot(prefix)
+                self.kv.snapshot(prefix, keys_only=prefix == keys.containers_prefix())
                 for prefix in (
                     keys.containers_prefix(),
                     keys.nodes_prefix(),
@@ -160,7 +160,6 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
                 )
             )
         )
-        desired = {keys.container_id(e.key): e.value for e in desired_entries}
         self.node_images.load(image_entries, image_rev)
         for e in logical_entries:
             try:
@@ -172,14 +171,15 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             self._apply_member(WatchEvent("put", e.key, e.value, e.mod_revision))
         for e in node_entries:
             self._apply_node(WatchEvent("put", e.key, e.value, e.mod_revision))
-        for e in status_entries:
-            cid = keys.status_ids(e.key)[1]
-            st = ContainerStatus.FromString(e.value)
+        statuses = [
+            (keys.status_ids(e.key)[1], ContainerStatus.FromString(e.value)) for e in status_entries
+        ]
+        desired = await self._desired_needed(
+            {keys.container_id(e.key) for e in desired_entries}, statuses
+        )
+        for cid, st in statuses:
             raw = desired.pop(cid, None)
-            # The status carries the node's HostConfig (reservations, bindings), all the view
-            # needs but for a host-network container's exposed ports (in the create body's
-            # Config): parsing 30,000 create bodies only to drop them was most of a restart.
-            if raw is not None and (not st.host_config_json or b'"host"' in st.host_config_json):
+            if raw is not None:
                 self._load_desired(raw)
             self._set_status(cid, st)
         for raw in desired.values():
@@ -211,6 +211,26 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             ),
         ]
         self.ready.set()
+
+    async def _desired_needed(
+        self, desired_ids: set[str], statuses: list[tuple[str, ContainerStatus]]
+    ) -> dict[str, bytes]:
+        """The desired records (create bodies) start-up needs, by container ID: those of
+        containers no node reports yet, and of those whose status is not enough — it carries
+        the node's HostConfig (reservations, bindings), all the view needs but for a
+        host-network container's exposed ports (in the body's Config). At rest that is
+        none: 30,000 bodies were read and parsed only to be dropped."""
+        reported = set()
+        need = set()
+        for cid, st in statuses:
+            reported.add(cid)
+            if cid in desired_ids and (not st.host_config_json or b'"host"' in st.host_config_json):
+                need.add(cid)
+        need |= desired_ids - reported
+        if not need:
+            return {}
+        entries, _ = await self.kv.snapshot(self.keys.containers_prefix())
+        return {cid: e.value for e in entries if (cid := self.keys.container_id(e.key)) in need}
 
     def _load_desired(self, raw: bytes) -> None:
         """Our placement of a container from its desired record (the create body)."""

@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
-from pyroute2 import IPRoute
-
 from proto.docker.errors import DockerError, InvalidParameter, NotFound
 
 # dockerd's default pool for global-scope (overlay) networks: 10.0.0.0/8 in /24s
@@ -121,6 +119,9 @@ def host_address(addr: str) -> IPv4Network | None:
 
 def local_networks() -> list[IPv4Network]:
     """The IPv4 networks of this host's interfaces (blocking: netlink; run it in a thread)."""
+    # Imported here: pyroute2 takes a tenth of a second to import, on every manager start.
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         out = []
         for msg in ipr.get_addr(family=socket.AF_INET):

@@ -60,20 +60,30 @@ async def _remove_stale_namesakes(cluster: Cluster, rec: LogicalContainer) -> bo
 
 
 async def create_or_find(
-    cluster: Cluster, rec: LogicalContainer, body: dict[str, Any], look_first: bool = True
+    cluster: Cluster,
+    rec: LogicalContainer,
+    body: dict[str, Any],
+    look_first: bool = True,
+    start: bool = False,
 ) -> str:
-    """The container ID of `rec` on its target node, created there unless it exists.
-    `look_first` False: no create of this generation was ever asked for, so none is looked for."""
+    """The container ID of `rec` on its target node, created there unless it exists, and with
+    `start` running. `look_first` False: no create of this generation was ever asked for, so
+    none is looked for."""
     found = await find(cluster, rec) if look_first else None
     if found is not None:
+        if start:
+            await start_quietly(cluster, rec.node_id, found)
         return found
-    request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=rec.name)
+    # Created and started in one call (a mass failover makes a thousand of them).
+    request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=rec.name, start=start)
     try:
         reply = await cluster.call(rec.node_id, lambda s: s.ContainerCreate(request))
     except DockerError as e:
         if e.status != 409 or not await _remove_stale_namesakes(cluster, rec):
             raise
         reply = await cluster.call(rec.node_id, lambda s: s.ContainerCreate(request))
+    if start and not reply.started:  # an agent that does not know `start` yet
+        await start_quietly(cluster, rec.node_id, str(reply.id))
     return str(reply.id)
 
 

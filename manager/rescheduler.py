@@ -34,7 +34,7 @@ from manager.logical import body_of, is_create_intent, with_generation
 from manager.manager_events import mark
 from manager.metrics import Metrics
 from manager.placing import choose_node, survey
-from manager.reschedule_agent import create_or_find, start_quietly
+from manager.reschedule_agent import create_or_find
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
 from proto.kv import KVError, ModRevisionIs, Put
@@ -98,11 +98,9 @@ class Rescheduler:
         # no copy of it can exist, so its target is not listed first (one call less per move).
         self.unattempted: set[tuple[str, int]] = set()
         self.intent_settle_ns = SETTLE_NS  # before an intent its node never acted on is dropped
-        # The last revision a pass wrote, which the watched records must show before the next
-        # pass works from them; `reread`: a swap lost (someone else wrote), or an intent was
-        # resolved (its writes are not counted here): the next pass reads etcd instead.
-        self.written = 0
-        self.reread = True
+        # A swap lost (someone else wrote), or an intent was resolved: the next pass reads
+        # etcd rather than the watched records.
+        self.reread = False
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -192,7 +190,6 @@ class Rescheduler:
             lost = self._update(records, rec, revision) or lost
         if self.metrics is not None:
             self.metrics.pending.set(sum(1 for r, _ in records.values() if r.state == PENDING))
-        self.written = max([self.written, *(rev for _, rev in records.values())])
         if lost:
             return 0.0
         return next_due if any(r.state in UNSETTLED for r, _ in records.values()) else None
@@ -200,11 +197,15 @@ class Rescheduler:
     async def _records(self) -> dict[str, tuple[LogicalContainer, int]]:
         """The records a pass works on, as copies (the phases change them): the unsettled
         ones, and the placed ones whose node is gone. From the watched records once they
-        show the last pass's writes; otherwise (a swap lost, the watch is behind, or the
-        first pass) all of `logical/` read from etcd, which at 30,000 containers costs more
-        than the rest of a pass."""
+        show the newest write under `logical/` (one key read, no values); otherwise (a swap
+        lost, or the watch is behind) all of `logical/` read from etcd, which at 30,000
+        containers costs more than the rest of a pass."""
         cluster = self.cluster
-        if self.reread or not await cluster.logical_caught_up(self.written, WATCH_LAG_S):
+        watched = False
+        if not self.reread:
+            newest = await cluster.kv.latest_revision(cluster.keys.logical_prefix())
+            watched = await cluster.logical_caught_up(newest, WATCH_LAG_S)
+        if not watched:
             self.reread = False
             return {rec.swarm_id: (rec, rev) for rec, rev in await cluster.logical.all()}
         out = {}
@@ -332,9 +333,9 @@ class Rescheduler:
         try:
             fresh = (rec.swarm_id, rec.generation) in self.unattempted
             self.unattempted.discard((rec.swarm_id, rec.generation))
-            cid = await create_or_find(self.cluster, rec, body, look_first=not fresh)
-            if rec.start:
-                await start_quietly(self.cluster, rec.node_id, cid)
+            cid = await create_or_find(
+                self.cluster, rec, body, look_first=not fresh, start=rec.start
+            )
         except DockerError as e:
             log.warning("cannot place %s on %s: %s (retrying)", rec.name, rec.node_id, e.message)
             return NOTHING_WRITTEN

@@ -73,20 +73,24 @@ class Event(_message.Message):
     def __init__(self, json: _Optional[bytes] = ...) -> None: ...
 
 class ContainerCreateRequest(_message.Message):
-    __slots__ = ("json", "name")
+    __slots__ = ("json", "name", "start")
     JSON_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
     json: bytes
     name: str
-    def __init__(self, json: _Optional[bytes] = ..., name: _Optional[str] = ...) -> None: ...
+    start: bool
+    def __init__(self, json: _Optional[bytes] = ..., name: _Optional[str] = ..., start: _Optional[bool] = ...) -> None: ...
 
 class ContainerCreateReply(_message.Message):
-    __slots__ = ("id", "warnings")
+    __slots__ = ("id", "warnings", "started")
     ID_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    started: bool
+    def __init__(self, id: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., started: _Optional[bool] = ...) -> None: ...
 
 class ContainerStartRequest(_message.Message):
     __slots__ = ("id", "hold_output")

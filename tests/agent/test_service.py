@@ -476,3 +476,20 @@ async def test_a_certificate_may_make_the_calls_its_role_allows(rt: Runtime, tmp
         assert not [c for c in rt.list() if c.name.startswith("/by-")]
     finally:
         await server.stop(None)
+
+
+async def test_create_with_start_runs_it_and_a_repeat_finds_it(
+    stub: agent_pb2_grpc.AgentStub,
+) -> None:
+    """A reschedule's create and start in one call; the same call again (a manager that
+    crashed before recording it) finds the running copy by swarm id and generation."""
+    labels = {"com.docker.swarm.id": "c" * 64, "com.docker.swarm.generation": "2"}
+    body = {"Image": "busybox", "Cmd": ["sleep", "60"], "Labels": labels}
+    request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name="moved", start=True)
+    first = await stub.ContainerCreate(request)
+    assert first.started
+    again = await stub.ContainerCreate(request)
+    assert again.id == first.id and again.started
+    reply = await stub.ContainerInspect(pb.ContainerRef(id=first.id))
+    assert json.loads(reply.json)["State"]["Running"] is True
+    await stub.ContainerRemove(pb.ContainerRemoveRequest(id=first.id, force=True))

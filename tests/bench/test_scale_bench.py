@@ -66,3 +66,24 @@ def test_running_elsewhere_skips_lost_nodes_and_stopped_copies() -> None:
     ]
     got = _running_elsewhere(rows, victims={"hollow-5"})
     assert got == {"a": ["hollow-1"], "b": ["hollow-2", "hollow-3"]}
+
+
+def test_running_copies_counts_a_second_copy_running_at_once() -> None:
+    from bench.scale_failover import RunningCopies
+    from proto.records_pb2 import ContainerStatus
+
+    def st(sid: str, state: str = "running") -> ContainerStatus:
+        return ContainerStatus(state=state, labels={"com.docker.swarm.id": sid})
+
+    copies = RunningCopies(excluded_nodes={"dead"})
+    copies.apply("dead", "s/dead/1", st("a"))  # the lost node's last word: not counted
+    copies.apply("n1", "s/n1/2", st("a"))
+    assert copies.duplicates == set()
+    copies.apply("n2", "s/n2/3", st("b"))
+    copies.apply("n2", "s/n2/3", st("b", "exited"))  # stopped, then another one started
+    copies.apply("n3", "s/n3/4", st("b"))
+    copies.apply("n3", "s/n3/4", None)  # removed
+    copies.apply("n1", "s/n1/5", st("b"))
+    assert copies.duplicates == set()
+    copies.apply("n3", "s/n3/6", st("a"))  # a second running copy of "a"
+    assert copies.duplicates == {"a"}
