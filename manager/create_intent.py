@@ -28,7 +28,7 @@ from typing import Any
 from manager.cluster import CALL_TIMEOUT_S, Cluster
 from manager.cluster_records import conflict_message, created_puts
 from manager.logical import CAS_ATTEMPTS, body_of, holds_identity, is_reschedulable
-from manager.reschedule_agent import find
+from manager.reschedule_agent import create_call, find
 from proto import agent_pb2 as pb
 from proto.docker.errors import Conflict, DockerError
 from proto.kv import Condition, Entry, KVError, ModRevisionIs, Put
@@ -72,7 +72,7 @@ async def create_on_node(
             await _pause_for_test(PAUSE_AFTER_INTENT_ENV)
             request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name=name)
             try:
-                reply = await cluster.call(node_id, lambda s: s.ContainerCreate(request))
+                reply = await cluster.call(node_id, lambda s: create_call(s, request))
             except DockerError as e:
                 if e.status in UNKNOWN_OUTCOME:
                     cluster.intent_left()

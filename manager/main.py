@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import logging
 import os
@@ -298,10 +297,6 @@ async def _start_cluster(cluster: Cluster, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await cluster.start()
-            # What start-up read (30,000 containers' records and their indexes) lives as
-            # long as the manager: kept out of the garbage collector's full passes, which
-            # otherwise walk all of it again and again while the first requests build theirs.
-            gc.freeze()
             return
         except KVError as e:
             log.warning("cannot read the cluster from etcd yet: %s", e)

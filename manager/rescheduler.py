@@ -13,7 +13,7 @@ from) is never created here: adopted if its node made it, else dropped (manager/
 One task makes every transition. The failed marks of a pass are written in a few
 transactions; then every record goes its own way concurrently (bounded): its choice is made
 under the schedule lock (one at a time, reserved as an in-flight create), written, and the
-agent calls (list, create, start) run outside the lock, each with its deadline.
+agent calls (list, create and start in one) run outside the lock, each with its deadline.
 """
 
 from __future__ import annotations

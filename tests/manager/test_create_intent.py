@@ -36,7 +36,9 @@ class Agent(FakeAgent):
     removed: list[str]
     cluster: FakeCluster
 
-    async def ContainerCreate(self, req: pb.ContainerCreateRequest) -> pb.ContainerCreateReply:  # noqa: N802
+    async def ContainerCreate(  # noqa: N802
+        self, req: pb.ContainerCreateRequest, wait_for_ready: bool = False
+    ) -> pb.ContainerCreateReply:
         sid = json.loads(req.json)["Labels"][SWARM_ID_LABEL]
         found = await self.cluster.logical.get(sid)
         claim = await self.cluster.kv.get(self.cluster.keys.name(req.name)) if req.name else None
@@ -45,7 +47,7 @@ class Agent(FakeAgent):
             await self.hold.wait()
         if self.refuse is not None:
             raise self.refuse
-        return await super().ContainerCreate(req)
+        return await super().ContainerCreate(req, wait_for_ready)
 
     async def ContainerRemove(self, req: pb.ContainerRemoveRequest) -> pb.Empty:  # noqa: N802
         self.containers.pop(req.id, None)
@@ -91,6 +93,7 @@ async def test_intent_before_the_node_then_one_commit(world: World) -> None:
     cid = await _create(cluster, "n1", "web", body)
     # When the node was asked, the name was claimed and the record said `placing` there.
     [(intent, claim)] = agents["n1"].seen_at_create
+    assert agents["n1"].waited_for_ready == [True]  # a channel still connecting is waited for
     assert intent is not None and claim == b""
     assert (intent.state, intent.node_id, intent.container_id) == (PLACING, "n1", "")
     assert intent.name == "web" and intent.generation == FIRST_GENERATION

@@ -46,6 +46,7 @@ class FakeAgent:
     creates: list[dict[str, Any]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     lists: int = 0  # ContainerList calls
+    waited_for_ready: list[bool] = field(default_factory=list)  # each create's gRPC flag
 
     async def ImageList(self, req: pb.ImageListRequest) -> pb.JsonReply:  # noqa: N802
         return pb.JsonReply(json=json.dumps([{"Id": "sha256:bb", "RepoTags": ["busybox:latest"]}]))
@@ -58,12 +59,17 @@ class FakeAgent:
         rows = [json.dumps(c).encode() for c in self.containers.values()]
         return pb.ContainerListReply(rows=rows)
 
-    async def ContainerCreate(self, req: pb.ContainerCreateRequest) -> pb.ContainerCreateReply:  # noqa: N802
+    async def ContainerCreate(  # noqa: N802
+        self, req: pb.ContainerCreateRequest, wait_for_ready: bool = False
+    ) -> pb.ContainerCreateReply:
         body = json.loads(req.json)
         cid = f"{self.node_id}-{len(self.creates)}".ljust(64, "0")
         self.creates.append(body)
+        self.waited_for_ready.append(wait_for_ready)
         self.containers[cid] = {"Id": cid, "Names": [f"/{req.name}"], "Labels": body["Labels"]}
-        return pb.ContainerCreateReply(id=cid)
+        if req.start:
+            self.started.append(cid)
+        return pb.ContainerCreateReply(id=cid, started=req.start)
 
     async def ContainerStart(self, req: pb.ContainerStartRequest) -> pb.Empty:  # noqa: N802
         self.started.append(req.id)
@@ -183,7 +189,8 @@ async def test_failed_node_reschedules_once(world: tuple[KV, FakeCluster, Resche
     assert n2.lists == 0
     labels = n2.creates[0]["Labels"]
     assert labels[SWARM_ID_LABEL] == sid and labels[GENERATION_LABEL] == "2"
-    assert n2.started == [rec.container_id]
+    # Created and started in one call, which waits for a channel still connecting.
+    assert n2.started == [rec.container_id] and n2.waited_for_ready == [True]
     # The name follows the replacement; the old copy's status (Host Down) is gone.
     name = await kv.get(cluster.keys.name("web"))
     assert name is not None and name.value.decode() == rec.container_id
@@ -391,11 +398,13 @@ class CutOffAgent(FakeAgent):
 
     cut = False
 
-    async def ContainerCreate(self, req: pb.ContainerCreateRequest) -> pb.ContainerCreateReply:  # noqa: N802
+    async def ContainerCreate(  # noqa: N802
+        self, req: pb.ContainerCreateRequest, wait_for_ready: bool = False
+    ) -> pb.ContainerCreateReply:
         if not self.cut:
             self.cut = True
             raise asyncio.CancelledError
-        return await super().ContainerCreate(req)
+        return await super().ContainerCreate(req, wait_for_ready)
 
 
 async def test_a_call_cut_off_by_a_leaving_node_does_not_stop_the_rescheduler(
