@@ -253,8 +253,8 @@ def result(big: Figures, small: Figures | None) -> dict[str, object]:
         "etcd_db_mib": _r(big.etcd.db_mib if big.etcd else None),
         "etcd_db_in_use_mib": _r(big.etcd.in_use_mib if big.etcd else None),
         "etcd_idle_keys": dict(big.idle.keys) if big.idle else {},
-        "hollow_ttl": dev_hollow.lease_settings(big.shared_lease)[1],
-        "hollow_heartbeat": dev_hollow.lease_settings(big.shared_lease)[0],
+        "hollow_ttl": dev_hollow.TTL,
+        "hollow_heartbeat": dev_hollow.HEARTBEAT,
         "hollow_shared_lease": big.shared_lease,
         "real_ttl": dev_layout.TTL,
     }

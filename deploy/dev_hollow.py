@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from deploy import dev_layout
 from deploy.dev_certs import dev_tls, ensure_ca
 from deploy.dev_layout import (
     CERTS,
@@ -43,19 +42,13 @@ from deploy.dev_processes import (
 HOLLOW = "hollow"  # the hosts' certificate name
 NAME_PREFIX = "hollow-"
 MAX_HOLLOW = 5000
-# Keep-alives of hollow nodes with a lease each: slower than the real dev nodes' 250 ms (a
-# thousand nodes in one process), still well inside a failover drill's patience. A host
-# sharing one lease among its nodes renews it as the real dev nodes do theirs (one keep-alive
-# per host, not per node): its nodes are then lost as fast as a real node.
+# Keep-alives of hollow nodes: slower than the real dev nodes' 250 ms (a thousand nodes in one
+# process), still well inside a failover drill's patience. Also with a lease shared by a
+# host's nodes: at 250 ms / TTL 3 s (half a second per keep-alive before it redials) a host
+# busy answering a restarted manager's thousand handshakes can lose its lease, and with it
+# all its nodes at once (two of five scale runs counted lost containers that way).
 HEARTBEAT = "1s"
 TTL = "5s"
-
-
-def lease_settings(shared_lease: bool) -> tuple[str, str]:
-    """(heartbeat, TTL) of the hollow hosts' leases."""
-    return (dev_layout.HEARTBEAT, dev_layout.TTL) if shared_lease else (HEARTBEAT, TTL)
-
-
 STOP_GRACE_S = 30.0  # SIGTERM: every node revokes its lease first
 
 
@@ -80,7 +73,6 @@ def host_slices(count: int, per_host: int) -> list[tuple[int, int]]:
 
 def hollow_command(count: int, first: int = 0, shared_lease: bool = False) -> list[str]:
     tls = dev_tls(HOLLOW)
-    heartbeat, ttl = lease_settings(shared_lease)
     return [
         sys.executable,
         "-m",
@@ -99,9 +91,9 @@ def hollow_command(count: int, first: int = 0, shared_lease: bool = False) -> li
         "--listen-host",
         "127.0.0.1",
         "--heartbeat",
-        heartbeat,
+        HEARTBEAT,
         "--ttl",
-        ttl,
+        TTL,
         "--tlscacert",
         tls.ca,
         "--tlscert",
