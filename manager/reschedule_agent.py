@@ -22,7 +22,7 @@ def create_call(stub: AgentStub, request: pb.ContainerCreateRequest) -> Awaitabl
     """ContainerCreate, waiting for a channel that is still connecting (or reconnecting after
     a failed handshake) up to the call's deadline instead of failing at once: nothing has been
     sent yet, and the scheduler would choose the same least-loaded node for the next create
-    too (a fill of 30,000 once met twenty 503s in a row that way)."""
+    too (a fill of 30,000 once met 31 503s in a row that way)."""
     return stub.ContainerCreate(request, wait_for_ready=True)
 
 
