@@ -107,13 +107,16 @@ class LogicalStore:
             out.append((rec, entry.mod_revision))
         return out
 
+    def put_of(self, rec: LogicalContainer, now_ns: int | None = None) -> Put:
+        """The write of `rec`, stamped with the time it is written (`updated_at_ns`)."""
+        rec.updated_at_ns = time.time_ns() if now_ns is None else now_ns
+        return Put(self.keys.logical(rec.swarm_id), rec.SerializeToString())
+
     async def swap(self, rec: LogicalContainer, mod_revision: int) -> int:
         """Write `rec` if its key is still at `mod_revision` (0: only if absent). The revision
         written, 0 when the key had changed (nothing written)."""
-        rec.updated_at_ns = time.time_ns()
-        key = self.keys.logical(rec.swarm_id)
-        put = Put(key, rec.SerializeToString())
-        return await self.kv.txn([ModRevisionIs(key, mod_revision)], [put])
+        put = self.put_of(rec)
+        return await self.kv.txn([ModRevisionIs(put.key, mod_revision)], [put])
 
     async def swap_all(self, items: Sequence[tuple[LogicalContainer, int]]) -> list[int]:
         """`swap` of every (record, mod revision), a batch of records per transaction (a
@@ -124,8 +127,7 @@ class LogicalStore:
         batches: list[list[tuple[LogicalContainer, int, Put]]] = [[]]
         size = 0
         for rec, rev in items:
-            rec.updated_at_ns = now
-            put = Put(self.keys.logical(rec.swarm_id), rec.SerializeToString())
+            put = self.put_of(rec, now)
             if batches[-1] and (
                 len(batches[-1]) >= SWAP_BATCH or size + len(put.value) > SWAP_BATCH_BYTES
             ):

@@ -75,8 +75,8 @@ class LogicalView:
         return copy, rev
 
     async def logical_caught_up(self, revision: int, timeout: float) -> bool:
-        """Wait until the watched records include every write up to `revision` (one of ours:
-        a write to logical/ comes back as an event of that revision or a later one); False
+        """Wait until the watched records include every write up to `revision` (a write
+        under logical/: it comes back as an event of that revision or a later one); False
         when the watch is still behind after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

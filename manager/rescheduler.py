@@ -37,7 +37,7 @@ from manager.placing import choose_node, survey
 from manager.reschedule_agent import create_or_find
 from manager.scheduler import Scheduler
 from proto.docker.errors import DockerError
-from proto.kv import KVError, ModRevisionIs, Put
+from proto.kv import KVError, ModRevisionIs
 from proto.logical import (
     FAILED,
     GENERATION_LABEL,
@@ -61,8 +61,8 @@ PAUSE_ENV = "FLOTILLA_TEST_PAUSE_AFTER_PLACING_S"
 # containers move in seconds, without 3,000 calls opened at the same moment.
 PASS_CONCURRENCY = 64
 NOTHING_WRITTEN = -1  # a phase's answer for a record it left as it was
-# How long a pass waits for the watched logical/ records to show the last pass's writes before
-# it reads them all from etcd instead.
+# How long a pass waits for the watched logical/ records to show the newest write under
+# logical/ before it reads them all from etcd instead.
 WATCH_LAG_S = 2.0
 
 
@@ -355,12 +355,11 @@ class Rescheduler:
         rec.previous_node_id = ""
         rec.previous_container_id = ""
         rec.node_failed_at_ns = 0
-        rec.updated_at_ns = time.time_ns()
         # One transaction, while the record is still this plan: the name and the desired
         # record move to the copy, the old copy's status and desired record go, the record
         # says `placed` (so the status deletion asks nothing more: Cluster._apply_status).
         puts = created_puts(keys, cid, rec.name, rec.node_id, body)
-        puts.append(Put(keys.logical(rec.swarm_id), rec.SerializeToString()))
+        puts.append(self.cluster.logical.put_of(rec))
         revision = await self.cluster.kv.txn(
             [ModRevisionIs(keys.logical(rec.swarm_id), rev)],
             puts,

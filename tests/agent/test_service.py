@@ -493,3 +493,32 @@ async def test_create_with_start_runs_it_and_a_repeat_finds_it(
     reply = await stub.ContainerInspect(pb.ContainerRef(id=first.id))
     assert json.loads(reply.json)["State"]["Running"] is True
     await stub.ContainerRemove(pb.ContainerRemoveRequest(id=first.id, force=True))
+
+
+async def test_a_create_waits_for_a_node_still_connecting(rt: Runtime) -> None:
+    """A create sent while the node's channel cannot connect yet (its agent not listening)
+    waits for it instead of failing at once with UNAVAILABLE."""
+    import socket
+
+    from manager.reschedule_agent import create_call
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = agent_client(f"127.0.0.1:{port}")
+    body = {"Image": "busybox", "Cmd": ["true"]}
+    request = pb.ContainerCreateRequest(json=json.dumps(body).encode(), name="late")
+    creating = asyncio.ensure_future(create_call(client, request))
+    server = None
+    try:
+        await asyncio.sleep(0.5)  # refused meanwhile: the channel is reconnecting
+        assert not creating.done()
+        server = await start_grpc_server(rt, rt.test_bus, f"127.0.0.1:{port}")  # type: ignore[attr-defined]
+        reply = await asyncio.wait_for(creating, 30)
+        assert reply.id
+        await client.ContainerRemove(pb.ContainerRemoveRequest(id=reply.id, force=True))
+    finally:
+        creating.cancel()
+        await client.channel.close()  # type: ignore[attr-defined]
+        if server is not None:
+            await server.stop(None)

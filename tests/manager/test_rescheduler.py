@@ -195,6 +195,10 @@ async def test_failed_node_reschedules_once(world: tuple[KV, FakeCluster, Resche
     name = await kv.get(cluster.keys.name("web"))
     assert name is not None and name.value.decode() == rec.container_id
     assert await kv.get(cluster.keys.status("n1", old)) is None
+    # The move's transaction took the old copy's desired record too, so that status deletion
+    # had nothing left to remove (Cluster._moved_away).
+    assert await kv.get(cluster.keys.container(old)) is None
+    assert await kv.get(cluster.keys.container(rec.container_id)) is not None
     events = [e for e in cluster.events.history if e["Action"] == "reschedule"]
     assert len(events) == 1 and events[0]["Actor"]["ID"] == rec.container_id
     assert events[0]["Actor"]["Attributes"]["from_node"] == "n1"
