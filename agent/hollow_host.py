@@ -37,7 +37,6 @@ from agent.main import (
     _after_registration,
     _duration,
     _label,
-    container_counts,
     etcd_and_tls_from_args,
 )
 from agent.metrics import AgentMetrics
@@ -177,12 +176,10 @@ class HollowNode:
             ttl_s=math.ceil(config.ttl_s),
             heartbeat_s=config.heartbeat_s,
             metrics=self.metrics,
-            counts=lambda: container_counts(runtime),  # type: ignore[arg-type]
             on_registered=on_registered,
             redial_with=[self.kv] if self.lease_kv is not None else [],
             shared=self.lease,
         )
-        reporter.on_change = self.registration.touch
         await reporter.start()
         await image_records.start()
         await self.registration.start()

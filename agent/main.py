@@ -28,7 +28,7 @@ from agent.metrics import AgentMetrics
 from agent.overlay_directory import EtcdDirectory
 from agent.overlay_peers import PeerSync
 from agent.overlay_view import OverlayView
-from agent.registration import Counts, Registration, describe_host
+from agent.registration import Registration, describe_host
 from agent.server import start_grpc_server
 from agent.service_drills import DrillSettings
 from agent.status import StatusReporter
@@ -260,13 +260,6 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
-def container_counts(runtime: Runtime) -> Counts:
-    recs = runtime.list()
-    running = sum(1 for r in recs if r.status == "running")
-    paused = sum(1 for r in recs if r.status == "paused")
-    return Counts(len(recs), running, paused, len(recs) - running - paused)
-
-
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT); then deregister, leaving containers up."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -383,12 +376,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             ttl_s=ttl_s,
             heartbeat_s=config.heartbeat_s,
             metrics=metrics,
-            counts=lambda: container_counts(runtime),
             on_registered=on_registered,
             fence=fence,
             redial_with=[kv],
         )
-        reporter.on_change = registration.touch
         server = await _serve(
             runtime, bus, config, node_id, metrics, fence, image_records, reporter.flush
         )

@@ -12,7 +12,6 @@ import os
 import platform
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -32,14 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEERS_REFRESH_S = 5.0  # how stale the list of peers asked during an etcd outage may be
-
-
-@dataclass(frozen=True)
-class Counts:
-    total: int = 0
-    running: int = 0
-    paused: int = 0
-    stopped: int = 0
 
 
 def describe_host(
@@ -99,7 +90,6 @@ class Registration:
         ttl_s: int,
         heartbeat_s: float,
         metrics: AgentMetrics | None = None,
-        counts: Callable[[], Counts] | None = None,
         on_registered: Callable[[], Awaitable[None]] | None = None,
         fence: Fence | None = None,
         redial_with: Sequence[KV] = (),
@@ -115,7 +105,6 @@ class Registration:
         self.ttl_s = ttl_s
         self.heartbeat_s = heartbeat_s
         self.metrics = metrics or AgentMetrics()
-        self.counts = counts
         self.on_registered = on_registered
         self.fence = fence
         # Other clients of the agent (status writes, address claims) redialled with ours: their
@@ -130,7 +119,6 @@ class Registration:
         self.retry_max_s = heartbeat_s / 2
         self.lease_id = 0
         self.registered = asyncio.Event()
-        self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._hook: asyncio.Task[None] | None = None
         self._peers: asyncio.Task[None] | None = None
@@ -139,10 +127,6 @@ class Registration:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="registration")
-
-    def touch(self) -> None:
-        """Containers changed: rewrite the record's counts soon (no etcd call here)."""
-        self._dirty.set()
 
     async def stop(self, deregister: bool = True) -> None:
         """Stop renewing. With `deregister` the lease is revoked and the record goes at once;
@@ -220,7 +204,6 @@ class Registration:
         if self.shared is not None:
             self.lease_id = await self.shared.current()
             self._lease_changed = self.shared.changed
-            self._dirty.clear()
             await self._put()
             await self.kv.put(self.member_key, self.record.SerializeToString())
             self.metrics.registrations.inc()
@@ -238,7 +221,6 @@ class Registration:
             # At once, not after the record's writes: each of them is a round trip nearer the
             # deadline, which a blip leaves close.
             self.fence.renewed(sent_ns)
-        self._dirty.clear()
         await self._put()
         await self.kv.put(self.member_key, self.record.SerializeToString())
         await self._refresh_peers()
@@ -248,12 +230,6 @@ class Registration:
         )
 
     async def _put(self) -> None:
-        if self.counts is not None:
-            c = self.counts()
-            self.record.containers = c.total
-            self.record.containers_running = c.running
-            self.record.containers_paused = c.paused
-            self.record.containers_stopped = c.stopped
         self.record.updated_at_ns = time.time_ns()
         await self.kv.put(
             self.key,
@@ -263,20 +239,11 @@ class Registration:
         )
 
     async def _follow_shared(self, shared: SharedLease) -> None:
-        """Under the host's lease: rewrite the record when it changed, until the lease does."""
-        lost = asyncio.ensure_future(self._lease_changed.wait())
-        try:
-            while shared.lease_id == self.lease_id:
-                dirty = asyncio.ensure_future(self._dirty.wait())
-                try:
-                    await asyncio.wait({dirty, lost}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    dirty.cancel()
-                if self._dirty.is_set() and shared.lease_id == self.lease_id:
-                    self._dirty.clear()
-                    await self._put()
-        finally:
-            lost.cancel()
+        """Under the host's lease: returns when the lease changes."""
+        changed = self._lease_changed
+        while shared.lease_id == self.lease_id:
+            await changed.wait()
+            changed = shared.changed
 
     async def _refresh_peers(self) -> None:
         """Cache the other live nodes: the ones the fence asks when etcd is unreachable."""
@@ -309,14 +276,7 @@ class Registration:
         next_beat = loop.time() + self.heartbeat_s
         next_peers = loop.time() + PEERS_REFRESH_S
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(next_beat):
-                    await self._dirty.wait()
-            if self._dirty.is_set():
-                self._dirty.clear()
-                await self._put()
-            if loop.time() < next_beat:
-                continue
+            await asyncio.sleep(max(0.0, next_beat - loop.time()))
             next_beat = loop.time() + self.heartbeat_s
             sent_ns = fencing.now_ns()
             ttl = await self.kv.lease_keepalive_once(self.lease_id, self.call_timeout_s)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.metrics import AgentMetrics
@@ -78,14 +77,12 @@ class StatusReporter:
         node_id: str,
         runtime: _Runtime,
         metrics: AgentMetrics | None = None,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.kv = kv
         self.keys = keys
         self.node_id = node_id
         self.runtime = runtime
         self.metrics = metrics or AgentMetrics()
-        self.on_change = on_change
         self._dirty: set[str] = set()
         self._resync = True  # the first pass is a full one
         self._wake = asyncio.Event()
@@ -109,8 +106,6 @@ class StatusReporter:
         self._dirty.add(id)
         self.synced.clear()
         self._wake.set()
-        if self.on_change is not None:
-            self.on_change()
 
     async def flush(self, timeout: float = FLUSH_WAIT_S) -> None:
         """Wait until every change notified so far is written (at most `timeout`): the

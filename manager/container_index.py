@@ -2,7 +2,9 @@
 lookups every request needs, kept up to date on each change instead of scanned per request:
 containers by node, by name and by Swarm ID, and which nodes changed since the scheduler last
 looked. At 30,000 containers a scan per create or per name lookup is what made a create cost
-O(containers); with these indexes it costs what its own node costs.
+O(containers); with these indexes it costs what its own node costs. It also counts each node's
+containers by state (`docker info`), so the agents need not write counts into their node
+records on every container change.
 
 `statuses`, `placements` and `pending` are dicts that report every assignment and removal to
 the index, so no caller can forget to; a Placement or status changed in place is reported with
@@ -12,6 +14,7 @@ the index, so no caller can forget to; a Placement or status changed in place is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from proto.logical import SWARM_ID_LABEL
@@ -23,6 +26,25 @@ if TYPE_CHECKING:
 K = TypeVar("K")
 V = TypeVar("V")
 SHORT_ID_LEN = 12
+
+
+@dataclass(frozen=True, slots=True)
+class StateCounts:
+    """A node's containers as dockerd's `docker info` counts them: a state other than running
+    or paused (created, restarting, exited, dead) counts as stopped."""
+
+    total: int = 0
+    running: int = 0
+    paused: int = 0
+
+    @property
+    def stopped(self) -> int:
+        return self.total - self.running - self.paused
+
+    def __add__(self, other: StateCounts) -> StateCounts:
+        return StateCounts(
+            self.total + other.total, self.running + other.running, self.paused + other.paused
+        )
 
 
 class TrackedDict(dict[K, V], Generic[K, V]):
@@ -96,6 +118,9 @@ class ContainerIndex:
         self._by_short_swarm: dict[str, dict[str, None]] = {}
         self._pending_indexed: dict[int, str] = {}
         self._pending_by_node: dict[str, dict[int, None]] = {}
+        # Each status record's (node, state) as counted, and the counts per node and state.
+        self._counted: dict[str, tuple[str, str]] = {}
+        self._states: dict[str, dict[str, int]] = {}
         # Nodes whose containers or record changed since `take_changed_nodes` was last called,
         # and the containers that changed since `take_changed_ids`.
         self._changed_nodes: set[str] = set()
@@ -106,6 +131,7 @@ class ContainerIndex:
         """Re-index `cid` after its status or placement was set, changed in place or dropped."""
         self._changed_ids.add(cid)
         st = self.statuses.get(cid)
+        self._count(cid, st)
         placed = self.placements.get(cid)
         new = None
         if st is not None:
@@ -140,6 +166,24 @@ class ContainerIndex:
         _add(self._by_short_swarm, swarm_id[:SHORT_ID_LEN], cid)
         self._changed_nodes.add(node)
 
+    def _count(self, cid: str, st: ContainerStatus | None) -> None:
+        new = (st.node_id, st.state) if st is not None else None
+        old = self._counted.get(cid)
+        if old == new:
+            return
+        if old is not None:
+            states = self._states[old[0]]
+            states[old[1]] -= 1
+            if not states[old[1]]:
+                del states[old[1]]
+                if not states:
+                    del self._states[old[0]]
+            del self._counted[cid]
+        if new is not None:
+            states = self._states.setdefault(new[0], {})
+            states[new[1]] = states.get(new[1], 0) + 1
+            self._counted[cid] = new
+
     def _pending_changed(self, token: int) -> None:
         old = self._pending_indexed.pop(token, None)
         if old is not None:
@@ -169,6 +213,11 @@ class ContainerIndex:
     def ids_on(self, node_id: str) -> Iterable[str]:
         """Containers on the node: its status records', and our creates not yet reported."""
         return tuple(self._by_node.get(node_id, ()))
+
+    def state_counts(self, node_id: str) -> StateCounts:
+        """The node's containers that its status records report, by state."""
+        states = self._states.get(node_id, {})
+        return StateCounts(sum(states.values()), states.get("running", 0), states.get("paused", 0))
 
     def pending_on(self, node_id: str) -> list[tuple[int, Placement]]:
         return [(t, self.pending[t]) for t in self._pending_by_node.get(node_id, ())]

@@ -154,7 +154,7 @@ class SchedulerView:
 
 
 def _follow_record(info: NodeInfo, rec: NodeRecord) -> None:
-    """A node record rewritten (mostly its container counts): only fields that changed are
+    """A node record rewritten (a re-registration): only fields that changed are
     assigned, since each assignment makes the scheduler re-score the node."""
     fields = {
         "name": rec.name,

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeRecord(_message.Message):
-    __slots__ = ("id", "name", "addr", "labels", "ncpu", "memory_bytes", "kernel_version", "operating_system", "os_type", "architecture", "storage_driver", "version", "containers", "containers_running", "containers_paused", "containers_stopped", "updated_at_ns", "started_at_ns")
+    __slots__ = ("id", "name", "addr", "labels", "ncpu", "memory_bytes", "kernel_version", "operating_system", "os_type", "architecture", "storage_driver", "version", "updated_at_ns", "started_at_ns")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,10 +27,6 @@ class NodeRecord(_message.Message):
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     STORAGE_DRIVER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
-    CONTAINERS_RUNNING_FIELD_NUMBER: _ClassVar[int]
-    CONTAINERS_PAUSED_FIELD_NUMBER: _ClassVar[int]
-    CONTAINERS_STOPPED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -45,13 +41,9 @@ class NodeRecord(_message.Message):
     architecture: str
     storage_driver: str
     version: str
-    containers: int
-    containers_running: int
-    containers_paused: int
-    containers_stopped: int
     updated_at_ns: int
     started_at_ns: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., addr: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., ncpu: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel_version: _Optional[str] = ..., operating_system: _Optional[str] = ..., os_type: _Optional[str] = ..., architecture: _Optional[str] = ..., storage_driver: _Optional[str] = ..., version: _Optional[str] = ..., containers: _Optional[int] = ..., containers_running: _Optional[int] = ..., containers_paused: _Optional[int] = ..., containers_stopped: _Optional[int] = ..., updated_at_ns: _Optional[int] = ..., started_at_ns: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., addr: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., ncpu: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel_version: _Optional[str] = ..., operating_system: _Optional[str] = ..., os_type: _Optional[str] = ..., architecture: _Optional[str] = ..., storage_driver: _Optional[str] = ..., version: _Optional[str] = ..., updated_at_ns: _Optional[int] = ..., started_at_ns: _Optional[int] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
     __slots__ = ("id", "node_id", "name", "image", "image_id", "state", "exit_code", "pid", "started_at_ns", "finished_at_ns", "oom_killed", "labels", "updated_at_ns", "host_config_json", "ps_row_json")

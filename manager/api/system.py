@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from manager.cluster import Cluster, natural_key
+from manager.container_index import StateCounts
 from manager.versioning import API_VERSION, MIN_API_VERSION, server_version, versioned
 from proto.records_pb2 import NodeRecord
 
@@ -89,11 +90,12 @@ def _reserved(cluster: Cluster, rec: NodeRecord) -> tuple[float, int]:
 
 
 def _containers(cluster: Cluster, rec: NodeRecord, state: str) -> str:
+    counts = cluster.state_counts(rec.id)
     if state != "Healthy":  # Swarm prints the bare count for an engine it cannot ask
-        return str(sum(1 for cid in cluster.ids_on(rec.id) if cid in cluster.statuses))
+        return str(counts.total)
     return (
-        f"{rec.containers} ({rec.containers_running} Running, "
-        f"{rec.containers_paused} Paused, {rec.containers_stopped} Stopped)"
+        f"{counts.total} ({counts.running} Running, "
+        f"{counts.paused} Paused, {counts.stopped} Stopped)"
     )
 
 
@@ -159,13 +161,14 @@ async def info(request: web.Request) -> web.Response:
     # Each node's Images is the length of its `docker images`: its images record says it.
     await cluster.node_images.catch_up()
     images = cluster.node_images.count(n.id for n in nodes)
+    counts = sum((cluster.state_counts(n.id) for n in nodes), StateCounts())
     uname = os.uname()
     body: dict[str, Any] = {
         "ID": settings.get("id", ""),
-        "Containers": sum(n.containers for n in nodes),
-        "ContainersRunning": sum(n.containers_running for n in nodes),
-        "ContainersPaused": sum(n.containers_paused for n in nodes),
-        "ContainersStopped": sum(n.containers_stopped for n in nodes),
+        "Containers": counts.total,
+        "ContainersRunning": counts.running,
+        "ContainersPaused": counts.paused,
+        "ContainersStopped": counts.stopped,
         "Images": images,
         "Driver": "",
         "DriverStatus": None,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from manager.cluster import Cluster, Placement
-from manager.container_index import ContainerIndex
+from manager.container_index import ContainerIndex, StateCounts
 from proto.docker.errors import NotFound
 from proto.keys import Keys
 from proto.kv import WatchEvent
@@ -21,6 +21,28 @@ SID = "a" * 64
 def _status(cid: str, node: str, name: str, sid: str = "") -> ContainerStatus:
     labels = {SWARM_ID_LABEL: sid} if sid else {}
     return ContainerStatus(id=cid, node_id=node, name=name, state="running", labels=labels)
+
+
+def test_state_counts_follow_status_records() -> None:
+    """`docker info`'s counts per node, as dockerd counts: restarting, created, exited and
+    dead are stopped; a placement without a status record (not yet on the node) is not
+    counted."""
+    index = ContainerIndex()
+    index.placements["c0"] = Placement(node_id="n1", name="new", image="busybox")
+    for cid, state in (("c1", "running"), ("c2", "paused"), ("c3", "restarting"), ("c4", "exited")):
+        index.statuses[cid] = ContainerStatus(id=cid, node_id="n1", state=state)
+    assert index.state_counts("n1") == StateCounts(total=4, running=1, paused=1)
+    assert index.state_counts("n1").stopped == 2
+
+    index.statuses["c2"] = ContainerStatus(id="c2", node_id="n1", state="running")  # unpaused
+    index.statuses["c4"] = ContainerStatus(id="c4", node_id="n2", state="exited")  # moved
+    del index.statuses["c3"]
+    assert index.state_counts("n1") == StateCounts(total=2, running=2)
+    assert index.state_counts("n2") == StateCounts(total=1)
+    assert index.state_counts("n1") + index.state_counts("n2") == StateCounts(3, 2, 0)
+    index.statuses.clear()
+    assert index.state_counts("n1") == index.state_counts("n2") == StateCounts()
+    assert not index._states  # nothing left behind for nodes that had containers
 
 
 def test_statuses_placements_and_pending_are_indexed_as_they_change() -> None:
