@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FANOUT_TIMEOUT_S = 10.0
-VALIDATE_CONCURRENCY = 16
+VALIDATE_CONCURRENCY = 8
 # Deadline of one unary manager->agent call: a hung agent must never hold a request (or the
 # rescheduler) for longer. Streams (attach, logs -f, events, image transfer) pass None and rely
 # on gRPC keepalive (proto/rpc.py) instead.

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from proto.docker.errors import InvalidParameter, go_quote
 
 DEFAULT_CAPABILITIES = [
@@ -86,12 +88,19 @@ def normalize_caps(caps: list[str]) -> list[str]:
 
 
 def _known_caps() -> list[str]:
+    last = _last_cap()
+    return list(ALL_CAPABILITIES) if last is None else ALL_CAPABILITIES[: last + 1]
+
+
+@functools.cache
+def _last_cap() -> int | None:
+    """The kernel's highest capability number: fixed while it runs, read once (every create
+    asks)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+            return int(f.read())
     except (OSError, ValueError):
-        return list(ALL_CAPABILITIES)
-    return ALL_CAPABILITIES[: last + 1]
+        return None
 
 
 def _available_caps() -> list[str]:
