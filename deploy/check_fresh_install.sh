@@ -60,6 +60,9 @@ inside() {
     in_chroot /bin/sh -c 'cd / && flotilla --help' >"$root.help" ||
         die "flotilla --help failed in the chroot"
     grep -q "^usage: flotilla" "$root.help" || die "flotilla --help printed no usage: $(cat "$root.help")"
+    # `--help` imports the command line only: the manager's and agent's own dependencies too.
+    in_chroot /bin/sh -c 'cd / && /opt/flotilla/venv/bin/python -c "import manager.app, manager.main, agent.main"' ||
+        die "the manager or the agent does not import in the chroot"
     in_chroot docker --version || die "no docker CLI in the chroot"
     in_chroot docker-compose version --short || die "Debian's docker-compose does not run"
     for unit in docker.service docker.socket containerd.service; do

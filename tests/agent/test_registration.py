@@ -368,7 +368,8 @@ async def test_agent_restart_keeps_container_and_node_id(
         stop, task = await start_agent()
         try:
             node_entry = await client.get(KEYS.node(node_id))
-            assert node_entry is not None
+            member_entry = await client.get(KEYS.member(node_id))
+            assert node_entry is not None and member_entry is not None
             stub = agent_client(f"127.0.0.1:{port}")
             body = {"Image": "busybox", "Cmd": ["sh", "-c", "echo hello; sleep 60"]}
             reply = await stub.ContainerCreate(
@@ -379,9 +380,12 @@ async def test_agent_restart_keeps_container_and_node_id(
             await stub.channel.close()
             await wait_for(lambda: running(cid), 5)
             pid = (await status_of(cid)).pid  # type: ignore[union-attr]
-            # A container's changes are in its status record only: the node record stays as
-            # registered (the manager counts containers from the status records).
-            assert await client.get(KEYS.node(node_id)) == node_entry
+            # A container's changes are in its status record only: the node record is written
+            # at registrations alone (each also writes members/<id>), never for a container.
+            node_now = await client.get(KEYS.node(node_id))
+            member_now = await client.get(KEYS.member(node_id))
+            assert node_now is not None and member_now is not None
+            assert node_now == node_entry or member_now.mod_revision > node_now.mod_revision
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
