@@ -36,6 +36,7 @@ def _attributes(cert: bytes, oid_name: str) -> list[str]:
     return [str(a.value) for a in subject.get_attributes_for_oid(oid)]  # type: ignore[attr-defined]
 
 
+@lru_cache(maxsize=256)
 def role_of(cert: bytes) -> str:
     """The flotilla role of a certificate (PEM or DER), "" when it names none (or several)."""
     found = [u for u in _attributes(cert, "ORGANIZATIONAL_UNIT_NAME") if u in ROLES]
