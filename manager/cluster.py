@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FANOUT_TIMEOUT_S = 10.0
-VALIDATE_CONCURRENCY = 8
+VALIDATE_CONCURRENCY = 4
+# A node that did not answer is asked again after 0.5 s, doubling up to this: nodes that cannot
+# be reached must not keep the few validation slots from the ones that can.
+VALIDATE_RETRY_MAX_S = 8.0
 # Deadline of one unary manager->agent call: a hung agent must never hold a request (or the
 # rescheduler) for longer. Streams (attach, logs -f, events, image transfer) pass None and rely
 # on gRPC keepalive (proto/rpc.py) instead.
@@ -289,7 +292,8 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             self.events.publish(node_event(rec, "engine_connect"))
         if previous is None or previous.started_at_ns != rec.started_at_ns:
             self.validated.discard(node_id)
-            self._spawn(self._validate(node_id))
+            if self.ready.is_set():  # the nodes found at start: `validate_nodes`
+                self._spawn(self._validate(node_id))
             self._notify("put", node_id)
 
     def _notify(self, kind: str, node_id: str) -> None:
@@ -299,15 +303,25 @@ class Cluster(ClusterRecords, LogicalView, ContainerIndex, ContainerRefs):
             except Exception:  # noqa: BLE001 - a listener's bug must not stop the view
                 log.exception("node listener failed on %s %s", kind, node_id)
 
+    def validate_nodes(self) -> None:
+        """Validate the nodes found at start. Called once the manager serves: a restarted
+        manager at 1,000 nodes would otherwise set up 1,000 TLS channels while it builds its
+        first `docker ps` (manager/main.py), and only `docker info`'s Healthy waits on them."""
+        for node_id in self.nodes:
+            if node_id not in self.validated:
+                self._spawn(self._validate(node_id))
+
     async def _validate(self, node_id: str) -> None:
         """Pending until the node's agent first answers (classic Swarm validates a new engine
         with /info before it counts it Healthy)."""
+        retry_s = 0.5
         while node_id in self.nodes:
             try:
                 async with self._validating:
                     await self.call(node_id, lambda s: s.Ping(pb.PingRequest()), timeout=2.0)
             except DockerError:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(retry_s)
+                retry_s = min(2 * retry_s, VALIDATE_RETRY_MAX_S)
                 continue
             self.validated.add(node_id)
             return

@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
 import signal
 import ssl
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from manager.api.container_list import warm_rows
 from manager.app import make_app
 from manager.cluster import Cluster
 from manager.metrics import Metrics, metrics_app
@@ -252,7 +255,8 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
     metrics_runner: web.AppRunner | None = None
     rescheduler: Rescheduler | None = None
     try:
-        await _start_cluster(cluster, stop)
+        with _collector_paused():
+            await _start_cluster(cluster, stop)
         settings: dict[str, Any] = {
             "strategy": config.strategy,
             "filters": list(config.filters),
@@ -271,13 +275,19 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
         rescheduler.start()
         # handler_cancellation: a client that walks away (the CLI abandons its `wait` after
         # `docker run -d`) cancels the handler, and with it the agent RPC it waits on.
-        runner = web.AppRunner(
-            make_app(cluster, settings), access_log=None, handler_cancellation=True
-        )
+        app = make_app(cluster, settings)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        # Start-up work in the order clients need it: the records (read above), the rows of
+        # the first `docker ps` (30,000 at scale: what a client waits on after a restart), and
+        # only then the nodes' validation, 1,000 TLS handshakes that only `docker info`'s
+        # Healthy waits for.
+        with _collector_paused():
+            warm_rows(app)
         await runner.setup()
         for host in config.hosts:
             await _site(runner, host, config.api_tls).start()
             log.info("listening on %s", host)
+        cluster.validate_nodes()
         await stop.wait()
     finally:
         if rescheduler is not None:
@@ -288,6 +298,18 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
             await metrics_runner.cleanup()
         await cluster.close()
         await kv.close()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while start-up loads what the manager keeps:
+    every object made then lives on, yet the allocations alone set off ~900 collections that
+    walk the growing heap again and again (0.4 s of 2.5 at 30,000 containers)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def _start_cluster(cluster: Cluster, stop: asyncio.Event) -> None:

@@ -207,6 +207,13 @@ def _is_task_filter(values: list[str] | None) -> bool | None:
 PS_ROWS_KEY: web.AppKey[PsRows] = web.AppKey("ps_rows", PsRows)
 
 
+def warm_rows(app: web.Application) -> None:
+    """Build every live container's row now (a started manager, before it serves), so the
+    first listing finds them ready."""
+    cluster = app[CLUSTER_KEY]
+    app[PS_ROWS_KEY].live_rows(cluster.statuses, cluster.nodes, True)
+
+
 def _listed(cluster: Cluster, rows: PsRows, all_: bool) -> tuple[list[PsRow], list[Row]]:
     """The rows of live nodes' containers (stale copies left out: a returned node keeps them
     until its agent has removed them) and, with `all_`, the departed and unplaced ones."""

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from manager.api.container_list import PS_ROWS_KEY
+from manager.api.container_list import PS_ROWS_KEY, warm_rows
 from manager.api.ps_rows import PsRows, split_json
 from manager.app import make_app
 from manager.cluster import Cluster
@@ -225,6 +225,16 @@ async def test_a_record_change_is_listed_and_the_parse_is_cached(api: Any) -> No
     del cluster.statuses[A]
     await _ps(client)
     assert A not in rows._rows
+
+
+async def test_warm_rows_builds_what_the_first_listing_uses(api: Any) -> None:  # noqa: ANN401
+    client, cluster = api
+    rows = client.app[PS_ROWS_KEY]
+    warm_rows(client.app)
+    built = dict(rows._rows)
+    assert set(built) == {A, B, C}  # every container of a live node, stopped ones too
+    await _ps(client, all=1)
+    assert all(rows._rows[cid] is row for cid, row in built.items())  # none built again
 
 
 def test_a_record_without_a_row_is_listed_from_its_fields() -> None:

@@ -381,6 +381,11 @@ async def test_info_states_healthy_pending_unhealthy(
     from manager.api.system import listed_nodes, node_state, system_status
 
     kv, cluster, _ = world
+    # The nodes found at start wait for the manager to serve (validate_nodes); a node that
+    # comes later is validated as it comes.
+    await asyncio.sleep(0.2)
+    assert not cluster.validated
+    cluster.validate_nodes()
     cluster.agents["n4"] = SilentAgent("n4")
     await _put_node(kv, cluster.keys, "n4")
     await kv.delete(cluster.keys.node("n1"))  # n1 stays a member: Unhealthy
