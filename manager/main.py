@@ -255,8 +255,7 @@ async def run_manager(config: ManagerConfig, stop: asyncio.Event | None = None) 
     metrics_runner: web.AppRunner | None = None
     rescheduler: Rescheduler | None = None
     try:
-        with _collector_paused():
-            await _start_cluster(cluster, stop)
+        await _start_cluster(cluster, stop)
         settings: dict[str, Any] = {
             "strategy": config.strategy,
             "filters": list(config.filters),
@@ -318,7 +317,8 @@ async def _start_cluster(cluster: Cluster, stop: asyncio.Event) -> None:
 
     while not stop.is_set():
         try:
-            await cluster.start()
+            with _collector_paused():  # not while it waits for etcd
+                await cluster.start()
             return
         except KVError as e:
             log.warning("cannot read the cluster from etcd yet: %s", e)
