@@ -327,12 +327,28 @@ def test_docker_py(cluster: dict[str, object]) -> None:
         client.close()
 
 
-async def test_manager_on_unix_socket_without_nodes(etcd: object, tmp_path: object) -> None:
-    """`run_manager` in-process on a unix socket, against an empty etcd: an empty cluster."""
+async def test_manager_on_unix_socket_without_nodes(
+    etcd: object,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run_manager` in-process on a unix socket, against an empty etcd: an empty cluster.
+    The garbage collector is paused while it reads the cluster, and on again once it serves."""
     import argparse
     import asyncio
+    import gc
 
+    from manager.cluster import Cluster
     from manager.main import add_manage_arguments, config_from_args, run_manager
+
+    collector_during_start: list[bool] = []
+    start = Cluster.start
+
+    async def recording_start(self: Cluster) -> None:
+        collector_during_start.append(gc.isenabled())
+        await start(self)
+
+    monkeypatch.setattr(Cluster, "start", recording_start)
 
     sock = f"{tmp_path}/flotilla.sock"
     parser = argparse.ArgumentParser()
@@ -356,6 +372,7 @@ async def test_manager_on_unix_socket_without_nodes(etcd: object, tmp_path: obje
         )
         assert res.returncode == 0, res.stderr
         assert "Nodes: 0" in res.stdout
+        assert collector_during_start == [False] and gc.isenabled()
         res = await asyncio.to_thread(
             subprocess.run,
             [DOCKER, "run", "-d", "busybox", "true"],
