@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from bench import scale_probes as probes
 from deploy import dev_hollow
 from deploy import devcluster as dc
-from proto.records_pb2 import ContainerStatus
+from proto.keys import Keys
+from proto.kv import KV
+from proto.records_pb2 import ContainerStatus, LogicalContainer
 
 SETTLE_S = 3.0  # watched after the last replacement: a late second copy would show
 WATCH_OPEN_S = 0.5
@@ -78,31 +80,23 @@ async def _node_ids(names: set[str]) -> set[str]:
 
 
 async def _placed_times(
-    targets: set[str], victims_ids: set[str], kill_ns: list[int], out: dict[str, float]
+    kv: KV, targets: set[str], victims_ids: set[str], kill_ns: list[int], out: dict[str, float]
 ) -> None:
     """Until cancelled: swarm id → seconds from the kill to its record placed off the victims."""
-    from proto.keys import Keys
-    from proto.kv import KV
-    from proto.records_pb2 import LogicalContainer
-
-    kv = await KV.connect([dc.etcd_endpoint()])
     keys = Keys(dc.PREFIX)
-    try:
-        _, revision = await kv.snapshot(keys.logical_prefix() + "~")  # the revision only
-        async for event in kv.watch_prefix(keys.logical_prefix(), revision + 1):
-            if event.kind != "put":
-                continue
-            rec = LogicalContainer.FromString(event.value)
-            if (
-                rec.swarm_id in targets
-                and rec.swarm_id not in out
-                and rec.state == "placed"
-                and rec.node_id
-                and rec.node_id not in victims_ids
-            ):
-                out[rec.swarm_id] = max(rec.updated_at_ns - kill_ns[0], 0) / 1e9
-    finally:
-        await kv.close()
+    _, revision = await kv.snapshot(keys.logical_prefix() + "~")  # the revision only
+    async for event in kv.watch_prefix(keys.logical_prefix(), revision + 1):
+        if event.kind != "put":
+            continue
+        rec = LogicalContainer.FromString(event.value)
+        if (
+            rec.swarm_id in targets
+            and rec.swarm_id not in out
+            and rec.state == "placed"
+            and rec.node_id
+            and rec.node_id not in victims_ids
+        ):
+            out[rec.swarm_id] = max(rec.updated_at_ns - kill_ns[0], 0) / 1e9
 
 
 class RunningCopies:
@@ -131,27 +125,20 @@ class RunningCopies:
                 self.duplicates.add(sid)
 
 
-async def _watch_copies(copies: RunningCopies, res: MassFailover) -> None:
+async def _watch_copies(kv: KV, copies: RunningCopies, res: MassFailover) -> None:
     """Until cancelled: `copies` fed from the status records, from now on."""
-    from proto.keys import Keys
-    from proto.kv import KV
-
-    kv = await KV.connect([dc.etcd_endpoint()])
     keys = Keys(dc.PREFIX)
 
     def apply(key: str, value: bytes | None) -> None:
         st = None if value is None else ContainerStatus.FromString(value)
         copies.apply(keys.status_ids(key)[0], key, st)
 
-    try:
-        entries, revision = await kv.snapshot(keys.status_prefix())
-        for e in entries:
-            apply(e.key, e.value)
-        async for event in kv.watch_prefix(keys.status_prefix(), revision + 1):
-            res.status_events += 1
-            apply(event.key, event.value if event.kind == "put" else None)
-    finally:
-        await kv.close()
+    entries, revision = await kv.snapshot(keys.status_prefix())
+    for e in entries:
+        apply(e.key, e.value)
+    async for event in kv.watch_prefix(keys.status_prefix(), revision + 1):
+        res.status_events += 1
+        apply(event.key, event.value if event.kind == "put" else None)
 
 
 async def mass_failover(host: int, timeout: float) -> MassFailover:
@@ -169,9 +156,10 @@ async def mass_failover(host: int, timeout: float) -> MassFailover:
         # The records' times are the manager's wall clock (the same machine's): from the kill.
         kill_ns = [0]
         copies = RunningCopies(ids)
+        kv = await KV.connect([dc.etcd_endpoint()])  # both watches on one client
         watches = [
-            asyncio.create_task(_placed_times(targets, ids, kill_ns, res.replaced)),
-            asyncio.create_task(_watch_copies(copies, res)),
+            asyncio.create_task(_placed_times(kv, targets, ids, kill_ns, res.replaced)),
+            asyncio.create_task(_watch_copies(kv, copies, res)),
         ]
         await asyncio.sleep(WATCH_OPEN_S)  # the watches are open before the kill
         kill_ns[0] = time.time_ns()
@@ -186,6 +174,7 @@ async def mass_failover(host: int, timeout: float) -> MassFailover:
             for task in watches:
                 task.cancel()
             await asyncio.gather(*watches, return_exceptions=True)
+            await kv.close()
         res.leases_expired_s = await leases
         res.duplicates |= copies.duplicates
         rows = await probes.containers(s, label=probes.RESCHEDULE_LABEL)
